@@ -1,0 +1,331 @@
+//! Configuration diagnostics: what is wrong, where (file:line:column and YAML path), which module,
+//! and what to change.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::source::{Location, SourceMap};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One problem found in a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// A stable, kebab-case identifier (`unknown-type`, `missing-variable`, ...) for tools and docs.
+    pub code: &'static str,
+    /// What is wrong, lowercase, identifiers in backticks.
+    pub message: String,
+    pub location: Option<Location>,
+    /// The YAML path, e.g. `modules[2].config.address`.
+    pub path: Option<String>,
+    /// The module the problem belongs to, when there is one.
+    pub module: Option<String>,
+    /// What to change.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            location: None,
+            path: None,
+            module: None,
+            help: None,
+        }
+    }
+
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        self.location = location;
+        self
+    }
+
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    pub fn module(mut self, module: impl Into<String>) -> Self {
+        self.module = Some(module.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// Human rendering with a quoted source line and a caret, in the style of rustc.
+    pub fn render(&self, sources: &SourceMap) -> String {
+        let mut out = format!(
+            "{}[{}]: {}\n",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        );
+        if let Some(loc) = self.location {
+            let _ = writeln!(out, "  --> {}", sources.display(loc));
+            if let Some(line) = sources.get(loc.source).and_then(|f| f.line(loc.line)) {
+                let number = loc.line.to_string();
+                let pad = " ".repeat(number.len());
+                let caret_pad: String = line
+                    .chars()
+                    .take(loc.column.saturating_sub(1) as usize)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let width = token_width(line, loc.column);
+                let _ = writeln!(out, "{pad} |");
+                let _ = writeln!(out, "{number} | {line}");
+                let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(width));
+            }
+        }
+        if let Some(path) = &self.path {
+            let _ = match &self.module {
+                Some(module) => writeln!(out, "   = at: {path} (module `{module}`)"),
+                None => writeln!(out, "   = at: {path}"),
+            };
+        } else if let Some(module) = &self.module {
+            let _ = writeln!(out, "   = module: `{module}`");
+        }
+        if let Some(help) = &self.help {
+            let _ = writeln!(out, "   = help: {help}");
+        }
+        out
+    }
+
+    pub fn to_json(&self, sources: &SourceMap) -> Value {
+        let location = self.location.map(|l| {
+            json!({
+                "file": sources.path(l.source).display().to_string(),
+                "line": l.line,
+                "column": l.column,
+            })
+        });
+        json!({
+            "severity": self.severity.as_str(),
+            "code": self.code,
+            "message": self.message,
+            "location": location,
+            "path": self.path,
+            "module": self.module,
+            "help": self.help,
+        })
+    }
+}
+
+/// Width of the scalar or key starting at `column` (at least 1), for the caret line.
+fn token_width(line: &str, column: u32) -> usize {
+    let rest: String = line
+        .chars()
+        .skip(column.saturating_sub(1) as usize)
+        .collect();
+    let rest = rest.trim_end();
+    let width = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => rest[1..]
+            .find(q)
+            .map_or(rest.chars().count(), |end| end + 2),
+        Some('[' | '{') => 1,
+        _ => {
+            let end = rest
+                .find(": ")
+                .or_else(|| rest.find(" #"))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches(':').chars().count()
+        }
+    };
+    width.max(1)
+}
+
+/// All diagnostics of one validation run.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.items.push(diagnostic);
+    }
+
+    pub fn extend(&mut self, other: impl IntoIterator<Item = Diagnostic>) {
+        self.items.extend(other);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.items.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.items.len() - self.error_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter()
+    }
+
+    /// Source order, errors before warnings at the same place; exact duplicates removed.
+    pub fn sorted(mut self) -> Self {
+        self.items.sort_by(|a, b| {
+            (a.location, a.severity, &a.message).cmp(&(b.location, b.severity, &b.message))
+        });
+        self.items.dedup();
+        self
+    }
+
+    pub fn render(&self, sources: &SourceMap) -> String {
+        let mut out = String::new();
+        for d in &self.items {
+            out.push_str(&d.render(sources));
+            out.push('\n');
+        }
+        let errors = self.error_count();
+        let warnings = self.warning_count();
+        let _ = writeln!(
+            out,
+            "{} error{}, {} warning{}",
+            errors,
+            if errors == 1 { "" } else { "s" },
+            warnings,
+            if warnings == 1 { "" } else { "s" }
+        );
+        out
+    }
+
+    pub fn to_json(&self, sources: &SourceMap) -> Value {
+        Value::Array(self.items.iter().map(|d| d.to_json(sources)).collect())
+    }
+}
+
+impl IntoIterator for Diagnostics {
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+/// `/modules/2/config/address` → `modules[2].config.address`.
+pub fn pointer_to_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = write!(out, "[{segment}]");
+        } else if !segment.is_empty()
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        } else {
+            let _ = write!(out, "[{segment:?}]");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(document root)");
+    }
+    out
+}
+
+/// The closest candidate to `wanted` by edit distance, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(wanted, c), c))
+        .filter(|(distance, c)| *distance <= (wanted.len().max(c.len()) / 3).max(2))
+        .min_by_key(|(distance, c)| (*distance, *c))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_paths_read_like_yaml() {
+        assert_eq!(
+            pointer_to_path("/modules/2/config/address"),
+            "modules[2].config.address"
+        );
+        assert_eq!(pointer_to_path("/targets/~1api"), r#"targets["/api"]"#);
+        assert_eq!(pointer_to_path(""), "(document root)");
+    }
+
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        let types = ["http.server", "http.router", "http.handler"];
+        assert_eq!(did_you_mean("http.sever", types), Some("http.server"));
+        assert_eq!(did_you_mean("htp.router", types), Some("http.router"));
+        assert_eq!(did_you_mean("database.workflow", types), None);
+    }
+
+    #[test]
+    fn render_quotes_the_line_with_a_caret() {
+        let mut sources = SourceMap::default();
+        let id = sources.add(
+            "app.yaml".into(),
+            "modules:\n  - name: a\n    type: http.sever\n".into(),
+        );
+        let d = Diagnostic::error("unknown-type", "unknown module type `http.sever`")
+            .at(Some(Location {
+                source: id,
+                line: 3,
+                column: 11,
+            }))
+            .path("modules[0].type")
+            .module("a")
+            .help("did you mean `http.server`?");
+        let text = d.render(&sources);
+        assert!(text.contains("--> app.yaml:3:11"), "{text}");
+        assert!(
+            text.contains("3 |     type: http.sever\n  |           ^^^^^^^^^^\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("= at: modules[0].type (module `a`)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The shape of an application file, as Rust types whose doc comments become the JSON Schema
+//! (`wf-host schema`), the validator's rules and the builder UI's help text.
+//!
+//! These types describe the file; the engine works on the normalised [`crate::AppConfig`].
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A wf application file: module instances, the workflows that wire them together, triggers that
+/// start work, and pipelines of steps.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wf application")]
+pub struct AppFile {
+    /// Name of the application, shown by `wf-host inspect` and the admin UI.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Version of the application (free text, e.g. `"1.0"`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// What the application does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Other application files merged into this one, relative to this file. Their modules come
+    /// first; an import cycle is an error.
+    #[serde(default)]
+    pub imports: Vec<String>,
+    /// Plugin groups and capabilities this application needs; checked when it loads.
+    #[serde(default)]
+    pub requires: Option<Requires>,
+    /// The module instances of the application. Each has a unique `name` that other parts of the
+    /// configuration use to refer to it.
+    #[serde(default)]
+    pub modules: Vec<ModuleEntry>,
+    /// Workflows wire modules together. Either a mapping from workflow type (`http`, `http-admin`,
+    /// `messaging`, ...) to that workflow's configuration, or a list of `{name, type, config}`.
+    #[serde(default)]
+    pub workflows: Option<Sections>,
+    /// Triggers start pipelines and workflows. Either a mapping from trigger type (`http`, `event`,
+    /// `schedule`, ...) to its configuration, or a list of `{name, type, config}`.
+    #[serde(default)]
+    pub triggers: Option<Sections>,
+    /// Named pipelines: ordered steps run by triggers, routes or other pipelines.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineEntry>,
+    /// Platform description consumed by the `platform` workflow and `platform.*` modules.
+    #[serde(default)]
+    pub platform: Option<Value>,
+    /// Settings section read by the `reverseproxy` module type (kept for the original's configs).
+    #[serde(default)]
+    pub reverseproxy: Option<Value>,
+    /// Settings section read by the `scheduler.modular` module type (kept for the original's configs).
+    #[serde(default)]
+    pub scheduler: Option<Value>,
+}
+
+/// What an application needs from this build of wf.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requires {
+    /// Plugin groups that must be present, e.g. `workflow-plugin-http` or `messaging`.
+    #[serde(default)]
+    pub plugins: Vec<PluginRequirement>,
+    /// Named capabilities that must have a provider.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// One required plugin group.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRequirement {
+    /// Plugin group name (`wf-host types` shows each type's group).
+    pub name: String,
+    /// Semantic-version requirement, e.g. `>=0.1`.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// One module instance.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleEntry {
+    /// Unique name of this module; other modules, workflows and steps refer to it by this name.
+    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9._-]*$"))]
+    pub name: String,
+    /// Module type, e.g. `http.server` (`wf-host types` lists them all).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Configuration of this module; its keys depend on the type (`wf-host schema <type>`).
+    #[serde(default)]
+    pub config: Option<BTreeMap<String, Value>>,
+    /// Modules that must be started before this one (and stopped after it).
+    #[serde(default, rename = "dependsOn")]
+    pub depends_on: Vec<String>,
+}
+
+/// Workflows or triggers, in either of the two forms the original accepted.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sections {
+    /// Keyed by type: `http: {routes: [...]}`.
+    ByType(BTreeMap<String, Value>),
+    /// A list of named entries: `- {name: main, type: http, config: {...}}`.
+    List(Vec<NamedSection>),
+}
+
+/// A named workflow or trigger entry (the list form).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedSection {
+    /// Name of this entry, for messages and `wf-host inspect`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Workflow or trigger type, e.g. `http`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Configuration for that type.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+/// A named pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineEntry {
+    /// What starts this pipeline, e.g. `{type: http, config: {path: /sync, method: POST}}`.
+    #[serde(default)]
+    pub trigger: Option<PipelineTrigger>,
+    /// The steps, run in order.
+    pub steps: Vec<StepEntry>,
+    /// What a failing step does to the pipeline: `stop` (default), `skip` the step, or
+    /// `compensate` (run `compensation` in reverse order, then fail).
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// Steps run in reverse order when a step fails and `on_error` is `compensate`.
+    #[serde(default)]
+    pub compensation: Vec<StepEntry>,
+    /// Maximum run time of the whole pipeline, e.g. `30s`.
+    #[serde(default)]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// The inline trigger of a pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTrigger {
+    /// Trigger type, e.g. `http`, `event` or `schedule`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Trigger configuration, e.g. `{path: /sync, method: POST}` for `http`.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepEntry {
+    /// Name of the step, unique within its pipeline; later steps read its output as `steps.<name>`.
+    pub name: String,
+    /// Step type, e.g. `step.set`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Configuration of the step; its keys depend on the type.
+    #[serde(default)]
+    pub config: Option<BTreeMap<String, Value>>,
+    /// What a failure of this step does, overriding the pipeline's `on_error`.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// Maximum run time of this step, e.g. `5s`.
+    #[serde(default)]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// Error policy of a pipeline or step.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail the pipeline (the default).
+    Stop,
+    /// Record the error as the step's output and continue with the next step.
+    Skip,
+    /// Run the compensation steps in reverse order, then fail.
+    Compensate,
+}
+
+/// The JSON Schema of an application file.
+pub fn app_schema() -> Value {
+    schemars::schema_for!(AppFile).to_value()
+}
