@@ -1,0 +1,101 @@
+//! What type factories see: the declared configuration while checking, the services of earlier
+//! modules while building, and every service while wiring workflows and triggers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wf_config::{AppConfig, did_you_mean};
+
+use crate::registry::{ConfigIssue, Registry};
+use crate::services::{ServiceError, ServiceKind, Services};
+use crate::state::AppState;
+
+/// Read-only view for `check`: every declared module, before anything is built.
+pub struct CheckContext<'a> {
+    pub config: &'a AppConfig,
+    pub registry: &'a Registry,
+}
+
+impl CheckContext<'_> {
+    /// The type of the declared module `name`.
+    pub fn module_type(&self, name: &str) -> Option<&str> {
+        self.config.module(name).map(|m| m.type_name.as_str())
+    }
+
+    /// An issue at `pointer` unless a module named `name` is declared.
+    pub fn require_module(&self, pointer: &str, name: &str, what: &str) -> Option<ConfigIssue> {
+        if self.config.module(name).is_some() {
+            return None;
+        }
+        let names = self.config.modules.iter().map(|m| m.name.as_str());
+        let issue = ConfigIssue::new(
+            pointer,
+            format!("{what} `{name}` is not a module of this application"),
+        );
+        Some(match did_you_mean(name, names) {
+            Some(s) => issue.help(format!("did you mean `{s}`?")),
+            None => issue.help(format!("declare a module named `{name}` under `modules:`")),
+        })
+    }
+
+    /// Names of declared modules whose type is one of `types`, in declaration order.
+    pub fn modules_of_type(&self, types: &[&str]) -> Vec<&str> {
+        self.config
+            .modules
+            .iter()
+            .filter(|m| types.contains(&m.type_name.as_str()))
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+}
+
+/// Given to module and step factories.
+pub struct BuildContext<'a> {
+    pub name: &'a str,
+    pub type_name: &'a str,
+    /// Directory of the file that declared the module: relative paths resolve against it.
+    pub base_dir: &'a Path,
+    pub app: &'a Arc<AppState>,
+    pub(crate) services: &'a mut Services,
+}
+
+impl BuildContext<'_> {
+    /// Offers a service under this module's name.
+    pub fn provide<T: ServiceKind + ?Sized>(&mut self, service: Arc<T>) {
+        self.services.provide(self.name, self.type_name, service);
+    }
+
+    /// A service of a module built earlier (one this module depends on).
+    pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
+        self.services.get(name)
+    }
+}
+
+/// Given to workflow and trigger types after every module is built.
+pub struct WireContext<'a> {
+    /// The workflow or trigger key, e.g. `http-admin`.
+    pub kind: &'a str,
+    pub app: &'a Arc<AppState>,
+    pub(crate) services: &'a mut Services,
+    pub(crate) issues: Vec<ConfigIssue>,
+}
+
+impl WireContext<'_> {
+    pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
+        self.services.get(name)
+    }
+
+    pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<(&str, Arc<T>)> {
+        self.services.all::<T>()
+    }
+
+    pub fn module_type(&self, name: &str) -> Option<&str> {
+        self.services.module_type(name)
+    }
+
+    /// Reports a problem at `pointer` (relative to this workflow's config) and lets wiring
+    /// continue, so every problem is reported at once.
+    pub fn issue(&mut self, issue: ConfigIssue) {
+        self.issues.push(issue);
+    }
+}

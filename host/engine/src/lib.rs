@@ -1,0 +1,36 @@
+//! The wf engine: the registry of types, validation, building an application from a validated
+//! configuration, typed services between modules, and the start/stop lifecycle.
+//!
+//! ```text
+//! Loaded ──validate──▶ ValidatedConfig ──build──▶ App ──start──▶ RunningApp ──stop
+//! ```
+
+pub mod build;
+pub mod catalogue;
+pub mod context;
+pub mod lifecycle;
+pub mod module;
+pub mod registry;
+pub mod services;
+pub mod state;
+pub mod step;
+pub mod trigger;
+pub mod validate;
+
+pub use build::{App, build, start_order};
+pub use context::{BuildContext, CheckContext, WireContext};
+pub use lifecycle::{RunningApp, StartError};
+pub use module::{Module, StartContext, StopContext};
+pub use registry::{
+    Category, ConfigIssue, Described, Kind, ModuleType, Registry, RegistryError, StepType,
+    TriggerType, TypeInfo, WorkflowType,
+};
+pub use services::{ServiceError, ServiceKind, Services};
+pub use state::{AppState, ModuleInfo, RouteInfo};
+pub use step::{Next, PipelineContext, Step, StepOutput};
+pub use trigger::Trigger;
+pub use validate::{Invalid, ValidatedConfig, validate};
+
+// Re-exported so type crates depend on one engine crate.
+pub use async_trait::async_trait;
+pub use wf_config;

@@ -1,0 +1,113 @@
+//! Starting and stopping a built application.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use crate::build::{App, BuiltModule, BuiltTrigger};
+use crate::module::{StartContext, StopContext};
+use crate::state::AppState;
+
+/// A module or trigger that failed to start. Everything started before it has been stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed to start: {source:#}")]
+pub struct StartError {
+    /// "module `api-server` (`http.server`)" or "trigger `http`".
+    pub what: String,
+    pub source: anyhow::Error,
+}
+
+/// A running application.
+pub struct RunningApp {
+    state: Arc<AppState>,
+    modules: Vec<BuiltModule>,
+    triggers: Vec<BuiltTrigger>,
+}
+
+impl std::fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("modules", &self.modules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Starts modules in order, then triggers; marks the app ready. On the first failure, stops
+    /// what already started (in reverse) and reports which module failed and why.
+    pub async fn start(self, grace: Duration) -> Result<RunningApp, StartError> {
+        let ctx = StartContext {
+            app: self.state.clone(),
+        };
+        let mut running = RunningApp {
+            state: self.state,
+            modules: Vec::new(),
+            triggers: Vec::new(),
+        };
+        for built in self.modules {
+            tracing::debug!(module = %built.name, r#type = %built.type_name, "starting module");
+            if let Err(source) = built.module.start(&ctx).await {
+                let what = format!("module `{}` (`{}`)", built.name, built.type_name);
+                running.stop(grace).await;
+                return Err(StartError { what, source });
+            }
+            running.modules.push(built);
+        }
+        for built in self.triggers {
+            if let Err(source) = built.trigger.start(&ctx).await {
+                let what = format!("trigger `{}`", built.label);
+                running.stop(grace).await;
+                return Err(StartError { what, source });
+            }
+            running.triggers.push(built);
+        }
+        running.state.set_ready(true);
+        Ok(running)
+    }
+}
+
+impl RunningApp {
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops triggers, then modules in reverse start order, giving each what is left of `grace`.
+    /// Problems are logged, and stopping goes on: a failing module must not keep others running.
+    /// Returns how many modules or triggers did not stop cleanly.
+    pub async fn stop(mut self, grace: Duration) -> usize {
+        self.state.set_ready(false);
+        let deadline = Instant::now() + grace;
+        let ctx = StopContext { deadline };
+        let mut failures = 0;
+        while let Some(built) = self.triggers.pop() {
+            match timeout_at(deadline, built.trigger.stop(&ctx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failures += 1;
+                    tracing::error!(trigger = %built.label, error = %format!("{e:#}"), "trigger failed to stop");
+                }
+                Err(_) => {
+                    failures += 1;
+                    tracing::error!(trigger = %built.label, "trigger did not stop within the grace period");
+                }
+            }
+        }
+        while let Some(built) = self.modules.pop() {
+            // A module whose turn comes after the deadline still gets a moment to close.
+            let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
+            match timeout_at(deadline, built.module.stop(&StopContext { deadline })).await {
+                Ok(Ok(())) => tracing::debug!(module = %built.name, "stopped"),
+                Ok(Err(e)) => {
+                    failures += 1;
+                    tracing::error!(module = %built.name, error = %format!("{e:#}"), "module failed to stop");
+                }
+                Err(_) => {
+                    failures += 1;
+                    tracing::error!(module = %built.name, "module did not stop within the grace period");
+                }
+            }
+        }
+        failures
+    }
+}

@@ -1,0 +1,44 @@
+//! The runtime contract every module instance implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::state::AppState;
+
+/// What a module gets when the application starts it.
+#[derive(Clone)]
+pub struct StartContext {
+    pub app: Arc<AppState>,
+}
+
+/// What a module gets when the application stops it.
+#[derive(Clone, Copy, Debug)]
+pub struct StopContext {
+    /// In-flight work should be finished (or abandoned) by then; the engine moves on after it.
+    pub deadline: Instant,
+}
+
+impl StopContext {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A running part of an application.
+///
+/// Lifecycle: built (by its type's factory, no I/O) → `start` (bind, connect; in `dependsOn`
+/// order, after the modules it depends on) → `stop` (reverse order, within the deadline).
+/// `stop` is only called on modules whose `start` succeeded.
+#[async_trait]
+pub trait Module: Send + Sync + 'static {
+    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn stop(&self, _ctx: &StopContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

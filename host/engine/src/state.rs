@@ -1,0 +1,85 @@
+//! Application-wide state shared with modules: readiness, the routes the app serves, and the
+//! registered types (for the module-schemas endpoint).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::registry::TypeInfo;
+
+/// One HTTP route the application serves, for `wf-host inspect`, logs and (later) OpenAPI.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouteInfo {
+    pub server: String,
+    pub router: String,
+    pub method: String,
+    pub path: String,
+    pub handler: String,
+    pub middlewares: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// Shared by every module of one application.
+#[derive(Debug)]
+pub struct AppState {
+    name: Option<String>,
+    ready: AtomicBool,
+    types: Arc<[TypeInfo]>,
+    modules: Mutex<Vec<ModuleInfo>>,
+    routes: Mutex<Vec<RouteInfo>>,
+}
+
+impl AppState {
+    pub fn new(name: Option<String>, types: Arc<[TypeInfo]>) -> Self {
+        AppState {
+            name,
+            ready: AtomicBool::new(false),
+            types,
+            modules: Mutex::default(),
+            routes: Mutex::default(),
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// True once every module and trigger has started, false again when stopping begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Every type registered in this build.
+    pub fn types(&self) -> &[TypeInfo] {
+        &self.types
+    }
+
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        self.modules.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn add_module(&self, info: ModuleInfo) {
+        if let Ok(mut modules) = self.modules.lock() {
+            modules.push(info);
+        }
+    }
+
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        self.routes.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn add_route(&self, route: RouteInfo) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.push(route);
+        }
+    }
+}

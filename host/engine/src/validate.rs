@@ -1,0 +1,517 @@
+//! Validation: every problem of a loaded configuration at once, each located.
+//!
+//! Stages: (load: YAML syntax, variables, application schema) → requirements → modules (names,
+//! types, config schemas, type rules) → `dependsOn` (references, cycles) → workflows → triggers →
+//! pipelines. Only a configuration without errors becomes a [`ValidatedConfig`], and only a
+//! `ValidatedConfig` can be built.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use wf_config::{
+    AppConfig, Diagnostic, Diagnostics, Loaded, Origin, did_you_mean, pointer_to_path,
+};
+
+use crate::catalogue;
+use crate::context::CheckContext;
+use crate::registry::{ConfigIssue, Kind, Registered, Registry};
+
+/// A configuration that passed validation. Warnings are kept for display.
+#[derive(Debug)]
+pub struct ValidatedConfig {
+    config: AppConfig,
+    warnings: Diagnostics,
+}
+
+impl ValidatedConfig {
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+
+    pub fn warnings(&self) -> &Diagnostics {
+        &self.warnings
+    }
+}
+
+/// A configuration that did not pass, with everything found.
+#[derive(Debug)]
+pub struct Invalid {
+    pub config: AppConfig,
+    pub diagnostics: Diagnostics,
+}
+
+/// Validates a loaded configuration against the types in `registry`.
+pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, Invalid> {
+    let Loaded {
+        config,
+        mut diagnostics,
+    } = loaded;
+    diagnostics.extend(check(&config, registry));
+    let diagnostics = diagnostics.sorted();
+    if diagnostics.has_errors() {
+        Err(Invalid {
+            config,
+            diagnostics,
+        })
+    } else {
+        Ok(ValidatedConfig {
+            config,
+            warnings: diagnostics,
+        })
+    }
+}
+
+/// Every problem of `config` beyond what loading found.
+pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        config,
+        registry,
+        ctx: CheckContext { config, registry },
+        out: Vec::new(),
+    };
+    v.requirements();
+    v.modules();
+    v.dependencies();
+    for section in &config.workflows {
+        v.section(Kind::Workflow, section);
+    }
+    for section in &config.triggers {
+        v.section(Kind::Trigger, section);
+    }
+    v.pipelines();
+    v.out
+}
+
+struct Validator<'a> {
+    config: &'a AppConfig,
+    registry: &'a Registry,
+    ctx: CheckContext<'a>,
+    out: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn at(&self, d: Diagnostic, origin: &Origin) -> Diagnostic {
+        self.config.diagnostic_at(d, origin)
+    }
+
+    fn requirements(&mut self) {
+        let version = semver::Version::parse(env!("CARGO_PKG_VERSION")).ok();
+        for required in &self.config.required_plugins {
+            let name_origin = required.origin.child("/name");
+            if self.registry.resolve_plugin(&required.name).is_none() {
+                let known = self.registry.plugin_names_and_aliases();
+                let (code, message) = if catalogue::PLUGIN_GROUPS.contains(&required.name.as_str())
+                {
+                    (
+                        "not-implemented",
+                        format!("plugin group `{}` is not in this build yet", required.name),
+                    )
+                } else {
+                    (
+                        "unknown-plugin",
+                        format!("unknown plugin group `{}`", required.name),
+                    )
+                };
+                let help = match did_you_mean(&required.name, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("this build has: {}", known.join(", ")),
+                };
+                self.out
+                    .push(self.at(Diagnostic::error(code, message).help(help), &name_origin));
+                continue;
+            }
+            if let (Some(req), Some(version)) = (&required.version, &version) {
+                match semver::VersionReq::parse(req) {
+                    Ok(r) if r.matches(version) => {}
+                    Ok(_) => self.out.push(self.at(
+                        Diagnostic::error(
+                            "plugin-version",
+                            format!("plugin group `{}` is version {version}, which does not satisfy `{req}`", required.name),
+                        )
+                        .help("relax the version requirement or upgrade wf"),
+                        &required.origin.child("/version"),
+                    )),
+                    Err(e) => self.out.push(self.at(
+                        Diagnostic::error("invalid-value", format!("`{req}` is not a version requirement: {e}"))
+                            .help("write a semantic-version requirement such as `>=0.1`"),
+                        &required.origin.child("/version"),
+                    )),
+                }
+            }
+        }
+        for (capability, origin) in &self.config.required_capabilities {
+            let known = self.registry.resolve_plugin(capability).is_some()
+                || self.registry.find_type(capability).is_some();
+            if !known {
+                self.out.push(
+                    self.at(
+                        Diagnostic::error(
+                            "unknown-capability",
+                            format!("no type or plugin group provides capability `{capability}`"),
+                        )
+                        .help("name a type or plugin group listed by `wf-host types`"),
+                        origin,
+                    ),
+                );
+            }
+        }
+    }
+
+    fn modules(&mut self) {
+        let mut first_seen: HashMap<&str, &Origin> = HashMap::new();
+        for module in &self.config.modules {
+            if let Some(first) = first_seen.get(module.name.as_str()) {
+                let first_at = self
+                    .config
+                    .locate(first)
+                    .map(|l| self.config.sources.display(l).to_string())
+                    .unwrap_or_else(|| pointer_to_path(&first.pointer));
+                self.out.push(
+                    self.at(
+                        Diagnostic::error(
+                            "duplicate-name",
+                            format!("module name `{}` is already used", module.name),
+                        )
+                        .module(&module.name)
+                        .help(format!("rename one of them; the first is at {first_at}")),
+                        &module.origin.child("/name"),
+                    ),
+                );
+                continue;
+            }
+            first_seen.insert(&module.name, &module.origin);
+
+            let type_origin = module.origin.child("/type");
+            let Some(registered) = self.registry.module(&module.type_name) else {
+                let d = self
+                    .unknown_type(Kind::Module, &module.type_name)
+                    .module(&module.name);
+                self.out.push(self.at(d, &type_origin));
+                continue;
+            };
+            let subject = format!("`{}` config", module.type_name);
+            self.typed_config(
+                registered,
+                &module.config,
+                &module.origin.child("/config"),
+                &subject,
+                Some(&module.name),
+            );
+        }
+    }
+
+    /// Schema, then the type's own rules (only when the schema passed, so they see valid data).
+    fn typed_config<F>(
+        &mut self,
+        registered: &Registered<F>,
+        config: &Value,
+        origin: &Origin,
+        subject: &str,
+        module: Option<&str>,
+    ) {
+        let Some(spans) = self.config.spans(origin.doc) else {
+            return;
+        };
+        let schema_errors =
+            registered
+                .schema
+                .check(config, &origin.pointer, spans, subject, module);
+        if !schema_errors.is_empty() {
+            self.out.extend(schema_errors);
+            return;
+        }
+        match (registered.check)(config, &self.ctx) {
+            Ok(issues) => {
+                for issue in issues {
+                    let d = self.issue(issue, origin, module);
+                    self.out.push(d);
+                }
+            }
+            Err(e) => {
+                let mut d = self.at(
+                    Diagnostic::error("invalid-config", format!("{e:#}")),
+                    origin,
+                );
+                if let Some(m) = module {
+                    d = d.module(m);
+                }
+                self.out.push(d);
+            }
+        }
+    }
+
+    fn issue(&self, issue: ConfigIssue, base: &Origin, module: Option<&str>) -> Diagnostic {
+        issue_diagnostic(self.config, issue, base, module)
+    }
+
+    fn unknown_type(&self, kind: Kind, name: &str) -> Diagnostic {
+        let (catalogue, other_kind_hint): (&[&str], Option<&str>) = match kind {
+            Kind::Module => (
+                catalogue::MODULE_TYPES,
+                name.starts_with("step.")
+                    .then_some("it is a step type: use it in a pipeline's `steps:`"),
+            ),
+            Kind::Step => (catalogue::STEP_TYPES, None),
+            Kind::Trigger => (catalogue::TRIGGER_TYPES, None),
+            Kind::Workflow => (catalogue::WORKFLOW_TYPES, None),
+        };
+        if let Some(hint) = other_kind_hint
+            .filter(|_| self.registry.step(name).is_some() || catalogue::STEP_TYPES.contains(&name))
+        {
+            return Diagnostic::error("wrong-kind", format!("`{name}` is not a module type"))
+                .help(hint);
+        }
+        let registered = self.registry.names(kind);
+        if catalogue.contains(&name) {
+            return Diagnostic::error(
+                "not-implemented",
+                format!("{kind} type `{name}` is not implemented in this build yet"),
+            )
+            .help(format!(
+                "`wf-host types` lists the {kind} types this build has"
+            ));
+        }
+        let suggestion = did_you_mean(name, registered.iter().copied())
+            .or_else(|| did_you_mean(name, catalogue.iter().copied()));
+        let d = Diagnostic::error("unknown-type", format!("unknown {kind} type `{name}`"));
+        match suggestion {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help(format!("`wf-host types` lists the {kind} types")),
+        }
+    }
+
+    fn dependencies(&mut self) {
+        let index: HashMap<&str, usize> = self
+            .config
+            .modules
+            .iter()
+            .enumerate()
+            .rev() // the first declaration wins for duplicates
+            .map(|(i, m)| (m.name.as_str(), i))
+            .collect();
+        let names: Vec<&str> = self
+            .config
+            .modules
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        for module in &self.config.modules {
+            for (j, dep) in module.depends_on.iter().enumerate() {
+                let origin = module.origin.child(&format!("/dependsOn/{j}"));
+                if dep == &module.name {
+                    self.out.push(
+                        self.at(
+                            Diagnostic::error(
+                                "dependency-cycle",
+                                format!("module `{}` depends on itself", module.name),
+                            )
+                            .module(&module.name)
+                            .help("remove it from its own `dependsOn`"),
+                            &origin,
+                        ),
+                    );
+                } else if !index.contains_key(dep.as_str()) {
+                    let d = Diagnostic::error(
+                        "unknown-module",
+                        format!("`dependsOn` names `{dep}`, which is not a module"),
+                    )
+                    .module(&module.name);
+                    let d = match did_you_mean(dep, names.iter().copied()) {
+                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None => d.help("list modules declared under `modules:`"),
+                    };
+                    self.out.push(self.at(d, &origin));
+                }
+            }
+        }
+        for cycle in find_cycles(self.config, &index) {
+            let first = &self.config.modules[cycle[0]];
+            let path: Vec<&str> = cycle
+                .iter()
+                .chain(std::iter::once(&cycle[0]))
+                .map(|&i| self.config.modules[i].name.as_str())
+                .collect();
+            let next = &self.config.modules[cycle[1 % cycle.len()]].name;
+            let j = first.depends_on.iter().position(|d| d == next).unwrap_or(0);
+            self.out.push(
+                self.at(
+                    Diagnostic::error(
+                        "dependency-cycle",
+                        format!("dependency cycle: {}", path.join(" → ")),
+                    )
+                    .module(&first.name)
+                    .help("remove one of these `dependsOn` entries"),
+                    &first.origin.child(&format!("/dependsOn/{j}")),
+                ),
+            );
+        }
+    }
+
+    fn section(&mut self, kind: Kind, section: &wf_config::SectionDecl) {
+        let origin = &section.origin;
+        let key_diag = |d: Diagnostic| {
+            self.config
+                .diagnostic_at(d, origin)
+                .at(self.config.locate_key(origin))
+        };
+        match kind {
+            Kind::Workflow => match self.registry.workflow(&section.kind) {
+                Some(entry) => {
+                    let subject = format!("`{}` workflow", section.kind);
+                    self.typed_config(&entry.registered, &section.config, origin, &subject, None);
+                }
+                None => {
+                    let d = key_diag(self.unknown_type(Kind::Workflow, &section.kind));
+                    self.out.push(d);
+                }
+            },
+            _ => match self.registry.trigger(&section.kind) {
+                Some(registered) => {
+                    let subject = format!("`{}` trigger", section.kind);
+                    self.typed_config(registered, &section.config, origin, &subject, None);
+                }
+                None => {
+                    let d = key_diag(self.unknown_type(Kind::Trigger, &section.kind));
+                    self.out.push(d);
+                }
+            },
+        }
+    }
+
+    fn pipelines(&mut self) {
+        for pipeline in &self.config.pipelines {
+            let steps = pipeline.value.get("steps").and_then(Value::as_array);
+            if steps.is_some_and(|s| s.is_empty()) {
+                self.out.push(self.at(
+                    Diagnostic::warning(
+                        "empty-pipeline",
+                        format!("pipeline `{}` has no steps", pipeline.name),
+                    ),
+                    &pipeline.origin.child("/steps"),
+                ));
+            }
+            if let Some(kind) = pipeline
+                .value
+                .pointer("/trigger/type")
+                .and_then(Value::as_str)
+            {
+                if self.registry.trigger(kind).is_none() {
+                    let d = self.unknown_type(Kind::Trigger, kind);
+                    self.out
+                        .push(self.at(d, &pipeline.origin.child("/trigger/type")));
+                }
+            }
+            for list in ["steps", "compensation"] {
+                let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+                let entries = pipeline
+                    .value
+                    .get(list)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                for (i, step) in entries.enumerate() {
+                    let origin = pipeline.origin.child(&format!("/{list}/{i}"));
+                    let (Some(name), Some(type_name)) = (
+                        step.get("name").and_then(Value::as_str),
+                        step.get("type").and_then(Value::as_str),
+                    ) else {
+                        continue; // reported by the application schema
+                    };
+                    if seen.insert(name, ()).is_some() {
+                        self.out.push(self.at(
+                            Diagnostic::error("duplicate-name", format!("step name `{name}` is used twice in pipeline `{}`", pipeline.name))
+                                .help("step names must be unique within a pipeline; later steps read `steps.<name>`"),
+                            &origin.child("/name"),
+                        ));
+                    }
+                    match self.registry.step(type_name) {
+                        Some(registered) => {
+                            let config = step
+                                .get("config")
+                                .cloned()
+                                .unwrap_or_else(|| Value::Object(Default::default()));
+                            let subject = format!("`{type_name}` step");
+                            self.typed_config(
+                                registered,
+                                &config,
+                                &origin.child("/config"),
+                                &subject,
+                                None,
+                            );
+                        }
+                        None => {
+                            let d = self.unknown_type(Kind::Step, type_name);
+                            self.out.push(self.at(d, &origin.child("/type")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A type's [`ConfigIssue`] (pointer relative to `base`) as a located diagnostic.
+pub(crate) fn issue_diagnostic(
+    config: &AppConfig,
+    issue: ConfigIssue,
+    base: &Origin,
+    module: Option<&str>,
+) -> Diagnostic {
+    let origin = base.child(&issue.pointer);
+    let mut d = config.diagnostic_at(Diagnostic::error("invalid-config", issue.message), &origin);
+    if let Some(help) = issue.help {
+        d = d.help(help);
+    }
+    if let Some(m) = module {
+        d = d.module(m);
+    }
+    d
+}
+
+/// Every `dependsOn` cycle once, as module indices in dependency order.
+fn find_cycles(config: &AppConfig, index: &HashMap<&str, usize>) -> Vec<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        config: &AppConfig,
+        index: &HashMap<&str, usize>,
+        marks: &mut [Mark],
+        stack: &mut Vec<usize>,
+        cycles: &mut Vec<Vec<usize>>,
+    ) {
+        marks[i] = Mark::Active;
+        stack.push(i);
+        for dep in &config.modules[i].depends_on {
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
+            if j == i {
+                continue; // self-dependency is reported on its own
+            }
+            match marks[j] {
+                Mark::New => visit(j, config, index, marks, stack, cycles),
+                Mark::Active => {
+                    if let Some(start) = stack.iter().position(|&s| s == j) {
+                        cycles.push(stack[start..].to_vec());
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        marks[i] = Mark::Done;
+    }
+    let mut marks = vec![Mark::New; config.modules.len()];
+    let mut cycles = Vec::new();
+    for i in 0..config.modules.len() {
+        if marks[i] == Mark::New {
+            visit(i, config, index, &mut marks, &mut Vec::new(), &mut cycles);
+        }
+    }
+    cycles
+}
