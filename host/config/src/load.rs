@@ -292,9 +292,15 @@ impl<'v> Loader<'v> {
             let (Some(name), Some(type_name)) = (text(m, "name"), text(m, "type")) else {
                 continue;
             };
-            let config = match m.get("config") {
+            let mut config = match m.get("config") {
                 Some(c @ Value::Object(_)) => c.clone(),
                 _ => Value::Object(Default::default()),
+            };
+            // Many of the original's configs describe modules inside `config`; it is metadata,
+            // not a setting of the type.
+            let description = match config.as_object_mut().and_then(|c| c.remove("description")) {
+                Some(Value::String(d)) => Some(d),
+                _ => None,
             };
             let depends_on = m
                 .get("dependsOn")
@@ -311,6 +317,7 @@ impl<'v> Loader<'v> {
                 type_name,
                 config,
                 depends_on,
+                description,
                 origin: origin(format!("/modules/{i}")),
                 base_dir: base_dir.clone(),
             });

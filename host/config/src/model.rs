@@ -45,6 +45,8 @@ pub struct ModuleDecl {
     /// Always an object (`{}` when the file had no `config`).
     pub config: Value,
     pub depends_on: Vec<String>,
+    /// `config.description`, which every module accepts (shown by `inspect` and the UI).
+    pub description: Option<String>,
     pub origin: Origin,
     pub base_dir: PathBuf,
 }

@@ -1,7 +1,6 @@
 //! Building a validated configuration into an [`App`]: modules in start order, then workflows
 //! wired, then triggers configured. Nothing here binds or connects; that is `start`.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use wf_config::{Diagnostic, Diagnostics, Origin};
@@ -30,7 +29,7 @@ pub struct App {
     pub(crate) state: Arc<AppState>,
     pub(crate) modules: Vec<BuiltModule>,
     pub(crate) triggers: Vec<BuiltTrigger>,
-    pub(crate) services: Services,
+    pub(crate) services: Arc<Services>,
 }
 
 impl std::fmt::Debug for App {
@@ -67,43 +66,6 @@ impl App {
     }
 }
 
-/// Module indices in start order: `dependsOn` first, otherwise declaration order.
-/// Validation has ruled out cycles and unknown names.
-pub fn start_order(config: &wf_config::AppConfig) -> Vec<usize> {
-    let modules = &config.modules;
-    let index: HashMap<&str, usize> = modules
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
-    let mut waiting_on: Vec<usize> = vec![0; modules.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); modules.len()];
-    for (i, m) in modules.iter().enumerate() {
-        let deps: BTreeSet<usize> = m
-            .depends_on
-            .iter()
-            .filter_map(|d| index.get(d.as_str()).copied())
-            .filter(|&d| d != i)
-            .collect();
-        waiting_on[i] = deps.len();
-        for d in deps {
-            dependents[d].push(i);
-        }
-    }
-    let mut ready: BTreeSet<usize> = (0..modules.len()).filter(|&i| waiting_on[i] == 0).collect();
-    let mut order = Vec::with_capacity(modules.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &d in &dependents[i] {
-            waiting_on[d] -= 1;
-            if waiting_on[d] == 0 {
-                ready.insert(d);
-            }
-        }
-    }
-    order
-}
-
 /// Builds every module, wires workflows and configures triggers. All problems are reported
 /// together, located at the configuration that caused them.
 pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Diagnostics> {
@@ -115,7 +77,8 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
     let located = |d: Diagnostic, origin: &Origin| config.diagnostic_at(d, origin);
 
     let mut modules = Vec::with_capacity(config.modules.len());
-    for i in start_order(config) {
+    let edges = crate::graph::dependency_edges(config, registry);
+    for i in crate::graph::start_order(&edges) {
         let decl = &config.modules[i];
         let Some(registered) = registry.module(&decl.type_name) else {
             continue;
@@ -223,6 +186,8 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
     if diagnostics.has_errors() {
         return Err(diagnostics.sorted());
     }
+    let services = Arc::new(services);
+    state.set_services(Some(services.clone()));
     Ok(App {
         state,
         modules,

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod catalogue;
 pub mod context;
+pub mod graph;
 pub mod lifecycle;
 pub mod module;
 pub mod registry;
@@ -17,7 +18,7 @@ pub mod step;
 pub mod trigger;
 pub mod validate;
 
-pub use build::{App, build, start_order};
+pub use build::{App, build};
 pub use context::{BuildContext, CheckContext, WireContext};
 pub use lifecycle::{RunningApp, StartError};
 pub use module::{Module, StartContext, StopContext};

@@ -108,6 +108,7 @@ impl RunningApp {
                 }
             }
         }
+        self.state.set_services(None);
         failures
     }
 }

@@ -146,6 +146,12 @@ pub trait ModuleType: Described {
         Vec::new()
     }
 
+    /// Modules this one uses (by name, from its config or chosen by convention). They are built
+    /// and started before it, as if listed in `dependsOn`.
+    fn references(_config: &Self::Config, _ctx: &CheckContext<'_>) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Creates the module and registers the services it provides. Must not do I/O that can
     /// fail at run time (binding, connecting): that belongs in `Module::start`.
     fn build(config: Self::Config, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>>;
@@ -192,6 +198,7 @@ fn typed<C: DeserializeOwned>(type_name: &str, config: &Value) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("invalid `{type_name}` config: {e}"))
 }
 
+type ReferencesFn = Box<dyn Fn(&Value, &CheckContext<'_>) -> Vec<String> + Send + Sync>;
 type CheckFn =
     Box<dyn Fn(&Value, &CheckContext<'_>) -> anyhow::Result<Vec<ConfigIssue>> + Send + Sync>;
 type BuildModuleFn =
@@ -208,6 +215,11 @@ pub struct Registered<F> {
     pub schema: CompiledSchema,
     pub(crate) check: CheckFn,
     pub(crate) factory: F,
+}
+
+pub struct ModuleEntry {
+    pub(crate) registered: Registered<BuildModuleFn>,
+    pub(crate) references: ReferencesFn,
 }
 
 pub struct WorkflowEntry {
@@ -230,7 +242,7 @@ pub enum RegistryError {
 /// Every type this build of wf knows.
 #[derive(Default)]
 pub struct Registry {
-    modules: BTreeMap<&'static str, Registered<BuildModuleFn>>,
+    modules: BTreeMap<&'static str, ModuleEntry>,
     steps: BTreeMap<&'static str, Registered<BuildStepFn>>,
     triggers: BTreeMap<&'static str, Registered<ConfigureTriggerFn>>,
     workflows: Vec<WorkflowEntry>,
@@ -285,13 +297,21 @@ impl Registry {
         let (info, schema) = info::<T>(Kind::Module)?;
         let factory: BuildModuleFn =
             Box::new(|value, ctx| T::build(typed::<T::Config>(T::NAME, value)?, ctx));
+        let references: ReferencesFn = Box::new(|value, ctx| {
+            serde_json::from_value::<T::Config>(value.clone())
+                .map(|config| T::references(&config, ctx))
+                .unwrap_or_default()
+        });
         self.modules.insert(
             T::NAME,
-            Registered {
-                info,
-                schema,
-                check: checker::<T>(T::check),
-                factory,
+            ModuleEntry {
+                registered: Registered {
+                    info,
+                    schema,
+                    check: checker::<T>(T::check),
+                    factory,
+                },
+                references,
             },
         );
         Ok(self)
@@ -374,7 +394,20 @@ impl Registry {
     }
 
     pub fn module(&self, name: &str) -> Option<&Registered<BuildModuleFn>> {
-        self.modules.get(name)
+        self.modules.get(name).map(|m| &m.registered)
+    }
+
+    /// Modules the declared module `config` of type `type_name` uses.
+    pub fn module_references(
+        &self,
+        type_name: &str,
+        config: &Value,
+        ctx: &CheckContext<'_>,
+    ) -> Vec<String> {
+        self.modules
+            .get(type_name)
+            .map(|m| (m.references)(config, ctx))
+            .unwrap_or_default()
     }
 
     pub fn step(&self, name: &str) -> Option<&Registered<BuildStepFn>> {
@@ -397,7 +430,7 @@ impl Registry {
         workflows.sort_by_key(|i| i.name);
         self.modules
             .values()
-            .map(|r| &r.info)
+            .map(|r| &r.registered.info)
             .chain(self.steps.values().map(|r| &r.info))
             .chain(self.triggers.values().map(|r| &r.info))
             .chain(workflows)

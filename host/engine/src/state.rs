@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::registry::TypeInfo;
+use crate::services::Services;
 
 /// One HTTP route the application serves, for `wf-host inspect`, logs and (later) OpenAPI.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -32,6 +33,9 @@ pub struct AppState {
     types: Arc<[TypeInfo]>,
     modules: Mutex<Vec<ModuleInfo>>,
     routes: Mutex<Vec<RouteInfo>>,
+    /// Set once the app is built; cleared when it stops (modules hold this state, so keeping
+    /// their services here would otherwise form a cycle).
+    services: Mutex<Option<Arc<Services>>>,
 }
 
 impl AppState {
@@ -42,6 +46,7 @@ impl AppState {
             types,
             modules: Mutex::default(),
             routes: Mutex::default(),
+            services: Mutex::default(),
         }
     }
 
@@ -70,6 +75,17 @@ impl AppState {
     pub(crate) fn add_module(&self, info: ModuleInfo) {
         if let Ok(mut modules) = self.modules.lock() {
             modules.push(info);
+        }
+    }
+
+    /// Every service of the app, for modules that resolve peers when they start.
+    pub fn services(&self) -> Option<Arc<Services>> {
+        self.services.lock().ok().and_then(|s| s.clone())
+    }
+
+    pub(crate) fn set_services(&self, services: Option<Arc<Services>>) {
+        if let Ok(mut slot) = self.services.lock() {
+            *slot = services;
         }
     }
 

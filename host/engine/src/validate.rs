@@ -324,7 +324,8 @@ impl Validator<'_> {
                 }
             }
         }
-        for cycle in find_cycles(self.config, &index) {
+        let edges = crate::graph::dependency_edges(self.config, self.registry);
+        for cycle in crate::graph::cycles(&edges) {
             let first = &self.config.modules[cycle[0]];
             let path: Vec<&str> = cycle
                 .iter()
@@ -332,7 +333,10 @@ impl Validator<'_> {
                 .map(|&i| self.config.modules[i].name.as_str())
                 .collect();
             let next = &self.config.modules[cycle[1 % cycle.len()]].name;
-            let j = first.depends_on.iter().position(|d| d == next).unwrap_or(0);
+            let pointer = match first.depends_on.iter().position(|d| d == next) {
+                Some(j) => format!("/dependsOn/{j}"),
+                None => "/config".to_string(), // an implicit reference from the config
+            };
             self.out.push(
                 self.at(
                     Diagnostic::error(
@@ -341,7 +345,7 @@ impl Validator<'_> {
                     )
                     .module(&first.name)
                     .help("remove one of these `dependsOn` entries"),
-                    &first.origin.child(&format!("/dependsOn/{j}")),
+                    &first.origin.child(&pointer),
                 ),
             );
         }
@@ -466,52 +470,4 @@ pub(crate) fn issue_diagnostic(
         d = d.module(m);
     }
     d
-}
-
-/// Every `dependsOn` cycle once, as module indices in dependency order.
-fn find_cycles(config: &AppConfig, index: &HashMap<&str, usize>) -> Vec<Vec<usize>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    fn visit(
-        i: usize,
-        config: &AppConfig,
-        index: &HashMap<&str, usize>,
-        marks: &mut [Mark],
-        stack: &mut Vec<usize>,
-        cycles: &mut Vec<Vec<usize>>,
-    ) {
-        marks[i] = Mark::Active;
-        stack.push(i);
-        for dep in &config.modules[i].depends_on {
-            let Some(&j) = index.get(dep.as_str()) else {
-                continue;
-            };
-            if j == i {
-                continue; // self-dependency is reported on its own
-            }
-            match marks[j] {
-                Mark::New => visit(j, config, index, marks, stack, cycles),
-                Mark::Active => {
-                    if let Some(start) = stack.iter().position(|&s| s == j) {
-                        cycles.push(stack[start..].to_vec());
-                    }
-                }
-                Mark::Done => {}
-            }
-        }
-        stack.pop();
-        marks[i] = Mark::Done;
-    }
-    let mut marks = vec![Mark::New; config.modules.len()];
-    let mut cycles = Vec::new();
-    for i in 0..config.modules.len() {
-        if marks[i] == Mark::New {
-            visit(i, config, index, &mut marks, &mut Vec::new(), &mut cycles);
-        }
-    }
-    cycles
 }
