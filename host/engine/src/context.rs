@@ -69,6 +69,15 @@ impl BuildContext<'_> {
     pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
         self.services.get(name)
     }
+
+    /// Every service of kind `T` built so far, in declaration order.
+    pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<Arc<T>> {
+        self.services
+            .all::<T>()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
 }
 
 /// Given to workflow and trigger types after every module is built.

@@ -1,0 +1,119 @@
+//! The HTTP core of wf: servers, routers, handlers, health endpoints and the `http` workflow that
+//! wires routes (with per-route middleware chains) onto routers.
+//!
+//! A route's handler and middleware are tower services, so middleware types can be tower layers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{HeaderValue, StatusCode, header};
+use tower::util::BoxCloneSyncService;
+use wf_engine::{Registry, RegistryError, ServiceKind};
+
+pub mod endpoint;
+pub mod handler;
+pub mod health;
+pub mod router;
+pub mod schemas;
+pub mod server;
+pub mod workflow;
+
+pub use router::{PathParams, Router};
+pub use server::HttpServer;
+
+pub type Request = http::Request<Body>;
+
+/// The client's socket address, in every request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+pub type Response = http::Response<Body>;
+
+/// A route's handler with its middleware applied: what a router dispatches to.
+pub type RouteService = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// A module that answers HTTP requests (`http.handler`, `api.query`, a proxy, ...).
+pub trait HttpHandler: Send + Sync {
+    /// The service that handles requests routed to this module. Called once per route at wiring.
+    fn service(self: Arc<Self>) -> RouteService;
+}
+
+impl ServiceKind for dyn HttpHandler {
+    const LABEL: &'static str = "an HTTP handler";
+}
+
+/// A module that wraps route handlers (`http.middleware.*`).
+pub trait HttpMiddleware: Send + Sync {
+    /// Wraps `inner`. For a route with `middlewares: [a, b]`, `a` is outermost: a request passes
+    /// `a`, then `b`, then the handler.
+    fn layer(self: Arc<Self>, inner: RouteService) -> RouteService;
+}
+
+impl ServiceKind for dyn HttpMiddleware {
+    const LABEL: &'static str = "an HTTP middleware";
+}
+
+impl ServiceKind for Router {
+    const LABEL: &'static str = "an HTTP router";
+}
+
+impl ServiceKind for HttpServer {
+    const LABEL: &'static str = "an HTTP server";
+}
+
+/// The plugin group of every type in this crate (`requires.plugins: [{name: http}]`).
+pub const PLUGIN: &str = "http";
+
+/// Registers the HTTP types.
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry
+        .register_module::<server::HttpServerType>()?
+        .register_module::<router::HttpRouterType>()?
+        .register_module::<handler::HttpHandlerType>()?
+        .register_module::<health::HealthCheckerType>()?
+        .register_module::<schemas::ModuleSchemasType>()?
+        .register_workflow::<workflow::HttpWorkflow>()?
+        .alias_plugin("workflow-plugin-http", PLUGIN);
+    Ok(())
+}
+
+/// A JSON response with a trailing newline (as Go's `json.Encoder` wrote them).
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A plain-text response, as Go's `http.Error` wrote them.
+pub fn text_response(status: StatusCode, text: &str) -> Response {
+    let mut response = Response::new(Body::from(format!("{text}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Wraps an async function as a [`RouteService`].
+pub fn route_fn<F, Fut>(f: F) -> RouteService
+where
+    F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    BoxCloneSyncService::new(tower::service_fn(move |req| {
+        let fut = f(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    }))
+}

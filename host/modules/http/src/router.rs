@@ -1,0 +1,441 @@
+//! `http.router`: method + path routing with `{param}` and `{rest...}` wildcards, 404, 405 with
+//! `Allow`, and HEAD answered by GET routes — the semantics of the Go 1.22 mux the original used.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, StatusCode, header};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tower::ServiceExt;
+use wf_engine::{BuildContext, Category, Described, Module, ModuleType};
+
+use crate::{Request, Response, RouteService, text_response};
+
+/// `http.router` has no settings: routes come from the `http` workflow and from endpoint modules
+/// such as `health.checker`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRouterConfig {}
+
+pub struct HttpRouterType;
+
+impl Described for HttpRouterType {
+    const NAME: &'static str = "http.router";
+    const CATEGORY: Category = Category::Http;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Routes requests by method and path (`/users/{id}`, `/files/{path...}`) to handlers; 404 and 405 with `Allow` otherwise.";
+    type Config = HttpRouterConfig;
+}
+
+impl ModuleType for HttpRouterType {
+    fn build(_: HttpRouterConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
+        let router = Arc::new(Router::new(ctx.name));
+        ctx.provide::<Router>(router.clone());
+        Ok(router)
+    }
+}
+
+/// Path parameters of the matched route, in the request's extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+impl PathParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The route pattern that matched, in the request's extensions (e.g. `/users/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRoute(pub Arc<str>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConflict(pub String);
+
+impl std::fmt::Display for RouteConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RouteConflict {}
+
+struct Route {
+    method: Method,
+    /// As written (`/files/{path...}`).
+    pattern: Arc<str>,
+    service: RouteService,
+}
+
+/// Compiled routes: one matcher over paths, then a method table per path.
+#[derive(Default)]
+struct Table {
+    matcher: matchit::Router<usize>,
+    /// Per matched path: method → index into `routes`, and the pattern (for conflict messages).
+    paths: Vec<(String, BTreeMap<String, usize>)>,
+    routes: Vec<Route>,
+}
+
+pub struct Router {
+    name: String,
+    /// Every route added so far, in order; the table is rebuilt from it on each addition so the
+    /// serving path only ever reads an immutable table.
+    routes: Mutex<Vec<(Method, String, RouteService)>>,
+    table: ArcSwap<Table>,
+}
+
+impl Router {
+    pub fn new(name: &str) -> Self {
+        Router {
+            name: name.to_string(),
+            routes: Mutex::default(),
+            table: ArcSwap::from_pointee(Table::default()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a route. Fails, leaving the router unchanged, when the pattern is malformed or the
+    /// same method and path are already routed.
+    pub fn add_route(
+        &self,
+        method: Method,
+        pattern: &str,
+        service: RouteService,
+    ) -> Result<(), RouteConflict> {
+        let mut routes = self
+            .routes
+            .lock()
+            .map_err(|_| RouteConflict("router lock poisoned".into()))?;
+        routes.push((method, pattern.to_string(), service));
+        match compile(&routes) {
+            Ok(table) => {
+                self.table.store(Arc::new(table));
+                Ok(())
+            }
+            Err(e) => {
+                routes.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// `(method, pattern)` of every route, in the order added.
+    pub fn routes(&self) -> Vec<(Method, String)> {
+        self.routes
+            .lock()
+            .map(|r| r.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Routes one request.
+    pub async fn dispatch(&self, mut req: Request) -> Response {
+        let table = self.table.load_full();
+        let (index, params) = match table.matcher.at(req.uri().path()) {
+            Ok(matched) => {
+                let params = PathParams(
+                    matched
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                );
+                (*matched.value, params)
+            }
+            Err(_) => return text_response(StatusCode::NOT_FOUND, "404 page not found"),
+        };
+        let (_, methods) = &table.paths[index];
+        let route = methods.get(req.method().as_str()).or_else(|| {
+            (req.method() == Method::HEAD)
+                .then(|| methods.get("GET"))
+                .flatten()
+        });
+        let Some(&route) = route else {
+            return method_not_allowed(methods);
+        };
+        let route = &table.routes[route];
+        req.extensions_mut().insert(params);
+        req.extensions_mut()
+            .insert(MatchedRoute(route.pattern.clone()));
+        match route.service.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+fn method_not_allowed(methods: &BTreeMap<String, usize>) -> Response {
+    let mut allowed: Vec<&str> = methods.keys().map(String::as_str).collect();
+    if methods.contains_key("GET") && !methods.contains_key("HEAD") {
+        allowed.push("HEAD");
+    }
+    allowed.sort_unstable();
+    let mut response = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+/// Go mux syntax → matchit syntax: `{rest...}` → `{*rest}`; a trailing `/` matches the subtree.
+fn matcher_patterns(pattern: &str) -> Result<Vec<String>, RouteConflict> {
+    if !pattern.starts_with('/') {
+        return Err(RouteConflict(format!(
+            "path `{pattern}` must start with `/`"
+        )));
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| RouteConflict(format!("path `{pattern}` has a `{{` without `}}`")))?;
+        let name = &rest[open + 1..open + close];
+        let segment_ends =
+            rest[open + close + 1..].is_empty() || rest[open + close + 1..].starts_with('/');
+        if let Some(base) = name.strip_suffix("...") {
+            if !rest[open + close + 1..].is_empty() {
+                return Err(RouteConflict(format!(
+                    "in `{pattern}`, `{{{name}}}` must be the last segment"
+                )));
+            }
+            check_param(pattern, base)?;
+            out.push_str(&format!("{{*{base}}}"));
+        } else if name == "$" {
+            // `{$}` anchors the end: the pattern without it matches exactly.
+            if !rest[open + close + 1..].is_empty() {
+                return Err(RouteConflict(format!(
+                    "in `{pattern}`, `{{$}}` must come last"
+                )));
+            }
+            return Ok(vec![out]);
+        } else {
+            check_param(pattern, name)?;
+            if !segment_ends || !out.ends_with('/') {
+                return Err(RouteConflict(format!(
+                    "in `{pattern}`, `{{{name}}}` must fill a whole path segment"
+                )));
+            }
+            out.push_str(&format!("{{{name}}}"));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    if out.ends_with('/') {
+        // Go: a pattern ending in `/` matches every path below it.
+        Ok(vec![out.clone(), format!("{out}{{*__subtree}}")])
+    } else {
+        Ok(vec![out])
+    }
+}
+
+/// matchit syntax back to what the user wrote: `{*rest}` → `{rest...}`.
+fn go_pattern(matcher_pattern: &str) -> String {
+    let trimmed = matcher_pattern
+        .strip_suffix("{*__subtree}")
+        .unwrap_or(matcher_pattern);
+    match trimmed.find("{*") {
+        Some(i) => format!(
+            "{}{{{}...}}",
+            &trimmed[..i],
+            trimmed[i + 2..].trim_end_matches('}')
+        ),
+        None => trimmed.to_string(),
+    }
+}
+
+fn check_param(pattern: &str, name: &str) -> Result<(), RouteConflict> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(RouteConflict(format!(
+            "in `{pattern}`, `{{{name}}}` is not a valid parameter name (letters, digits and `_`)"
+        )));
+    }
+    Ok(())
+}
+
+fn compile(routes: &[(Method, String, RouteService)]) -> Result<Table, RouteConflict> {
+    let mut table = Table::default();
+    let mut by_matcher: BTreeMap<String, usize> = BTreeMap::new();
+    for (method, pattern, service) in routes {
+        let route_index = table.routes.len();
+        table.routes.push(Route {
+            method: method.clone(),
+            pattern: Arc::from(pattern.as_str()),
+            service: service.clone(),
+        });
+        for matcher_pattern in matcher_patterns(pattern)? {
+            let path_index = match by_matcher.get(&matcher_pattern) {
+                Some(&i) => i,
+                None => {
+                    let i = table.paths.len();
+                    table.matcher.insert(matcher_pattern.clone(), i).map_err(|e| match e {
+                        matchit::InsertError::Conflict { with } => RouteConflict(format!(
+                            "`{method} {pattern}` conflicts with route `{}`; routes matching the same paths must use the same parameter names",
+                            go_pattern(&with)
+                        )),
+                        other => RouteConflict(format!("`{method} {pattern}`: {other}")),
+                    })?;
+                    by_matcher.insert(matcher_pattern.clone(), i);
+                    table.paths.push((pattern.clone(), BTreeMap::new()));
+                    i
+                }
+            };
+            let (first_pattern, methods) = &mut table.paths[path_index];
+            if let Some(&existing) = methods.get(method.as_str()) {
+                let other = &table.routes[existing];
+                return Err(RouteConflict(format!(
+                    "`{method} {pattern}` is already routed (as `{} {}`)",
+                    other.method, other.pattern
+                )));
+            }
+            if first_pattern != pattern && !matcher_pattern.ends_with("{*__subtree}") {
+                // Same shape, different parameter names: the names would be ambiguous.
+                return Err(RouteConflict(format!(
+                    "`{method} {pattern}` and `{first_pattern}` match the same paths; use the same parameter names"
+                )));
+            }
+            methods.insert(method.as_str().to_string(), route_index);
+        }
+    }
+    Ok(table)
+}
+
+/// Routers do nothing when started or stopped: servers read their table.
+impl Module for Router {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route_fn;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+
+    fn echo(label: &'static str) -> RouteService {
+        route_fn(move |req: Request| async move {
+            let params = req
+                .extensions()
+                .get::<PathParams>()
+                .cloned()
+                .unwrap_or_default();
+            let text = format!("{label} {:?}", params.0);
+            http::Response::new(Body::from(text))
+        })
+    }
+
+    async fn call(
+        router: &Router,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, String, Option<String>) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let res = router.dispatch(req).await;
+        let status = res.status();
+        let allow = res
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned(), allow)
+    }
+
+    #[tokio::test]
+    async fn params_wildcards_404_405_and_head() {
+        let r = Router::new("r");
+        r.add_route(Method::GET, "/users/{id}", echo("get-user"))
+            .unwrap();
+        r.add_route(Method::POST, "/users/{id}", echo("post-user"))
+            .unwrap();
+        r.add_route(Method::GET, "/files/{path...}", echo("file"))
+            .unwrap();
+        r.add_route(Method::GET, "/users", echo("list")).unwrap();
+
+        assert_eq!(
+            call(&r, "GET", "/users/42").await.1,
+            r#"get-user [("id", "42")]"#
+        );
+        assert_eq!(
+            call(&r, "POST", "/users/7").await.1,
+            r#"post-user [("id", "7")]"#
+        );
+        assert_eq!(
+            call(&r, "GET", "/files/a/b/c.txt").await.1,
+            r#"file [("path", "a/b/c.txt")]"#
+        );
+        assert_eq!(call(&r, "HEAD", "/users").await.0, StatusCode::OK);
+
+        let (status, body, _) = call(&r, "GET", "/nope").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, "404 page not found\n")
+        );
+
+        let (status, body, allow) = call(&r, "DELETE", "/users/1").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body, "Method Not Allowed\n");
+        assert_eq!(allow.as_deref(), Some("GET, HEAD, POST"));
+    }
+
+    #[tokio::test]
+    async fn trailing_slash_matches_the_subtree() {
+        let r = Router::new("r");
+        r.add_route(Method::GET, "/static/", echo("static"))
+            .unwrap();
+        assert_eq!(call(&r, "GET", "/static/").await.0, StatusCode::OK);
+        assert_eq!(
+            call(&r, "GET", "/static/css/site.css").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(call(&r, "GET", "/static").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn conflicts_and_bad_patterns_are_refused_and_change_nothing() {
+        let r = Router::new("r");
+        r.add_route(Method::GET, "/users/{id}", echo("a")).unwrap();
+        let dup = r
+            .add_route(Method::GET, "/users/{id}", echo("b"))
+            .unwrap_err();
+        assert_eq!(
+            dup.0,
+            "`GET /users/{id}` is already routed (as `GET /users/{id}`)"
+        );
+        let names = r
+            .add_route(Method::POST, "/users/{uid}", echo("c"))
+            .unwrap_err();
+        assert_eq!(
+            names.0,
+            "`POST /users/{uid}` conflicts with route `/users/{id}`; routes matching the same paths must use the same parameter names"
+        );
+        assert!(
+            r.add_route(Method::GET, "users", echo("d"))
+                .unwrap_err()
+                .0
+                .contains("must start with `/`")
+        );
+        assert!(
+            r.add_route(Method::GET, "/a/{x...}/b", echo("e"))
+                .unwrap_err()
+                .0
+                .contains("last segment")
+        );
+        assert!(
+            r.add_route(Method::GET, "/a/b{x}", echo("f"))
+                .unwrap_err()
+                .0
+                .contains("whole path segment")
+        );
+        assert_eq!(r.routes().len(), 1);
+    }
+}

@@ -1,0 +1,104 @@
+//! The `messaging` workflow: subscribes handler modules to topics on a broker.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use wf_engine::{Category, CheckContext, ConfigIssue, Described, WireContext, WorkflowType};
+
+use crate::{MessageBroker, MessageHandler};
+
+/// Configuration of the `messaging` workflow.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingWorkflowConfig {
+    /// The broker module; optional when the application has one.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Which handler receives which topic.
+    pub subscriptions: Vec<Subscription>,
+    /// Services that publish to topics, for documentation and `wf-host inspect`.
+    #[serde(default)]
+    pub producers: Vec<Producer>,
+}
+
+/// One topic → handler subscription.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Topic name.
+    pub topic: String,
+    /// The module receiving the topic's messages (e.g. a `messaging.handler`).
+    pub handler: String,
+}
+
+/// A declared publisher.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Producer {
+    /// Name of the publishing service.
+    pub name: String,
+    /// Topic it publishes to.
+    pub topic: String,
+}
+
+pub struct MessagingWorkflow;
+
+impl Described for MessagingWorkflow {
+    const NAME: &'static str = "messaging";
+    const CATEGORY: Category = Category::Messaging;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Subscribes handler modules to broker topics.";
+    type Config = MessagingWorkflowConfig;
+}
+
+const BROKER_TYPES: &[&str] = &["messaging.broker"];
+
+impl WorkflowType for MessagingWorkflow {
+    fn check(config: &MessagingWorkflowConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        match &config.broker {
+            Some(name) => issues.extend(ctx.require_module("/broker", name, "broker")),
+            None => match ctx.modules_of_type(BROKER_TYPES).len() {
+                1 => {}
+                0 => issues.push(
+                    ConfigIssue::new("", "there is no broker module for these subscriptions")
+                        .help("add a `messaging.broker` module"),
+                ),
+                _ => issues.push(
+                    ConfigIssue::new(
+                        "",
+                        "the application has several brokers; say which one to use",
+                    )
+                    .help("add `broker: <name>` to this workflow"),
+                ),
+            },
+        }
+        for (i, s) in config.subscriptions.iter().enumerate() {
+            issues.extend(ctx.require_module(
+                &format!("/subscriptions/{i}/handler"),
+                &s.handler,
+                "handler",
+            ));
+        }
+        issues
+    }
+
+    fn configure(config: MessagingWorkflowConfig, ctx: &mut WireContext<'_>) -> anyhow::Result<()> {
+        let broker = match &config.broker {
+            Some(name) => ctx.service::<dyn MessageBroker>(name)?,
+            None => match ctx.all::<dyn MessageBroker>().as_slice() {
+                [(_, only)] => only.clone(),
+                other => anyhow::bail!("expected one message broker, found {}", other.len()),
+            },
+        };
+        for (i, s) in config.subscriptions.iter().enumerate() {
+            match ctx.service::<dyn MessageHandler>(&s.handler) {
+                Ok(handler) => broker.subscribe(&s.topic, &s.handler, handler)?,
+                Err(e) => ctx.issue(ConfigIssue::new(
+                    format!("/subscriptions/{i}/handler"),
+                    e.to_string(),
+                )),
+            }
+        }
+        Ok(())
+    }
+}
