@@ -163,6 +163,25 @@ impl Site<'_> {
                     .help(format!("use one of: {choices}")),
                 );
             }
+            ValidationErrorKind::FalseSchema => {
+                // `additionalProperties: false` on a struct without fields reports the value.
+                let key = pointer
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .replace("~1", "/")
+                    .replace("~0", "~");
+                let parent = &pointer[..pointer.rfind('/').unwrap_or(0)];
+                out.push(
+                    self.diagnostic(
+                        "unknown-key",
+                        &pointer,
+                        format!("unknown key `{key}` in {}", self.where_(parent)),
+                        true,
+                    )
+                    .help("remove it; `wf-host schema <type>` lists the accepted keys"),
+                );
+            }
             ValidationErrorKind::AnyOf { context }
             | ValidationErrorKind::OneOfNotValid { context } => {
                 // Report the branch the value was closest to, rather than "matches no branch".

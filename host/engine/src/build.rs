@@ -125,6 +125,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         };
         let mut ctx = WireContext {
             kind: &section.kind,
+            config,
             app: &state,
             services: &mut services,
             issues: Vec::new(),
@@ -154,6 +155,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         };
         let mut ctx = WireContext {
             kind: &section.kind,
+            config,
             app: &state,
             services: &mut services,
             issues: Vec::new(),

@@ -14,9 +14,16 @@ use crate::state::AppState;
 pub struct CheckContext<'a> {
     pub config: &'a AppConfig,
     pub registry: &'a Registry,
+    /// The module being checked, when a module's config is being checked.
+    pub(crate) module: Option<&'a str>,
 }
 
 impl CheckContext<'_> {
+    /// The name of the module whose config is being checked.
+    pub fn current_module(&self) -> Option<&str> {
+        self.module
+    }
+
     /// The type of the declared module `name`.
     pub fn module_type(&self, name: &str) -> Option<&str> {
         self.config.module(name).map(|m| m.type_name.as_str())
@@ -84,6 +91,8 @@ impl BuildContext<'_> {
 pub struct WireContext<'a> {
     /// The workflow or trigger key, e.g. `http-admin`.
     pub kind: &'a str,
+    /// The whole (validated) configuration, for conventions that look at declarations.
+    pub config: &'a AppConfig,
     pub app: &'a Arc<AppState>,
     pub(crate) services: &'a mut Services,
     pub(crate) issues: Vec<ConfigIssue>,

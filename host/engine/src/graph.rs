@@ -18,7 +18,11 @@ pub fn dependency_edges(config: &AppConfig, registry: &Registry) -> Vec<BTreeSet
         .rev() // the first declaration wins for duplicates
         .map(|(i, m)| (m.name.as_str(), i))
         .collect();
-    let ctx = CheckContext { config, registry };
+    let ctx = CheckContext {
+        config,
+        registry,
+        module: None,
+    };
     config
         .modules
         .iter()

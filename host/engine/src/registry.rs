@@ -109,6 +109,10 @@ pub struct ConfigIssue {
     pub pointer: String,
     pub message: String,
     pub help: Option<String>,
+    /// A warning is shown but does not make the configuration invalid.
+    pub warning: bool,
+    /// The configuration asks for a feature this build does not have yet (not a user mistake).
+    pub not_implemented: bool,
 }
 
 impl ConfigIssue {
@@ -117,6 +121,22 @@ impl ConfigIssue {
             pointer: pointer.into(),
             message: message.into(),
             help: None,
+            warning: false,
+            not_implemented: false,
+        }
+    }
+
+    pub fn not_implemented(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            not_implemented: true,
+            ..ConfigIssue::new(pointer, message)
+        }
+    }
+
+    pub fn warning(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            warning: true,
+            ..ConfigIssue::new(pointer, message)
         }
     }
 

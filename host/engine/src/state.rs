@@ -10,7 +10,8 @@ use crate::services::Services;
 /// One HTTP route the application serves, for `wf-host inspect`, logs and (later) OpenAPI.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RouteInfo {
-    pub server: String,
+    /// `None` for endpoint modules, which know their router but not which server serves it.
+    pub server: Option<String>,
     pub router: String,
     pub method: String,
     pub path: String,

@@ -31,6 +31,10 @@ impl ValidatedConfig {
     pub fn warnings(&self) -> &Diagnostics {
         &self.warnings
     }
+
+    pub fn into_config(self) -> AppConfig {
+        self.config
+    }
 }
 
 /// A configuration that did not pass, with everything found.
@@ -66,7 +70,6 @@ pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
     let mut v = Validator {
         config,
         registry,
-        ctx: CheckContext { config, registry },
         out: Vec::new(),
     };
     v.requirements();
@@ -85,7 +88,6 @@ pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
 struct Validator<'a> {
     config: &'a AppConfig,
     registry: &'a Registry,
-    ctx: CheckContext<'a>,
     out: Vec<Diagnostic>,
 }
 
@@ -220,7 +222,12 @@ impl Validator<'_> {
             self.out.extend(schema_errors);
             return;
         }
-        match (registered.check)(config, &self.ctx) {
+        let ctx = CheckContext {
+            config: self.config,
+            registry: self.registry,
+            module,
+        };
+        match (registered.check)(config, &ctx) {
             Ok(issues) => {
                 for issue in issues {
                     let d = self.issue(issue, origin, module);
@@ -462,7 +469,14 @@ pub(crate) fn issue_diagnostic(
     module: Option<&str>,
 ) -> Diagnostic {
     let origin = base.child(&issue.pointer);
-    let mut d = config.diagnostic_at(Diagnostic::error("invalid-config", issue.message), &origin);
+    let d = if issue.warning {
+        Diagnostic::warning("config-warning", issue.message)
+    } else if issue.not_implemented {
+        Diagnostic::error("not-implemented", issue.message)
+    } else {
+        Diagnostic::error("invalid-config", issue.message)
+    };
+    let mut d = config.diagnostic_at(d, &origin);
     if let Some(help) = issue.help {
         d = d.help(help);
     }

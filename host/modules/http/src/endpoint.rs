@@ -58,3 +58,22 @@ pub fn endpoint_router(
         }),
     }
 }
+
+/// Adds a GET endpoint to `router` and records it for `wf-host inspect`.
+pub fn add_endpoint(
+    router: &Router,
+    ctx: &BuildContext<'_>,
+    path: &str,
+    service: crate::RouteService,
+) -> anyhow::Result<()> {
+    router.add_route(http::Method::GET, path, service)?;
+    ctx.app.add_route(wf_engine::RouteInfo {
+        server: None,
+        router: router.name().to_string(),
+        method: "GET".to_string(),
+        path: path.to_string(),
+        handler: ctx.name.to_string(),
+        middlewares: Vec::new(),
+    });
+    Ok(())
+}

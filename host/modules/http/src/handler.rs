@@ -32,6 +32,13 @@ pub struct HttpHandlerConfig {
     /// Extra response headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The method of the route this handler is meant for. Documentation checked against the
+    /// `http` workflows: routes themselves are declared there.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The path of the route this handler is meant for (see `method`).
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 fn default_content_type() -> String {
@@ -54,8 +61,8 @@ impl Described for HttpHandlerType {
 }
 
 impl ModuleType for HttpHandlerType {
-    fn check(config: &HttpHandlerConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
+    fn check(config: &HttpHandlerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues = documented_route_issues(config, ctx);
         if HeaderValue::from_str(&config.content_type).is_err() {
             issues.push(ConfigIssue::new(
                 "/contentType",
@@ -110,6 +117,57 @@ impl ModuleType for HttpHandlerType {
         ctx.provide::<dyn HttpHandler>(handler.clone());
         Ok(handler)
     }
+}
+
+/// Warns when the route a handler documents (`method`, `path`) is not how workflows route it.
+fn documented_route_issues(config: &HttpHandlerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    let (Some(path), name) = (config.path.as_deref(), ctx.current_module()) else {
+        return Vec::new();
+    };
+    let Some(name) = name else { return Vec::new() };
+    let method = config.method.as_deref().unwrap_or("GET");
+    let routed: Vec<(String, String)> = ctx
+        .config
+        .workflows
+        .iter()
+        .filter(|w| w.kind == "http" || w.kind.starts_with("http-"))
+        .filter_map(|w| w.config.get("routes").and_then(Value::as_array))
+        .flatten()
+        .filter(|r| r.get("handler").and_then(Value::as_str) == Some(name))
+        .map(|r| {
+            let field = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (field("method"), field("path"))
+        })
+        .collect();
+    if routed
+        .iter()
+        .any(|(m, p)| m.eq_ignore_ascii_case(method) && p == path)
+    {
+        return Vec::new();
+    }
+    let message = if routed.is_empty() {
+        format!(
+            "no `http` workflow routes `{method} {path}` to this handler, so nothing will reach it"
+        )
+    } else {
+        format!(
+            "this handler documents `{method} {path}` but is routed as {}",
+            routed
+                .iter()
+                .map(|(m, p)| format!("`{m} {p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    vec![
+        ConfigIssue::warning("/path", message)
+            .help("add or correct the route in the `http` workflow's `routes:`"),
+    ]
 }
 
 fn json_bytes(value: &Value) -> Bytes {

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
 
-use crate::endpoint::{choose_router, endpoint_router};
+use crate::endpoint::{add_endpoint, choose_router, endpoint_router};
 use crate::{json_response, route_fn};
 
 /// Configuration of `health.checker`.
@@ -85,24 +85,27 @@ impl ModuleType for HealthCheckerType {
     ) -> anyhow::Result<Arc<dyn Module>> {
         let router = endpoint_router(config.router.as_deref(), ctx)?;
         let app = ctx.app.clone();
-        router.add_route(
-            Method::GET,
+        add_endpoint(
+            &router,
+            ctx,
             &config.health_path,
             route_fn(|_| async {
                 // No module reports checks yet; each will add its own entry under "checks".
                 json_response(StatusCode::OK, &json!({"checks": {}, "status": "healthy"}))
             }),
         )?;
-        router.add_route(
-            Method::GET,
+        add_endpoint(
+            &router,
+            ctx,
             &config.ready_path,
             route_fn(move |_| {
                 let ready = app.is_ready();
                 async move { readiness(ready) }
             }),
         )?;
-        router.add_route(
-            Method::GET,
+        add_endpoint(
+            &router,
+            ctx,
             &config.live_path,
             route_fn(|_| async { json_response(StatusCode::OK, &json!({"status": "alive"})) }),
         )?;

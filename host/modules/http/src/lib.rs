@@ -14,6 +14,7 @@ use wf_engine::{Registry, RegistryError, ServiceKind};
 pub mod endpoint;
 pub mod handler;
 pub mod health;
+pub mod middleware_auth;
 pub mod router;
 pub mod schemas;
 pub mod server;
@@ -72,6 +73,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<handler::HttpHandlerType>()?
         .register_module::<health::HealthCheckerType>()?
         .register_module::<schemas::ModuleSchemasType>()?
+        .register_module::<middleware_auth::AuthMiddlewareType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
         .alias_plugin("workflow-plugin-http", PLUGIN);
     Ok(())

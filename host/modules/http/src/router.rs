@@ -13,11 +13,16 @@ use wf_engine::{BuildContext, Category, Described, Module, ModuleType};
 
 use crate::{Request, Response, RouteService, text_response};
 
-/// `http.router` has no settings: routes come from the `http` workflow and from endpoint modules
+/// Configuration of `http.router`. Routes come from `http` workflows and from endpoint modules
 /// such as `health.checker`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HttpRouterConfig {}
+pub struct HttpRouterConfig {
+    /// A path prefix for every route of this router, e.g. `/api`: a route `/users` is served at
+    /// `/api/users`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
 
 pub struct HttpRouterType;
 
@@ -30,8 +35,31 @@ impl Described for HttpRouterType {
 }
 
 impl ModuleType for HttpRouterType {
-    fn build(_: HttpRouterConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
-        let router = Arc::new(Router::new(ctx.name));
+    fn check(
+        config: &HttpRouterConfig,
+        _: &wf_engine::CheckContext<'_>,
+    ) -> Vec<wf_engine::ConfigIssue> {
+        match &config.prefix {
+            Some(p) if !p.starts_with('/') || p.contains('{') => {
+                vec![wf_engine::ConfigIssue::new(
+                    "/prefix",
+                    format!("`{p}` must start with `/` and contain no `{{parameters}}`"),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn build(
+        config: HttpRouterConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Module>> {
+        let mut router = Router::new(ctx.name);
+        router.prefix = config
+            .prefix
+            .map(|p| p.trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        let router = Arc::new(router);
         ctx.provide::<Router>(router.clone());
         Ok(router)
     }
@@ -83,6 +111,8 @@ struct Table {
 
 pub struct Router {
     name: String,
+    /// Prepended to every route's path (no trailing `/`).
+    prefix: String,
     /// Every route added so far, in order; the table is rebuilt from it on each addition so the
     /// serving path only ever reads an immutable table.
     routes: Mutex<Vec<(Method, String, RouteService)>>,
@@ -93,6 +123,7 @@ impl Router {
     pub fn new(name: &str) -> Self {
         Router {
             name: name.to_string(),
+            prefix: String::new(),
             routes: Mutex::default(),
             table: ArcSwap::from_pointee(Table::default()),
         }
@@ -398,6 +429,16 @@ mod tests {
             StatusCode::OK
         );
         assert_eq!(call(&r, "GET", "/static").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn prefix_applies_to_every_route() {
+        let mut r = Router::new("r");
+        r.prefix = "/api".into();
+        r.add_route(Method::GET, "/users/{id}", echo("user"))
+            .unwrap();
+        assert_eq!(call(&r, "GET", "/api/users/1").await.0, StatusCode::OK);
+        assert_eq!(call(&r, "GET", "/users/1").await.0, StatusCode::NOT_FOUND);
     }
 
     #[test]

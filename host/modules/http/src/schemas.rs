@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderValue, Method, header};
+use http::{HeaderValue, header};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
 
-use crate::endpoint::{choose_router, endpoint_router};
+use crate::endpoint::{add_endpoint, choose_router, endpoint_router};
 use crate::{Response, route_fn};
 
 /// Configuration of `api.schemas`.
@@ -70,8 +70,9 @@ impl ModuleType for ModuleSchemasType {
         body.push(b'\n');
         let body = Bytes::from(body);
         let router = endpoint_router(config.router.as_deref(), ctx)?;
-        router.add_route(
-            Method::GET,
+        add_endpoint(
+            &router,
+            ctx,
             &config.path,
             route_fn(move |_| {
                 let mut response = Response::new(Body::from(body.clone()));

@@ -183,20 +183,19 @@ impl HttpServer {
         let router = match &self.configured_router {
             Some(name) => services.get::<Router>(name)?,
             None => {
+                // Only the unambiguous case is guessed: one server, one router. Otherwise a
+                // server nobody routed serves 404s rather than another server's routes.
                 let routers = services.all::<Router>();
-                match routers.as_slice() {
-                    [(_, only)] => only.clone(),
-                    [] => anyhow::bail!(
-                        "there is no `http.router` to serve; add one and route it with an `http` workflow"
-                    ),
-                    several => anyhow::bail!(
-                        "no router is attached and the application has several ({}); name one with `router:` here or `server:` in an `http` workflow",
-                        several
-                            .iter()
-                            .map(|(n, _)| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                let servers = services.all::<HttpServer>();
+                match (routers.as_slice(), servers.len()) {
+                    ([(_, only)], 1) => only.clone(),
+                    _ => {
+                        tracing::warn!(
+                            server = %self.name,
+                            "no router is attached to this server, so it answers 404 to everything; name it as `server:` in an `http` workflow or set `router:`"
+                        );
+                        Arc::new(Router::new(&self.name))
+                    }
                 }
             }
         };

@@ -12,6 +12,7 @@ use http::Method;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
+use wf_engine::wf_config::AppConfig;
 use wf_engine::{
     Category, CheckContext, ConfigIssue, Described, RouteInfo, WireContext, WorkflowType,
 };
@@ -65,35 +66,75 @@ impl Described for HttpWorkflow {
     type Config = HttpWorkflowConfig;
 }
 
-/// The configured module, else the application's only module of `type_name`.
-fn choose(
+/// The server and router of a workflow: the named ones; else the only router, and the only
+/// server or the one server that router lists in `dependsOn`.
+fn resolve(config: &HttpWorkflowConfig, app: &AppConfig) -> Result<(String, String), ConfigIssue> {
+    let router = pick(config.router.as_deref(), "router", "http.router", app, None)?;
+    let router_deps = app
+        .module(&router)
+        .map(|m| m.depends_on.as_slice())
+        .unwrap_or_default();
+    let server = pick(
+        config.server.as_deref(),
+        "server",
+        "http.server",
+        app,
+        Some(router_deps),
+    )?;
+    Ok((server, router))
+}
+
+fn pick(
     configured: Option<&str>,
     key: &str,
     type_name: &str,
-    ctx: &CheckContext<'_>,
+    app: &AppConfig,
+    preferred: Option<&[String]>,
 ) -> Result<String, ConfigIssue> {
     let pointer = format!("/{key}");
     if let Some(name) = configured {
-        if let Some(issue) = ctx.require_module(&pointer, name, key) {
-            return Err(issue);
-        }
-        return match ctx.module_type(name) {
+        return match app.module(name).map(|m| m.type_name.as_str()) {
             Some(t) if t == type_name => Ok(name.to_string()),
             Some(t) => Err(ConfigIssue::new(
                 &pointer,
                 format!("`{name}` is a `{t}` module, not `{type_name}`"),
             )),
-            None => Err(ConfigIssue::new(
-                &pointer,
-                format!("`{name}` is not a module"),
-            )),
+            None => {
+                let names = app
+                    .modules
+                    .iter()
+                    .filter(|m| m.type_name == type_name)
+                    .map(|m| m.name.as_str());
+                let issue = ConfigIssue::new(
+                    &pointer,
+                    format!("{key} `{name}` is not a module of this application"),
+                );
+                Err(match wf_engine::wf_config::did_you_mean(name, names) {
+                    Some(s) => issue.help(format!("did you mean `{s}`?")),
+                    None => issue.help(format!("declare a `{type_name}` module named `{name}`")),
+                })
+            }
         };
     }
-    match ctx.modules_of_type(&[type_name]).as_slice() {
-        [only] => Ok(only.to_string()),
-        [] => Err(ConfigIssue::new("", format!("there is no `{type_name}` module for these routes"))
+    let candidates: Vec<&str> = app
+        .modules
+        .iter()
+        .filter(|m| m.type_name == type_name)
+        .map(|m| m.name.as_str())
+        .collect();
+    if let [only] = candidates.as_slice() {
+        return Ok(only.to_string());
+    }
+    let preferred: Vec<&str> = candidates
+        .iter()
+        .copied()
+        .filter(|c| preferred.is_some_and(|p| p.iter().any(|d| d == c)))
+        .collect();
+    match (candidates.as_slice(), preferred.as_slice()) {
+        (_, [chosen]) => Ok(chosen.to_string()),
+        ([], _) => Err(ConfigIssue::new("", format!("there is no `{type_name}` module for these routes"))
             .help(format!("add a `{type_name}` module"))),
-        several => Err(ConfigIssue::new("", format!(
+        (several, _) => Err(ConfigIssue::new("", format!(
             "the application has several `{type_name}` modules ({}); say which one serves these routes",
             several.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         ))
@@ -108,8 +149,7 @@ impl WorkflowType for HttpWorkflow {
 
     fn check(config: &HttpWorkflowConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        issues.extend(choose(config.server.as_deref(), "server", "http.server", ctx).err());
-        issues.extend(choose(config.router.as_deref(), "router", "http.router", ctx).err());
+        issues.extend(resolve(config, ctx.config).err());
         for (i, route) in config.routes.iter().enumerate() {
             let at = |field: &str| format!("/routes/{i}/{field}");
             if Method::from_str(&route.method).is_err() {
@@ -134,7 +174,7 @@ impl WorkflowType for HttpWorkflow {
                 };
                 if present {
                     issues.push(
-                        ConfigIssue::new(at(field), "route pipelines are not implemented in this build yet")
+                        ConfigIssue::not_implemented(at(field), "route pipelines are not implemented in this build yet")
                             .help("remove the route's steps for now, or answer the route with an `http.handler`"),
                     );
                 }
@@ -144,8 +184,8 @@ impl WorkflowType for HttpWorkflow {
     }
 
     fn configure(config: HttpWorkflowConfig, ctx: &mut WireContext<'_>) -> anyhow::Result<()> {
-        let server_name = only_or_named::<HttpServer>(config.server.as_deref(), ctx)?;
-        let router_name = only_or_named::<Router>(config.router.as_deref(), ctx)?;
+        let (server_name, router_name) =
+            resolve(&config, ctx.config).map_err(|e| anyhow::anyhow!(e.message))?;
         let server = ctx.service::<HttpServer>(&server_name)?;
         let router = ctx.service::<Router>(&router_name)?;
         if let Err(e) = server.attach(router.clone()) {
@@ -191,7 +231,7 @@ impl WorkflowType for HttpWorkflow {
             };
             match router.add_route(method, &route.path, service) {
                 Ok(()) => ctx.app.add_route(RouteInfo {
-                    server: server_name.clone(),
+                    server: Some(server_name.clone()),
                     router: router_name.clone(),
                     method: route.method,
                     path: route.path,
@@ -202,20 +242,5 @@ impl WorkflowType for HttpWorkflow {
             }
         }
         Ok(())
-    }
-}
-
-/// At wiring time, validation has already made sure the choice exists and is unambiguous.
-fn only_or_named<T: wf_engine::ServiceKind + ?Sized>(
-    configured: Option<&str>,
-    ctx: &WireContext<'_>,
-) -> anyhow::Result<String> {
-    if let Some(name) = configured {
-        return Ok(name.to_string());
-    }
-    let all = ctx.all::<T>();
-    match all.as_slice() {
-        [(only, _)] => Ok(only.to_string()),
-        _ => anyhow::bail!("expected exactly one {}, found {}", T::LABEL, all.len()),
     }
 }

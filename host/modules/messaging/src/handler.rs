@@ -7,14 +7,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use wf_engine::{BuildContext, Category, Described, Module, ModuleType, async_trait};
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, async_trait,
+};
 
-use crate::MessageHandler;
+use crate::{MessageBroker, MessageHandler};
 
-/// `messaging.handler` has no settings yet: subscribe it to topics with the `messaging` workflow.
+/// Configuration of `messaging.handler`. It can also be subscribed to topics by the `messaging`
+/// workflow.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoggingHandlerConfig {}
+pub struct LoggingHandlerConfig {
+    /// A topic this handler subscribes itself to.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The broker for `topic`; optional when the application has one.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Format of files read from `watchPath` (`csv`, `json`). Not implemented yet.
+    #[serde(default, rename = "inputType")]
+    pub input_type: Option<String>,
+    /// A directory whose new files become messages. Not implemented yet.
+    #[serde(default, rename = "watchPath")]
+    pub watch_path: Option<String>,
+}
 
 pub struct LoggingHandlerType;
 
@@ -27,8 +43,38 @@ impl Described for LoggingHandlerType {
 }
 
 impl ModuleType for LoggingHandlerType {
+    fn check(config: &LoggingHandlerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if config.watch_path.is_some() || config.input_type.is_some() {
+            let pointer = if config.watch_path.is_some() {
+                "/watchPath"
+            } else {
+                "/inputType"
+            };
+            issues.push(ConfigIssue::not_implemented(
+                pointer,
+                "file inputs (`watchPath`, `inputType`) are not implemented in this build yet",
+            ));
+        }
+        if let Some(topic) = &config.topic {
+            issues.extend(crate::check_topic("/topic", topic));
+            issues.extend(crate::choose_broker(config.broker.as_deref(), ctx).err());
+        }
+        issues
+    }
+
+    fn references(config: &LoggingHandlerConfig, ctx: &CheckContext<'_>) -> Vec<String> {
+        match config.topic {
+            Some(_) => crate::choose_broker(config.broker.as_deref(), ctx)
+                .ok()
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     fn build(
-        _: LoggingHandlerConfig,
+        config: LoggingHandlerConfig,
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
         let handler = Arc::new(LoggingHandler {
@@ -36,6 +82,18 @@ impl ModuleType for LoggingHandlerType {
             received: AtomicU64::new(0),
         });
         ctx.provide::<dyn MessageHandler>(handler.clone());
+        if let Some(topic) = &config.topic {
+            // The broker is built first: it is one of this module's references.
+            let broker = match &config.broker {
+                Some(name) => ctx.service::<dyn MessageBroker>(name)?,
+                None => ctx
+                    .all::<dyn MessageBroker>()
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("there is no message broker"))?,
+            };
+            broker.subscribe(topic, ctx.name, handler.clone())?;
+        }
         Ok(handler)
     }
 }

@@ -53,6 +53,70 @@ impl ServiceKind for dyn MessageBroker {
 
 pub const PLUGIN: &str = "messaging";
 
+/// Topic names are matched exactly; patterns are a feature of a later version.
+pub(crate) fn check_topic(pointer: &str, topic: &str) -> Option<wf_engine::ConfigIssue> {
+    if topic.is_empty() {
+        return Some(wf_engine::ConfigIssue::new(
+            pointer,
+            "the topic name is empty",
+        ));
+    }
+    (topic.contains('*') || topic.contains('>')).then(|| {
+        wf_engine::ConfigIssue::not_implemented(
+            pointer,
+            format!("topic patterns such as `{topic}` are not implemented in this build yet"),
+        )
+        .help("subscribe to each topic by its exact name")
+    })
+}
+
+/// The broker a module or workflow uses: the named one; else the application's only broker, or
+/// the one broker the module lists in `dependsOn`.
+pub(crate) fn choose_broker(
+    configured: Option<&str>,
+    ctx: &wf_engine::CheckContext<'_>,
+) -> Result<String, wf_engine::ConfigIssue> {
+    use wf_engine::ConfigIssue;
+    if let Some(name) = configured {
+        return match ctx.require_module("/broker", name, "broker") {
+            Some(issue) => Err(issue),
+            None => Ok(name.to_string()),
+        };
+    }
+    let brokers = ctx.modules_of_type(BROKER_TYPES);
+    let depends_on = ctx
+        .current_module()
+        .and_then(|m| ctx.config.module(m))
+        .map(|m| m.depends_on.as_slice())
+        .unwrap_or_default();
+    let preferred: Vec<&str> = brokers
+        .iter()
+        .copied()
+        .filter(|b| depends_on.iter().any(|d| d == b))
+        .collect();
+    match (brokers.as_slice(), preferred.as_slice()) {
+        ([only], _) | (_, [only]) => Ok(only.to_string()),
+        ([], _) => Err(
+            ConfigIssue::new("", "there is no message broker in this application")
+                .help("add a `messaging.broker` module"),
+        ),
+        _ => Err(ConfigIssue::new(
+            "",
+            "the application has several brokers; say which one to use",
+        )
+        .help("add `broker: <name>`")),
+    }
+}
+
+/// Module types that provide a [`MessageBroker`] (including ones later versions add).
+pub(crate) const BROKER_TYPES: &[&str] = &[
+    "messaging.broker",
+    "messaging.broker.eventbus",
+    "eventbus.modular",
+    "messaging.kafka",
+    "messaging.nats",
+];
+
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry
         .register_module::<broker::MemoryBrokerType>()?

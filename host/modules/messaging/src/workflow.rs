@@ -30,14 +30,18 @@ pub struct Subscription {
     pub handler: String,
 }
 
-/// A declared publisher.
+/// A declared publisher, for documentation and `wf-host inspect`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Producer {
     /// Name of the publishing service.
     pub name: String,
     /// Topic it publishes to.
-    pub topic: String,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Topics it publishes to (the original's spelling for several).
+    #[serde(default, rename = "forwardTo")]
+    pub forward_to: Vec<String>,
 }
 
 pub struct MessagingWorkflow;
@@ -50,33 +54,21 @@ impl Described for MessagingWorkflow {
     type Config = MessagingWorkflowConfig;
 }
 
-const BROKER_TYPES: &[&str] = &["messaging.broker"];
-
 impl WorkflowType for MessagingWorkflow {
     fn check(config: &MessagingWorkflowConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        match &config.broker {
-            Some(name) => issues.extend(ctx.require_module("/broker", name, "broker")),
-            None => match ctx.modules_of_type(BROKER_TYPES).len() {
-                1 => {}
-                0 => issues.push(
-                    ConfigIssue::new("", "there is no broker module for these subscriptions")
-                        .help("add a `messaging.broker` module"),
-                ),
-                _ => issues.push(
-                    ConfigIssue::new(
-                        "",
-                        "the application has several brokers; say which one to use",
-                    )
-                    .help("add `broker: <name>` to this workflow"),
-                ),
-            },
-        }
+        let mut issues: Vec<ConfigIssue> = crate::choose_broker(config.broker.as_deref(), ctx)
+            .err()
+            .into_iter()
+            .collect();
         for (i, s) in config.subscriptions.iter().enumerate() {
             issues.extend(ctx.require_module(
                 &format!("/subscriptions/{i}/handler"),
                 &s.handler,
                 "handler",
+            ));
+            issues.extend(crate::check_topic(
+                &format!("/subscriptions/{i}/topic"),
+                &s.topic,
             ));
         }
         issues

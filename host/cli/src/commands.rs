@@ -1,0 +1,355 @@
+//! The commands behind the CLI, usable from tests without a process.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use wf_config::{AppConfig, Diagnostics, ProcessEnv, Vars, load_files};
+use wf_engine::{App, Kind, Registry, build, validate};
+
+/// Exit codes: the app ran and stopped cleanly, or the config is valid.
+pub const EXIT_OK: u8 = 0;
+/// Something failed at run time (start-up, shutdown).
+pub const EXIT_FAILURE: u8 = 1;
+/// The configuration (or the command line) is invalid.
+pub const EXIT_INVALID: u8 = 2;
+
+/// The result of loading, validating and building: an app ready to start, or everything wrong.
+pub enum Prepared {
+    Ready {
+        config: AppConfig,
+        app: App,
+        warnings: Diagnostics,
+    },
+    Invalid {
+        config: AppConfig,
+        diagnostics: Diagnostics,
+    },
+}
+
+/// Load → validate → build (no start: nothing binds or connects).
+pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepared {
+    let loaded = load_files(files, vars);
+    let validated = match validate(loaded, registry) {
+        Ok(v) => v,
+        Err(invalid) => {
+            return Prepared::Invalid {
+                config: invalid.config,
+                diagnostics: invalid.diagnostics,
+            };
+        }
+    };
+    match build(&validated, registry) {
+        Ok(app) => {
+            let warnings = validated.warnings().clone();
+            Prepared::Ready {
+                config: into_config(validated),
+                app,
+                warnings,
+            }
+        }
+        Err(diagnostics) => {
+            let mut all = validated.warnings().clone();
+            all.extend(diagnostics);
+            Prepared::Invalid {
+                config: into_config(validated),
+                diagnostics: all.sorted(),
+            }
+        }
+    }
+}
+
+fn into_config(validated: wf_engine::ValidatedConfig) -> AppConfig {
+    validated.into_config()
+}
+
+/// `wf-host validate`: (exit code, output).
+pub fn validate_command(files: &[PathBuf], registry: &Registry, json_output: bool) -> (u8, String) {
+    validate_with(files, registry, json_output, &ProcessEnv)
+}
+
+pub fn validate_with(
+    files: &[PathBuf],
+    registry: &Registry,
+    json_output: bool,
+    vars: &dyn Vars,
+) -> (u8, String) {
+    let (config, diagnostics, valid) = match prepare(files, registry, vars) {
+        Prepared::Ready {
+            config, warnings, ..
+        } => (config, warnings, true),
+        Prepared::Invalid {
+            config,
+            diagnostics,
+        } => (config, diagnostics, false),
+    };
+    let code = if valid { EXIT_OK } else { EXIT_INVALID };
+    if json_output {
+        let out = json!({
+            "valid": valid,
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "summary": summary(&config),
+            "errors": diagnostics.error_count(),
+            "warnings": diagnostics.warning_count(),
+            "diagnostics": diagnostics.to_json(&config.sources),
+        });
+        return (
+            code,
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&out).unwrap_or_default()
+            ),
+        );
+    }
+    let mut out = String::new();
+    if !diagnostics.is_empty() {
+        out.push_str(&diagnostics.render(&config.sources));
+    }
+    if valid {
+        let s = summary(&config);
+        let _ = writeln!(
+            out,
+            "ok: {} ({} modules, {} workflows, {} triggers, {} pipelines)",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            s["modules"],
+            s["workflows"],
+            s["triggers"],
+            s["pipelines"]
+        );
+    }
+    (code, out)
+}
+
+fn summary(config: &AppConfig) -> Value {
+    json!({
+        "modules": config.modules.len(),
+        "workflows": config.workflows.len(),
+        "triggers": config.triggers.len(),
+        "pipelines": config.pipelines.len(),
+    })
+}
+
+/// `wf-host inspect`: modules in start order, routes, workflows, triggers, pipelines.
+pub fn inspect_command(files: &[PathBuf], registry: &Registry, json_output: bool) -> (u8, String) {
+    let (config, app) = match prepare(files, registry, &ProcessEnv) {
+        Prepared::Ready { config, app, .. } => (config, app),
+        Prepared::Invalid {
+            config,
+            diagnostics,
+        } => return (EXIT_INVALID, diagnostics.render(&config.sources)),
+    };
+    let modules: Vec<Value> = app
+        .start_order()
+        .iter()
+        .map(|(name, type_name)| {
+            let decl = config.module(name);
+            json!({
+                "name": name,
+                "type": type_name,
+                "dependsOn": decl.map(|d| d.depends_on.clone()).unwrap_or_default(),
+                "description": decl.and_then(|d| d.description.clone()),
+            })
+        })
+        .collect();
+    let routes = app.state().routes();
+    let workflows: Vec<Value> = config
+        .workflows
+        .iter()
+        .map(|w| json!({"type": w.kind, "name": w.name}))
+        .collect();
+    let triggers: Vec<Value> = config
+        .triggers
+        .iter()
+        .map(|t| json!({"type": t.kind, "name": t.name}))
+        .collect();
+    let pipelines: Vec<Value> = config
+        .pipelines
+        .iter()
+        .map(|p| {
+            let steps: Vec<Value> = p
+                .value
+                .get("steps")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|s| json!({"name": s.get("name"), "type": s.get("type")}))
+                .collect();
+            json!({"name": p.name, "trigger": p.value.get("trigger"), "steps": steps})
+        })
+        .collect();
+    if json_output {
+        let out = json!({
+            "name": config.name,
+            "modules": modules,
+            "routes": routes,
+            "workflows": workflows,
+            "triggers": triggers,
+            "pipelines": pipelines,
+        });
+        return (
+            EXIT_OK,
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&out).unwrap_or_default()
+            ),
+        );
+    }
+    let mut out = String::new();
+    if let Some(name) = &config.name {
+        let _ = writeln!(out, "application: {name}\n");
+    }
+    let _ = writeln!(out, "modules (start order):");
+    for (i, m) in modules.iter().enumerate() {
+        let deps = m["dependsOn"]
+            .as_array()
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                format!(
+                    "  after {}",
+                    d.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        let _ = writeln!(
+            out,
+            "  {:>2}. {:<28} {}{}",
+            i + 1,
+            m["name"].as_str().unwrap_or(""),
+            m["type"].as_str().unwrap_or(""),
+            deps.unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "\nroutes:");
+    if routes.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for r in &routes {
+        let chain = if r.middlewares.is_empty() {
+            String::new()
+        } else {
+            format!(" via {}", r.middlewares.join(" → "))
+        };
+        let _ = writeln!(
+            out,
+            "  {:<7} {:<32} → {}{}  [{} / {}]",
+            r.method,
+            r.path,
+            r.handler,
+            chain,
+            r.server.as_deref().unwrap_or("-"),
+            r.router
+        );
+    }
+    for (title, items) in [("workflows", &workflows), ("triggers", &triggers)] {
+        let _ = writeln!(out, "\n{title}:");
+        if items.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for item in items {
+            let _ = writeln!(
+                out,
+                "  {}{}",
+                item["type"].as_str().unwrap_or(""),
+                item["name"]
+                    .as_str()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let _ = writeln!(out, "\npipelines:");
+    if pipelines.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for p in &pipelines {
+        let steps: Vec<&str> = p["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            p["name"].as_str().unwrap_or(""),
+            steps.join(" → ")
+        );
+    }
+    (EXIT_OK, out)
+}
+
+/// `wf-host types`.
+pub fn types_command(registry: &Registry, json_output: bool, kind: Option<Kind>) -> String {
+    let types: Vec<_> = registry
+        .types()
+        .into_iter()
+        .filter(|t| kind.is_none_or(|k| t.kind == k))
+        .collect();
+    if json_output {
+        let list: Vec<Value> = types
+            .iter()
+            .map(|t| json!({"type": t.name, "kind": t.kind, "category": t.category, "plugin": t.plugin, "description": t.description}))
+            .collect();
+        return format!(
+            "{}\n",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<9} {:<26} {:<14} description",
+        "kind", "type", "category"
+    );
+    for t in types {
+        let _ = writeln!(
+            out,
+            "{:<9} {:<26} {:<14} {}",
+            t.kind.as_str(),
+            t.name,
+            t.category.as_str(),
+            t.description
+        );
+    }
+    out
+}
+
+/// `wf-host schema [TYPE]`: the application schema, or one type's config schema.
+pub fn schema_command(registry: &Registry, type_name: Option<&str>) -> Result<String, String> {
+    let schema = match type_name {
+        None => wf_config::schema::app_schema(),
+        Some(name) => {
+            let matches: Vec<_> = registry
+                .types()
+                .into_iter()
+                .filter(|t| t.name == name)
+                .collect();
+            match matches.as_slice() {
+                [] => {
+                    let names: Vec<&str> = registry.types().iter().map(|t| t.name).collect();
+                    let hint = wf_config::did_you_mean(name, names.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| "; `wf-host types` lists them".to_string());
+                    return Err(format!("no type named `{name}`{hint}"));
+                }
+                [only] => only.schema.clone(),
+                several => Value::Object(
+                    several
+                        .iter()
+                        .map(|t| (t.kind.as_str().to_string(), t.schema.clone()))
+                        .collect(),
+                ),
+            }
+        }
+    };
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&schema).unwrap_or_default()
+    ))
+}

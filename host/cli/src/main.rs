@@ -1,0 +1,259 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use wf_engine::Kind;
+use wf_host::commands::{
+    EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Prepared, inspect_command, prepare, schema_command,
+    types_command, validate_command,
+};
+
+/// Run wf applications: a YAML file becomes a running application.
+#[derive(Parser)]
+#[command(name = "wf-host", version, about, long_about = None)]
+#[command(after_help = "Examples:
+  wf-host run example/hello/app.yaml
+  wf-host validate app.yaml other.yaml
+  wf-host inspect app.yaml
+  wf-host schema http.server
+  wf-host types --kind module")]
+struct Cli {
+    /// Log filter, e.g. `info` or `wf_http=debug,info` (RUST_LOG also works).
+    #[arg(long, global = true, default_value = "info", env = "WF_LOG")]
+    log_level: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WF_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Module,
+    Step,
+    Trigger,
+    Workflow,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an application until SIGINT or SIGTERM; several files make one application.
+    #[command(after_help = "Examples:
+  wf-host run example/hello/app.yaml
+  wf-host run base.yaml api.yaml --grace-period 5s
+
+Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 invalid configuration.")]
+    Run {
+        /// Application files, merged in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// How long shutdown waits for in-flight requests, e.g. `10s`.
+        #[arg(long, default_value = "10s", value_parser = parse_grace)]
+        grace_period: Duration,
+    },
+    /// Check application files and print every problem with file:line:column.
+    #[command(after_help = "Examples:
+  wf-host validate app.yaml
+  wf-host validate --format json app.yaml | jq '.diagnostics[].message'
+
+Exit codes: 0 valid, 2 invalid.")]
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show modules in start order, routes, workflows, triggers and pipelines.
+    #[command(after_help = "Examples:
+  wf-host inspect app.yaml
+  wf-host inspect --format json app.yaml")]
+    Inspect {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print a JSON Schema: of the application file, or of one type's config.
+    #[command(after_help = "Examples:
+  wf-host schema                 # the application file
+  wf-host schema http.server     # one module type's config")]
+    Schema {
+        /// A type name from `wf-host types`.
+        r#type: Option<String>,
+    },
+    /// List every type this build provides, with its kind, category and description.
+    #[command(after_help = "Examples:
+  wf-host types
+  wf-host types --kind module --format json")]
+    Types {
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    wf_config::parse_duration(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    let registry = match wf_host::registry() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = match cli.command {
+        Command::Run {
+            files,
+            grace_period,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            runtime.block_on(run(&files, &registry, grace_period))
+        }
+        Command::Validate { files, format } => {
+            let (code, out) = validate_command(&files, &registry, format == OutputFormat::Json);
+            print!("{out}");
+            code
+        }
+        Command::Inspect { files, format } => {
+            let (code, out) = inspect_command(&files, &registry, format == OutputFormat::Json);
+            if code == EXIT_OK {
+                print!("{out}")
+            } else {
+                eprint!("{out}")
+            }
+            code
+        }
+        Command::Schema { r#type } => match schema_command(&registry, r#type.as_deref()) {
+            Ok(out) => {
+                print!("{out}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
+        Command::Types { kind, format } => {
+            let kind = kind.map(|k| match k {
+                KindArg::Module => Kind::Module,
+                KindArg::Step => Kind::Step,
+                KindArg::Trigger => Kind::Trigger,
+                KindArg::Workflow => Kind::Workflow,
+            });
+            print!(
+                "{}",
+                types_command(&registry, format == OutputFormat::Json, kind)
+            );
+            EXIT_OK
+        }
+    };
+    ExitCode::from(code)
+}
+
+async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration) -> u8 {
+    let (config, app, warnings) = match prepare(files, registry, &wf_config::ProcessEnv) {
+        Prepared::Ready {
+            config,
+            app,
+            warnings,
+        } => (config, app, warnings),
+        Prepared::Invalid {
+            config,
+            diagnostics,
+        } => {
+            eprint!("{}", diagnostics.render(&config.sources));
+            return EXIT_INVALID;
+        }
+    };
+    if !warnings.is_empty() {
+        eprint!("{}", warnings.render(&config.sources));
+    }
+    let running = match app.start(grace).await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    tracing::info!(
+        app = config.name.as_deref().unwrap_or("-"),
+        modules = config.modules.len(),
+        "ready"
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!(%signal, grace = ?grace, "stopping");
+    let failures = running.stop(grace).await;
+    if failures == 0 {
+        tracing::info!("stopped");
+        EXIT_OK
+    } else {
+        eprintln!("error: {failures} module(s) did not stop cleanly");
+        EXIT_FAILURE
+    }
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM and names which arrived.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
