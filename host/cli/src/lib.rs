@@ -12,3 +12,75 @@ pub fn registry() -> Result<Registry, RegistryError> {
     wf_messaging::register(&mut registry)?;
     Ok(registry)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every property of every schema has a description: they are the user documentation, the
+    /// `wf-host schema` output and the builder UI's help text.
+    fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+        match schema {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    for (name, prop) in props {
+                        let described = prop
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .is_some_and(|d| !d.trim().is_empty());
+                        if !described {
+                            out.push(format!("{path}.{name}"));
+                        }
+                    }
+                }
+                for (key, value) in map {
+                    undocumented(value, &format!("{path}/{key}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| undocumented(v, path, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_config_field_is_documented() {
+        let registry = super::registry().unwrap();
+        let mut missing = Vec::new();
+        undocumented(
+            &wf_config::schema::app_schema(),
+            "application",
+            &mut missing,
+        );
+        for t in registry.types() {
+            undocumented(&t.schema, t.name, &mut missing);
+            assert!(!t.description.is_empty(), "{} has no description", t.name);
+        }
+        assert!(
+            missing.is_empty(),
+            "properties without a description:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_registry_builds_and_lists_the_foundation_types() {
+        let registry = super::registry().unwrap();
+        for name in [
+            "http.server",
+            "http.router",
+            "http.handler",
+            "health.checker",
+            "api.schemas",
+            "http.middleware.auth",
+            "messaging.broker",
+            "messaging.handler",
+        ] {
+            assert!(registry.module(name).is_some(), "{name} is not registered");
+        }
+        assert!(registry.workflow("http-admin").is_some());
+        assert_eq!(
+            registry.resolve_plugin("workflow-plugin-http"),
+            Some("http")
+        );
+    }
+}

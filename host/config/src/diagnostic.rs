@@ -154,9 +154,11 @@ fn token_width(line: &str, column: u32) -> usize {
             .map_or(rest.chars().count(), |end| end + 2),
         Some('[' | '{') => 1,
         _ => {
-            let end = rest
-                .find(": ")
-                .or_else(|| rest.find(" #"))
+            // A plain scalar ends at a key separator, a comment or flow punctuation.
+            let end = [": ", " #", ", ", ",", "]", "}"]
+                .iter()
+                .filter_map(|stop| rest.find(stop))
+                .min()
                 .unwrap_or(rest.len());
             rest[..end].trim_end_matches(':').chars().count()
         }

@@ -163,6 +163,20 @@ impl Site<'_> {
                     .help(format!("use one of: {choices}")),
                 );
             }
+            ValidationErrorKind::Pattern { pattern } => {
+                out.push(
+                    self.diagnostic(
+                        "invalid-value",
+                        &pointer,
+                        format!(
+                            "`{field}` is {}, which does not have the expected form",
+                            short(instance)
+                        ),
+                        false,
+                    )
+                    .help(format!("it must match the regular expression `{pattern}`")),
+                );
+            }
             ValidationErrorKind::FalseSchema => {
                 // `additionalProperties: false` on a struct without fields reports the value.
                 let key = pointer

@@ -50,7 +50,8 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, 
         config,
         mut diagnostics,
     } = loaded;
-    diagnostics.extend(check(&config, registry));
+    let found = check_loaded(&config, registry, &diagnostics);
+    diagnostics.extend(found);
     let diagnostics = diagnostics.sorted();
     if diagnostics.has_errors() {
         Err(Invalid {
@@ -67,9 +68,21 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, 
 
 /// Every problem of `config` beyond what loading found.
 pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
+    check_loaded(config, registry, &Diagnostics::default())
+}
+
+/// Like [`check`], knowing what loading found: modules whose variables did not expand are not
+/// checked against their type, because their config is not what the user meant.
+fn check_loaded(config: &AppConfig, registry: &Registry, loading: &Diagnostics) -> Vec<Diagnostic> {
+    let unexpanded = loading
+        .iter()
+        .filter(|d| d.code == "missing-variable")
+        .filter_map(|d| d.module.as_deref())
+        .collect();
     let mut v = Validator {
         config,
         registry,
+        unexpanded,
         out: Vec::new(),
     };
     v.requirements();
@@ -88,6 +101,7 @@ pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
 struct Validator<'a> {
     config: &'a AppConfig,
     registry: &'a Registry,
+    unexpanded: std::collections::HashSet<&'a str>,
     out: Vec<Diagnostic>,
 }
 
@@ -191,6 +205,9 @@ impl Validator<'_> {
                 self.out.push(self.at(d, &type_origin));
                 continue;
             };
+            if self.unexpanded.contains(module.name.as_str()) {
+                continue; // its config still holds `${...}` text; checking it would mislead
+            }
             let subject = format!("`{}` config", module.type_name);
             self.typed_config(
                 registered,
@@ -218,15 +235,15 @@ impl Validator<'_> {
             registered
                 .schema
                 .check(config, &origin.pointer, spans, subject, module);
-        if !schema_errors.is_empty() {
-            self.out.extend(schema_errors);
-            return;
-        }
+        let schema_failed = !schema_errors.is_empty();
+        self.out.extend(schema_errors);
         let ctx = CheckContext {
             config: self.config,
             registry: self.registry,
             module,
         };
+        // The type's own rules run whenever the config still deserializes (a value of the wrong
+        // form, say), so that one mistake does not hide the others.
         match (registered.check)(config, &ctx) {
             Ok(issues) => {
                 for issue in issues {
@@ -234,6 +251,7 @@ impl Validator<'_> {
                     self.out.push(d);
                 }
             }
+            Err(_) if schema_failed => {} // the schema errors already say what is wrong
             Err(e) => {
                 let mut d = self.at(
                     Diagnostic::error("invalid-config", format!("{e:#}")),
@@ -477,6 +495,10 @@ pub(crate) fn issue_diagnostic(
         Diagnostic::error("invalid-config", issue.message)
     };
     let mut d = config.diagnostic_at(d, &origin);
+    if issue.pointer.is_empty() {
+        // About the whole entry: point at its key (`http:`), not at its first line.
+        d = d.at(config.locate_key(&origin));
+    }
     if let Some(help) = issue.help {
         d = d.help(help);
     }

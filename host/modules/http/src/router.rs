@@ -322,10 +322,15 @@ fn compile(routes: &[(Method, String, RouteService)]) -> Result<Table, RouteConf
             let (first_pattern, methods) = &mut table.paths[path_index];
             if let Some(&existing) = methods.get(method.as_str()) {
                 let other = &table.routes[existing];
-                return Err(RouteConflict(format!(
-                    "`{method} {pattern}` is already routed (as `{} {}`)",
-                    other.method, other.pattern
-                )));
+                let same = other.pattern.as_ref() == pattern.as_str();
+                return Err(RouteConflict(if same {
+                    format!("`{method} {pattern}` is routed twice")
+                } else {
+                    format!(
+                        "`{method} {pattern}` is already routed as `{} {}`",
+                        other.method, other.pattern
+                    )
+                }));
             }
             if first_pattern != pattern && !matcher_pattern.ends_with("{*__subtree}") {
                 // Same shape, different parameter names: the names would be ambiguous.
@@ -448,10 +453,7 @@ mod tests {
         let dup = r
             .add_route(Method::GET, "/users/{id}", echo("b"))
             .unwrap_err();
-        assert_eq!(
-            dup.0,
-            "`GET /users/{id}` is already routed (as `GET /users/{id}`)"
-        );
+        assert_eq!(dup.0, "`GET /users/{id}` is routed twice");
         let names = r
             .add_route(Method::POST, "/users/{uid}", echo("c"))
             .unwrap_err();
