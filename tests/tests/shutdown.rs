@@ -1,5 +1,7 @@
 //! Start-up failures and graceful shutdown of a real HTTP server.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,8 +146,7 @@ async fn a_port_in_use_fails_start_naming_the_module_and_address() {
     let address = taken.local_addr().unwrap().to_string();
     let err = start(&app_yaml(&address, 1))
         .await
-        .err()
-        .expect("start fails");
+        .expect_err("start fails");
     let message = err.to_string();
     assert!(
         message.starts_with(&format!(

@@ -1,5 +1,7 @@
 //! The `wf-host` binary as a user runs it.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

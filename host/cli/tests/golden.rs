@@ -1,6 +1,8 @@
 //! Golden tests for diagnostics: `tests/diagnostics/<case>.yaml` must produce exactly
 //! `tests/diagnostics/<case>.err`. Run with `BLESS=1` to rewrite the expectations.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

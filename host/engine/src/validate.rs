@@ -45,7 +45,7 @@ pub struct Invalid {
 }
 
 /// Validates a loaded configuration against the types in `registry`.
-pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, Invalid> {
+pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, Box<Invalid>> {
     let Loaded {
         config,
         mut diagnostics,
@@ -54,10 +54,10 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, 
     diagnostics.extend(found);
     let diagnostics = diagnostics.sorted();
     if diagnostics.has_errors() {
-        Err(Invalid {
+        Err(Box::new(Invalid {
             config,
             diagnostics,
-        })
+        }))
     } else {
         Ok(ValidatedConfig {
             config,
@@ -419,16 +419,14 @@ impl Validator<'_> {
                     &pipeline.origin.child("/steps"),
                 ));
             }
-            if let Some(kind) = pipeline
+            let trigger_type = pipeline
                 .value
                 .pointer("/trigger/type")
-                .and_then(Value::as_str)
-            {
-                if self.registry.trigger(kind).is_none() {
-                    let d = self.unknown_type(Kind::Trigger, kind);
-                    self.out
-                        .push(self.at(d, &pipeline.origin.child("/trigger/type")));
-                }
+                .and_then(Value::as_str);
+            if let Some(kind) = trigger_type.filter(|k| self.registry.trigger(k).is_none()) {
+                let d = self.unknown_type(Kind::Trigger, kind);
+                self.out
+                    .push(self.at(d, &pipeline.origin.child("/trigger/type")));
             }
             for list in ["steps", "compensation"] {
                 let mut seen: BTreeMap<&str, ()> = BTreeMap::new();

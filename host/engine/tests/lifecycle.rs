@@ -1,5 +1,7 @@
 //! Engine behaviour with small test-only types: validation, start order, failure handling.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

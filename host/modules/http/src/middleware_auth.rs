@@ -121,10 +121,10 @@ impl AuthMiddleware {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or("scheme")?;
-        if let Some((key, validation)) = &self.hs256 {
-            if let Ok(data) = decode::<Value>(token, key, validation) {
-                return Ok(data.claims);
-            }
+        if let Some((key, validation)) = &self.hs256
+            && let Ok(data) = decode::<Value>(token, key, validation)
+        {
+            return Ok(data.claims);
         }
         self.providers
             .get()

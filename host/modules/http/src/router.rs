@@ -145,7 +145,12 @@ impl Router {
             .routes
             .lock()
             .map_err(|_| RouteConflict("router lock poisoned".into()))?;
-        routes.push((method, pattern.to_string(), service));
+        let pattern = if self.prefix.is_empty() || !pattern.starts_with('/') {
+            pattern.to_string()
+        } else {
+            format!("{}{pattern}", self.prefix)
+        };
+        routes.push((method, pattern, service));
         match compile(&routes) {
             Ok(table) => {
                 self.table.store(Arc::new(table));

@@ -1,0 +1,33 @@
+# The one entry point. `make run` starts the hello example; `make test` runs every test.
+# Cargo installs the pinned toolchain itself (rust-toolchain.toml) through rustup.
+
+CARGO ?= cargo
+WF_HOST := $(CARGO) run --quiet -p wf-host --
+
+.PHONY: run test lint fmt validate-examples check-toolchain
+
+## run: build wf-host and run example/hello/app.yaml (http://127.0.0.1:8080/hello)
+run: check-toolchain
+	$(WF_HOST) run example/hello/app.yaml
+
+## test: every test of every crate, then `wf-host validate` on every bundled example
+test: check-toolchain
+	$(CARGO) test --workspace --all-targets
+	$(MAKE) --no-print-directory validate-examples
+
+## validate-examples: `wf-host validate` on every file in example/
+validate-examples:
+	@for f in $$(find example -name '*.yaml' | sort); do $(WF_HOST) validate "$$f" || exit 1; done
+
+## lint: formatting and clippy with warnings as errors
+lint: check-toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+check-toolchain:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+		echo "cargo is not installed: install rustup (https://rustup.rs), then run make again;"; \
+		echo "the pinned toolchain in rust-toolchain.toml is installed automatically."; exit 1; }
