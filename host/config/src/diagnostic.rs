@@ -91,32 +91,33 @@ impl Diagnostic {
             self.code,
             self.message
         );
+        // The gutter is as wide as the line number (at least two), as in rustc's output.
+        let width = self.location.map_or(2, |l| l.line.to_string().len().max(2));
+        let gutter = " ".repeat(width);
         if let Some(loc) = self.location {
-            let _ = writeln!(out, "  --> {}", sources.display(loc));
+            let _ = writeln!(out, "{gutter}--> {}", sources.display(loc));
             if let Some(line) = sources.get(loc.source).and_then(|f| f.line(loc.line)) {
-                let number = loc.line.to_string();
-                let pad = " ".repeat(number.len());
                 let caret_pad: String = line
                     .chars()
                     .take(loc.column.saturating_sub(1) as usize)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                let width = token_width(line, loc.column);
-                let _ = writeln!(out, "{pad} |");
-                let _ = writeln!(out, "{number} | {line}");
-                let _ = writeln!(out, "{pad} | {caret_pad}{}", "^".repeat(width));
+                let carets = "^".repeat(token_width(line, loc.column));
+                let _ = writeln!(out, "{gutter} |");
+                let _ = writeln!(out, "{:>width$} | {line}", loc.line);
+                let _ = writeln!(out, "{gutter} | {caret_pad}{carets}");
             }
         }
         if let Some(path) = &self.path {
             let _ = match &self.module {
-                Some(module) => writeln!(out, "   = at: {path} (module `{module}`)"),
-                None => writeln!(out, "   = at: {path}"),
+                Some(module) => writeln!(out, "{gutter} = at: {path} (module `{module}`)"),
+                None => writeln!(out, "{gutter} = at: {path}"),
             };
         } else if let Some(module) = &self.module {
-            let _ = writeln!(out, "   = module: `{module}`");
+            let _ = writeln!(out, "{gutter} = module: `{module}`");
         }
         if let Some(help) = &self.help {
-            let _ = writeln!(out, "   = help: {help}");
+            let _ = writeln!(out, "{gutter} = help: {help}");
         }
         out
     }
@@ -320,14 +321,14 @@ mod tests {
             .module("a")
             .help("did you mean `http.server`?");
         let text = d.render(&sources);
-        assert!(text.contains("--> app.yaml:3:11"), "{text}");
-        assert!(
-            text.contains("3 |     type: http.sever\n  |           ^^^^^^^^^^\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("= at: modules[0].type (module `a`)"),
-            "{text}"
-        );
+        let expected = "error[unknown-type]: unknown module type `http.sever`
+  --> app.yaml:3:11
+   |
+ 3 |     type: http.sever
+   |           ^^^^^^^^^^
+   = at: modules[0].type (module `a`)
+   = help: did you mean `http.server`?
+";
+        assert_eq!(text, expected);
     }
 }
