@@ -19,9 +19,9 @@ use wf_host::commands::{
   wf-host schema http.server
   wf-host types --kind module")]
 struct Cli {
-    /// Log filter, e.g. `info` or `wf_http=debug,info` (RUST_LOG also works).
-    #[arg(long, global = true, default_value = "info", env = "WF_LOG")]
-    log_level: String,
+    /// Log filter, e.g. `debug` or `wf_http=debug,info`; without it RUST_LOG, else `info`.
+    #[arg(long, global = true, env = "WF_LOG")]
+    log_level: Option<String>,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WF_LOG_FORMAT")]
     log_format: LogFormat,
@@ -58,10 +58,10 @@ enum Command {
 
 Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 invalid configuration.")]
     Run {
-        /// Application files, merged in order.
+        /// Application files, merged into one application in order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// How long shutdown waits for in-flight requests, e.g. `10s`.
+        /// How long shutdown may take (in-flight requests finish within it), e.g. `10s`.
         #[arg(long, default_value = "10s", value_parser = parse_grace)]
         grace_period: Duration,
     },
@@ -72,8 +72,10 @@ Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 invalid configuratio
 
 Exit codes: 0 valid, 2 invalid.")]
     Validate {
+        /// Application files, checked together as one application.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `text` for people, `json` for tools.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -82,8 +84,10 @@ Exit codes: 0 valid, 2 invalid.")]
   wf-host inspect app.yaml
   wf-host inspect --format json app.yaml")]
     Inspect {
+        /// Application files, inspected together as one application.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `text` for people, `json` for tools.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -100,8 +104,10 @@ Exit codes: 0 valid, 2 invalid.")]
   wf-host types
   wf-host types --kind module --format json")]
     Types {
+        /// Only types of this kind.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
+        /// `text` for people, `json` for tools.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -113,7 +119,7 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_format);
+    init_logging(cli.log_level.as_deref(), cli.log_format);
     let registry = match wf_host::registry() {
         Ok(r) => r,
         Err(e) => {
@@ -216,7 +222,7 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
         tracing::info!("stopped");
         EXIT_OK
     } else {
-        eprintln!("error: {failures} module(s) did not stop cleanly");
+        eprintln!("error: {failures} module(s) or trigger(s) did not stop cleanly");
         EXIT_FAILURE
     }
 }
@@ -244,11 +250,20 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // `--log-level` (or WF_LOG) wins; then RUST_LOG; then `info`.
+    let requested = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    let filter = match requested.as_deref().map(EnvFilter::try_new) {
+        Some(Ok(filter)) => filter,
+        Some(Err(e)) => {
+            eprintln!("warning: ignoring the log filter {requested:?} ({e}); logging at `info`");
+            EnvFilter::new("info")
+        }
+        None => EnvFilter::new("info"),
+    };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// JSON Schema pattern for a duration string.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
 
 /// Parses `1h30m`, `250ms`, `1.5s`. A bare `0` is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

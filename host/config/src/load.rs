@@ -246,7 +246,14 @@ impl<'v> Loader<'v> {
                 Some(Ok(expanded)) => *text = expanded,
                 Some(Err(errors)) => {
                     for error in errors {
-                        let mut d = Diagnostic::error("missing-variable", error.to_string())
+                        let code = match error {
+                            crate::expand::ExpandError::Missing { .. } => "missing-variable",
+                            crate::expand::ExpandError::UnknownProvider { .. } => {
+                                "unknown-provider"
+                            }
+                            _ => "malformed-variable",
+                        };
+                        let mut d = Diagnostic::error(code, error.to_string())
                             .at(spans.nearest(&pointer).map(|s| s.value))
                             .path(pointer_to_path(&pointer))
                             .help(error.help());
@@ -518,6 +525,22 @@ mod tests {
             loaded.config.workflows[0].config["steps"][0]["input"]["id"],
             "${data.id}"
         );
+    }
+
+    #[test]
+    fn mistakes_in_list_form_entries_are_reported_where_they_are() {
+        let loaded = load_str(
+            "a.yaml",
+            "modules: []\nworkflows:\n  - name: main\n    confg: {}\n",
+            &no_vars(),
+        );
+        let codes: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.code, d.location.map(|l| l.line)))
+            .collect();
+        assert!(codes.contains(&("missing-key", Some(3))), "{codes:?}");
+        assert!(codes.contains(&("unknown-key", Some(4))), "{codes:?}");
     }
 
     #[test]

@@ -114,6 +114,9 @@ impl Site<'_> {
                     );
                     d = match did_you_mean(key, self.names.iter().map(String::as_str)) {
                         Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None if self.base.is_empty() => {
+                            d.help("remove it; `wf-host schema` lists the accepted keys")
+                        }
                         None => {
                             d.help("remove it; `wf-host schema <type>` lists the accepted keys")
                         }
@@ -199,7 +202,7 @@ impl Site<'_> {
             ValidationErrorKind::AnyOf { context }
             | ValidationErrorKind::OneOfNotValid { context } => {
                 // Report the branch the value was closest to, rather than "matches no branch".
-                match closest_branch(context) {
+                match closest_branch(context, relative) {
                     Some(branch) => branch.iter().for_each(|e| self.report(e, out)),
                     None => out.push(self.diagnostic(
                         "invalid-value",
@@ -234,14 +237,17 @@ impl Site<'_> {
 }
 
 /// The branch without a type mismatch at its own root and with the fewest errors.
+/// The branch without a type mismatch at the value itself (`at`, the failing value's own path)
+/// and with the fewest errors.
 fn closest_branch<'a>(
     context: &'a [Vec<ValidationError<'static>>],
+    at: &str,
 ) -> Option<&'a Vec<ValidationError<'static>>> {
     context
         .iter()
         .filter(|errors| {
             !errors.iter().any(|e| {
-                e.instance_path().as_str().is_empty()
+                e.instance_path().as_str() == at
                     && matches!(
                         e.kind(),
                         ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. }

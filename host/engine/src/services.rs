@@ -133,8 +133,8 @@ impl Services {
             })
     }
 
-    /// Every service of kind `T`, in declaration order (deterministic, unlike the original's map
-    /// iteration).
+    /// Every service of kind `T`, in the order the modules were built (deterministic, unlike
+    /// the original's map iteration).
     pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<(&str, Arc<T>)> {
         self.entries
             .iter()

@@ -76,7 +76,12 @@ pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
 fn check_loaded(config: &AppConfig, registry: &Registry, loading: &Diagnostics) -> Vec<Diagnostic> {
     let unexpanded = loading
         .iter()
-        .filter(|d| d.code == "missing-variable")
+        .filter(|d| {
+            matches!(
+                d.code,
+                "missing-variable" | "unknown-provider" | "malformed-variable"
+            )
+        })
         .filter_map(|d| d.module.as_deref())
         .collect();
     let mut v = Validator {
@@ -369,7 +374,11 @@ impl Validator<'_> {
                         format!("dependency cycle: {}", path.join(" → ")),
                     )
                     .module(&first.name)
-                    .help("remove one of these `dependsOn` entries"),
+                    .help(if pointer.starts_with("/dependsOn") {
+                        "remove one of these `dependsOn` entries"
+                    } else {
+                        "a module's config refers to another in this cycle; break it by naming a different module"
+                    }),
                     &first.origin.child(&pointer),
                 ),
             );

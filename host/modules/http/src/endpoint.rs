@@ -53,9 +53,14 @@ pub fn endpoint_router(
 ) -> anyhow::Result<Arc<Router>> {
     match configured {
         Some(name) => Ok(ctx.service::<Router>(name)?),
-        None => ctx.all::<Router>().into_iter().next().ok_or_else(|| {
-            anyhow::anyhow!("there is no `http.router` to serve these endpoints on")
-        }),
+        None => ctx
+            .all::<Router>()
+            .into_iter()
+            .map(|(_, r)| r)
+            .next()
+            .ok_or_else(|| {
+                anyhow::anyhow!("there is no `http.router` to serve these endpoints on")
+            }),
     }
 }
 
@@ -66,12 +71,12 @@ pub fn add_endpoint(
     path: &str,
     service: crate::RouteService,
 ) -> anyhow::Result<()> {
-    router.add_route(http::Method::GET, path, service)?;
+    let path = router.add_route(http::Method::GET, path, service)?;
     ctx.app.add_route(wf_engine::RouteInfo {
         server: None,
         router: router.name().to_string(),
         method: "GET".to_string(),
-        path: path.to_string(),
+        path,
         handler: ctx.name.to_string(),
         middlewares: Vec::new(),
     });

@@ -59,8 +59,19 @@ impl Described for AuthMiddlewareType {
 }
 
 impl ModuleType for AuthMiddlewareType {
-    fn check(config: &AuthMiddlewareConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    fn check(config: &AuthMiddlewareConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
+        let providers = ctx
+            .config
+            .modules
+            .iter()
+            .any(|m| m.type_name.starts_with("auth."));
+        if config.secret_key.is_none() && !providers {
+            issues.push(
+                ConfigIssue::warning("", "no `secretKey` and no `auth.*` module: every request through this middleware will get 401")
+                    .help("set `secretKey: ${JWT_SECRET}`"),
+            );
+        }
         if config.auth_type.is_empty() || config.auth_type.contains(char::is_whitespace) {
             issues.push(ConfigIssue::new(
                 "/authType",

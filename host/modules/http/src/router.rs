@@ -65,6 +65,9 @@ impl ModuleType for HttpRouterType {
     }
 }
 
+/// The catch-all a pattern ending in `/` gets, so it matches the whole subtree like Go's mux.
+const SUBTREE: &str = "__subtree";
+
 /// Path parameters of the matched route, in the request's extensions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PathParams(pub Vec<(String, String)>);
@@ -133,14 +136,14 @@ impl Router {
         &self.name
     }
 
-    /// Adds a route. Fails, leaving the router unchanged, when the pattern is malformed or the
-    /// same method and path are already routed.
+    /// Adds a route and returns the path it is served at (with the router's `prefix`). Fails,
+    /// leaving the router unchanged, when the pattern is malformed or already routed.
     pub fn add_route(
         &self,
         method: Method,
         pattern: &str,
         service: RouteService,
-    ) -> Result<(), RouteConflict> {
+    ) -> Result<String, RouteConflict> {
         let mut routes = self
             .routes
             .lock()
@@ -150,11 +153,11 @@ impl Router {
         } else {
             format!("{}{pattern}", self.prefix)
         };
-        routes.push((method, pattern, service));
+        routes.push((method, pattern.clone(), service));
         match compile(&routes) {
             Ok(table) => {
                 self.table.store(Arc::new(table));
-                Ok(())
+                Ok(pattern)
             }
             Err(e) => {
                 routes.pop();
@@ -180,6 +183,7 @@ impl Router {
                     matched
                         .params
                         .iter()
+                        .filter(|(k, _)| *k != SUBTREE) // our own catch-all, not a user parameter
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
                 );
@@ -267,7 +271,7 @@ fn matcher_patterns(pattern: &str) -> Result<Vec<String>, RouteConflict> {
     out.push_str(rest);
     if out.ends_with('/') {
         // Go: a pattern ending in `/` matches every path below it.
-        Ok(vec![out.clone(), format!("{out}{{*__subtree}}")])
+        Ok(vec![out.clone(), format!("{out}{{*{SUBTREE}}}")])
     } else {
         Ok(vec![out])
     }
@@ -276,7 +280,7 @@ fn matcher_patterns(pattern: &str) -> Result<Vec<String>, RouteConflict> {
 /// matchit syntax back to what the user wrote: `{*rest}` → `{rest...}`.
 fn go_pattern(matcher_pattern: &str) -> String {
     let trimmed = matcher_pattern
-        .strip_suffix("{*__subtree}")
+        .strip_suffix(&format!("{{*{SUBTREE}}}"))
         .unwrap_or(matcher_pattern);
     match trimmed.find("{*") {
         Some(i) => format!(
@@ -337,7 +341,7 @@ fn compile(routes: &[(Method, String, RouteService)]) -> Result<Table, RouteConf
                     )
                 }));
             }
-            if first_pattern != pattern && !matcher_pattern.ends_with("{*__subtree}") {
+            if first_pattern != pattern && !matcher_pattern.ends_with(&format!("{{*{SUBTREE}}}")) {
                 // Same shape, different parameter names: the names would be ambiguous.
                 return Err(RouteConflict(format!(
                     "`{method} {pattern}` and `{first_pattern}` match the same paths; use the same parameter names"

@@ -32,10 +32,10 @@ use crate::{Router, json_response};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
-    /// Address to listen on: `host:port`, or `:port` for every interface (as in Go). Port `0`
-    /// picks a free port.
+    /// Address to listen on: `host:port`, or `:port` for every IPv4 interface. Port `0` picks a
+    /// free port.
     pub address: String,
-    /// Longest time a client may take to send a request's headers, e.g. `10s`.
+    /// Longest time an HTTP/1 client may take to send a request's headers, e.g. `10s`.
     #[serde(default = "default_read_timeout", rename = "readTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub read_timeout: String,
@@ -147,6 +147,15 @@ impl HttpServer {
             .router
             .lock()
             .map_err(|_| "server lock poisoned".to_string())?;
+        if let Some(configured) = self.configured_router.as_deref()
+            && configured != router.name()
+        {
+            return Err(format!(
+                "server `{}` is configured with `router: {configured}`, but this workflow routes through `{}`",
+                self.name,
+                router.name()
+            ));
+        }
         match slot.as_ref() {
             Some(existing) if existing.name() != router.name() => Err(format!(
                 "server `{}` already serves router `{}`; use a second `http.server` for router `{}`",

@@ -230,11 +230,11 @@ impl WorkflowType for HttpWorkflow {
                 continue;
             };
             match router.add_route(method, &route.path, service) {
-                Ok(()) => ctx.app.add_route(RouteInfo {
+                Ok(path) => ctx.app.add_route(RouteInfo {
                     server: Some(server_name.clone()),
                     router: router_name.clone(),
                     method: route.method,
-                    path: route.path,
+                    path,
                     handler: route.handler,
                     middlewares: route.middlewares,
                 }),

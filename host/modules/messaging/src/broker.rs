@@ -23,7 +23,7 @@ pub struct MemoryBrokerConfig {
     #[serde(default = "default_delivery_timeout", rename = "deliveryTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub delivery_timeout: String,
-    /// Topics this broker carries, for documentation and `wf-host inspect`; any topic can be used.
+    /// Topics this broker carries, as documentation; any topic can be used.
     #[serde(default)]
     pub topics: Vec<String>,
 }

@@ -86,11 +86,17 @@ impl ModuleType for LoggingHandlerType {
             // The broker is built first: it is one of this module's references.
             let broker = match &config.broker {
                 Some(name) => ctx.service::<dyn MessageBroker>(name)?,
-                None => ctx
-                    .all::<dyn MessageBroker>()
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("there is no message broker"))?,
+                None => {
+                    // Validation chose: the only broker, or the one in `dependsOn`.
+                    let brokers = ctx.all::<dyn MessageBroker>();
+                    let preferred = brokers
+                        .iter()
+                        .find(|(name, _)| ctx.depends_on.iter().any(|d| d == name))
+                        .or(brokers.first());
+                    preferred
+                        .map(|(_, broker)| broker.clone())
+                        .ok_or_else(|| anyhow::anyhow!("there is no message broker"))?
+                }
             };
             broker.subscribe(topic, ctx.name, handler.clone())?;
         }

@@ -78,9 +78,19 @@ pub(crate) fn choose_broker(
 ) -> Result<String, wf_engine::ConfigIssue> {
     use wf_engine::ConfigIssue;
     if let Some(name) = configured {
-        return match ctx.require_module("/broker", name, "broker") {
-            Some(issue) => Err(issue),
-            None => Ok(name.to_string()),
+        if let Some(issue) = ctx.require_module("/broker", name, "broker") {
+            return Err(issue);
+        }
+        return match ctx.module_type(name) {
+            Some(t) if BROKER_TYPES.contains(&t) => Ok(name.to_string()),
+            Some(t) => Err(ConfigIssue::new(
+                "/broker",
+                format!("`{name}` is a `{t}` module, not a message broker"),
+            )),
+            None => Err(ConfigIssue::new(
+                "/broker",
+                format!("`{name}` is not a module"),
+            )),
         };
     }
     let brokers = ctx.modules_of_type(BROKER_TYPES);

@@ -15,7 +15,7 @@ pub struct MessagingWorkflowConfig {
     pub broker: Option<String>,
     /// Which handler receives which topic.
     pub subscriptions: Vec<Subscription>,
-    /// Services that publish to topics, for documentation and `wf-host inspect`.
+    /// Services that publish to topics, as documentation.
     #[serde(default)]
     pub producers: Vec<Producer>,
 }
@@ -30,7 +30,7 @@ pub struct Subscription {
     pub handler: String,
 }
 
-/// A declared publisher, for documentation and `wf-host inspect`.
+/// A declared publisher, as documentation.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Producer {
