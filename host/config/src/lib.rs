@@ -9,6 +9,7 @@ pub mod model;
 pub mod schema;
 pub mod schema_check;
 pub mod source;
+pub mod time;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean, pointer_to_path};

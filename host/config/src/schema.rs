@@ -143,6 +143,10 @@ pub struct PipelineEntry {
     #[serde(default)]
     #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
     pub timeout: Option<String>,
+    /// Most steps one run may execute (jumps included) before it is stopped as a runaway loop.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<u32>,
 }
 
 /// The inline trigger of a pipeline.
@@ -176,6 +180,59 @@ pub struct StepEntry {
     #[serde(default)]
     #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
     pub timeout: Option<String>,
+    /// Run the step again when it fails with a transient error.
+    #[serde(default)]
+    pub retry: Option<RetryEntry>,
+}
+
+/// Retries of a failing step, with exponential backoff and jitter.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryEntry {
+    /// Attempts in all, the first included.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: u32,
+    /// Wait before the second attempt; each later wait doubles, with up to 50% random jitter.
+    #[serde(default = "default_backoff")]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub backoff: String,
+    /// Longest wait between attempts.
+    #[serde(default = "default_max_backoff")]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub max_backoff: String,
+    /// Which failures are retried.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<ErrorKind>,
+}
+
+fn default_backoff() -> String {
+    "100ms".to_string()
+}
+
+fn default_max_backoff() -> String {
+    "10s".to_string()
+}
+
+fn default_retry_on() -> Vec<ErrorKind> {
+    vec![ErrorKind::Unavailable, ErrorKind::Timeout]
+}
+
+/// What kind of failure a step had; retry policies choose by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The data the step was given is wrong; retrying will not help.
+    InvalidInput,
+    /// The step's configuration is wrong.
+    InvalidConfig,
+    /// The step was not allowed to do what it tried.
+    Denied,
+    /// A dependency is unavailable for now (network, an overloaded service): worth retrying.
+    Unavailable,
+    /// The step took longer than its timeout.
+    Timeout,
+    /// Anything else.
+    Internal,
 }
 
 /// Error policy of a pipeline or step.

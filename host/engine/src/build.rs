@@ -7,11 +7,13 @@ use wf_config::{Diagnostic, Diagnostics, Origin};
 
 use crate::context::{BuildContext, WireContext};
 use crate::module::Module;
+use crate::pipeline::{Pipelines, build_pipeline};
 use crate::registry::Registry;
 use crate::services::Services;
 use crate::state::{AppState, ModuleInfo};
 use crate::trigger::Trigger;
 use crate::validate::{ValidatedConfig, issue_diagnostic};
+use wf_config::schema::PipelineEntry;
 
 pub(crate) struct BuiltModule {
     pub name: String,
@@ -66,6 +68,9 @@ impl App {
     }
 }
 
+/// Wires one workflow (no trigger) or configures one trigger.
+type Configure<'a> = dyn Fn(&mut WireContext<'_>) -> anyhow::Result<Option<Arc<dyn Trigger>>> + 'a;
+
 /// Builds every module, wires workflows and configures triggers. All problems are reported
 /// together, located at the configuration that caused them.
 pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Diagnostics> {
@@ -88,6 +93,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             name: &decl.name,
             type_name: &decl.type_name,
             base_dir: &decl.base_dir,
+            depends_on: &decl.depends_on,
             app: &state,
             services: &mut services,
         };
@@ -119,25 +125,73 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         }
     }
 
-    for section in &config.workflows {
-        let Some(entry) = registry.workflow(&section.kind) else {
-            continue;
+    // Named pipelines, before the workflows and triggers that run them.
+    let mut pipelines = Pipelines::default();
+    for decl in &config.pipelines {
+        let Ok(entry) = serde_json::from_value::<PipelineEntry>(decl.value.clone()) else {
+            continue; // the application schema reported it
         };
+        let base_dir = config
+            .documents
+            .get(decl.origin.doc.0)
+            .map(|d| d.base_dir.clone())
+            .unwrap_or_default();
+        match build_pipeline(
+            &decl.name,
+            &entry,
+            registry,
+            &mut services,
+            &state,
+            &base_dir,
+        ) {
+            Ok(pipeline) => pipelines.insert(Arc::new(pipeline)),
+            Err(issues) => diagnostics.extend(
+                issues
+                    .into_iter()
+                    .map(|issue| issue_diagnostic(config, issue, &decl.origin, None)),
+            ),
+        }
+    }
+    let pipelines = Arc::new(pipelines);
+    state.set_pipelines(pipelines.clone());
+
+    let wire = |kind: &str,
+                services: &mut Services,
+                diagnostics: &mut Diagnostics,
+                origin: &Origin,
+                f: &Configure<'_>| {
         let mut ctx = WireContext {
-            kind: &section.kind,
+            kind,
             config,
             app: &state,
-            services: &mut services,
+            registry,
+            services,
             issues: Vec::new(),
         };
-        let result = (entry.registered.factory)(&section.config, &mut ctx);
+        let result = f(&mut ctx);
         let issues = std::mem::take(&mut ctx.issues);
         diagnostics.extend(
             issues
                 .into_iter()
-                .map(|issue| issue_diagnostic(config, issue, &section.origin, None)),
+                .map(|issue| issue_diagnostic(config, issue, origin, None)),
         );
-        if let Err(e) = result {
+        result
+    };
+
+    for section in &config.workflows {
+        let Some(entry) = registry.workflow(&section.kind) else {
+            continue;
+        };
+        let configure = |ctx: &mut WireContext<'_>| {
+            (entry.registered.factory)(&section.config, ctx).map(|()| None)
+        };
+        if let Err(e) = wire(
+            &section.kind,
+            &mut services,
+            &mut diagnostics,
+            &section.origin,
+            &configure,
+        ) {
             diagnostics.push(located(
                 Diagnostic::error(
                     "build-failed",
@@ -148,43 +202,58 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         }
     }
 
+    // Top-level triggers, then each pipeline's inline `trigger:` in the form its type expects.
+    let inline: Vec<(String, String, serde_json::Value, Origin)> = config
+        .pipelines
+        .iter()
+        .filter(|p| pipelines.get(&p.name).is_some())
+        .filter_map(|p| {
+            let kind = p.value.pointer("/trigger/type")?.as_str()?.to_string();
+            let trigger_config = p
+                .value
+                .pointer("/trigger/config")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let config = registry.inline_trigger(&kind, &p.name, trigger_config)?;
+            Some((
+                format!("{kind} (pipeline `{}`)", p.name),
+                kind,
+                config,
+                p.origin.child("/trigger/config"),
+            ))
+        })
+        .collect();
+    let sections = config
+        .triggers
+        .iter()
+        .map(|s| {
+            (
+                s.label(),
+                s.kind.clone(),
+                s.config.clone(),
+                s.origin.clone(),
+            )
+        })
+        .chain(inline);
     let mut triggers = Vec::new();
-    for section in &config.triggers {
-        let Some(registered) = registry.trigger(&section.kind) else {
+    for (label, kind, trigger_config, origin) in sections {
+        let Some(registered) = registry.trigger(&kind) else {
             continue;
         };
-        let mut ctx = WireContext {
-            kind: &section.kind,
-            config,
-            app: &state,
-            services: &mut services,
-            issues: Vec::new(),
-        };
-        let result = (registered.factory)(&section.config, &mut ctx);
-        let issues = std::mem::take(&mut ctx.issues);
-        diagnostics.extend(
-            issues
-                .into_iter()
-                .map(|issue| issue_diagnostic(config, issue, &section.origin, None)),
-        );
-        match result {
-            Ok(trigger) => triggers.push(BuiltTrigger {
-                label: section.label(),
-                trigger,
-            }),
+        let configure =
+            |ctx: &mut WireContext<'_>| (registered.factory)(&trigger_config, ctx).map(Some);
+        match wire(&kind, &mut services, &mut diagnostics, &origin, &configure) {
+            Ok(Some(trigger)) => triggers.push(BuiltTrigger { label, trigger }),
+            Ok(None) => {}
             Err(e) => diagnostics.push(located(
                 Diagnostic::error(
                     "build-failed",
-                    format!(
-                        "trigger `{}` could not be configured: {e:#}",
-                        section.label()
-                    ),
+                    format!("trigger `{label}` could not be configured: {e:#}"),
                 ),
-                &section.origin,
+                &origin,
             )),
         }
     }
-
     if diagnostics.has_errors() {
         return Err(diagnostics.sorted());
     }

@@ -62,6 +62,8 @@ pub struct BuildContext<'a> {
     pub type_name: &'a str,
     /// Directory of the file that declared the module: relative paths resolve against it.
     pub base_dir: &'a Path,
+    /// The module's `dependsOn`, for types that choose among peers by it.
+    pub depends_on: &'a [String],
     pub app: &'a Arc<AppState>,
     pub(crate) services: &'a mut Services,
 }
@@ -77,13 +79,9 @@ impl BuildContext<'_> {
         self.services.get(name)
     }
 
-    /// Every service of kind `T` built so far, in declaration order.
-    pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<Arc<T>> {
-        self.services
-            .all::<T>()
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect()
+    /// Every service of kind `T` built so far (dependencies first), with module names.
+    pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<(&str, Arc<T>)> {
+        self.services.all::<T>()
     }
 }
 
@@ -94,11 +92,45 @@ pub struct WireContext<'a> {
     /// The whole (validated) configuration, for conventions that look at declarations.
     pub config: &'a AppConfig,
     pub app: &'a Arc<AppState>,
+    pub(crate) registry: &'a Registry,
     pub(crate) services: &'a mut Services,
     pub(crate) issues: Vec<ConfigIssue>,
 }
 
 impl WireContext<'_> {
+    /// A named pipeline (top-level `pipelines:`).
+    pub fn pipeline(&self, name: &str) -> Option<Arc<crate::pipeline::Pipeline>> {
+        self.app.pipelines().get(name)
+    }
+
+    /// Builds a pipeline declared inside this workflow (a route's `steps:`). Problems are
+    /// reported under `pointer`, and `None` is returned.
+    pub fn build_pipeline(
+        &mut self,
+        name: &str,
+        entry: &wf_config::schema::PipelineEntry,
+        pointer: &str,
+    ) -> Option<Arc<crate::pipeline::Pipeline>> {
+        let base_dir = std::path::PathBuf::from(".");
+        match crate::pipeline::build_pipeline(
+            name,
+            entry,
+            self.registry,
+            self.services,
+            self.app,
+            &base_dir,
+        ) {
+            Ok(pipeline) => Some(Arc::new(pipeline)),
+            Err(issues) => {
+                for mut issue in issues {
+                    issue.pointer = format!("{pointer}{}", issue.pointer);
+                    self.issues.push(issue);
+                }
+                None
+            }
+        }
+    }
+
     pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
         self.services.get(name)
     }

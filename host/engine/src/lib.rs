@@ -11,6 +11,7 @@ pub mod context;
 pub mod graph;
 pub mod lifecycle;
 pub mod module;
+pub mod pipeline;
 pub mod registry;
 pub mod services;
 pub mod state;
@@ -22,13 +23,14 @@ pub use build::{App, build};
 pub use context::{BuildContext, CheckContext, WireContext};
 pub use lifecycle::{RunningApp, StartError};
 pub use module::{Module, StartContext, StopContext};
+pub use pipeline::{Pipeline, PipelineError, Pipelines, RunOutcome};
 pub use registry::{
     Category, ConfigIssue, Described, Kind, ModuleType, Registry, RegistryError, StepType,
     TriggerType, TypeInfo, WorkflowType,
 };
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, ModuleInfo, RouteInfo};
-pub use step::{Next, PipelineContext, Step, StepOutput};
+pub use step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
 pub use trigger::Trigger;
 pub use validate::{Invalid, ValidatedConfig, validate};
 

@@ -201,6 +201,17 @@ pub trait TriggerType: Described {
         config: Self::Config,
         ctx: &mut WireContext<'_>,
     ) -> anyhow::Result<Arc<dyn Trigger>>;
+
+    /// Turns a pipeline's inline `trigger: {type, config}` into this type's full config.
+    /// By default the pipeline's name is added as `pipeline`.
+    fn inline(pipeline: &str, config: Value) -> Value {
+        let mut map = match config {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        map.insert("pipeline".to_string(), Value::String(pipeline.to_string()));
+        Value::Object(map)
+    }
 }
 
 /// A step type: one kind of pipeline step.
@@ -237,6 +248,11 @@ pub struct Registered<F> {
     pub(crate) factory: F,
 }
 
+pub struct TriggerEntry {
+    pub(crate) registered: Registered<ConfigureTriggerFn>,
+    inline: fn(&str, Value) -> Value,
+}
+
 pub struct ModuleEntry {
     pub(crate) registered: Registered<BuildModuleFn>,
     pub(crate) references: ReferencesFn,
@@ -264,7 +280,7 @@ pub enum RegistryError {
 pub struct Registry {
     modules: BTreeMap<&'static str, ModuleEntry>,
     steps: BTreeMap<&'static str, Registered<BuildStepFn>>,
-    triggers: BTreeMap<&'static str, Registered<ConfigureTriggerFn>>,
+    triggers: BTreeMap<&'static str, TriggerEntry>,
     workflows: Vec<WorkflowEntry>,
     /// Other names plugin groups were known by, e.g. `workflow-plugin-http` → `http`.
     plugin_aliases: BTreeMap<&'static str, &'static str>,
@@ -371,11 +387,14 @@ impl Registry {
             Box::new(|value, ctx| T::configure(typed::<T::Config>(T::NAME, value)?, ctx));
         self.triggers.insert(
             T::NAME,
-            Registered {
-                info,
-                schema,
-                check: checker::<T>(T::check),
-                factory,
+            TriggerEntry {
+                registered: Registered {
+                    info,
+                    schema,
+                    check: checker::<T>(T::check),
+                    factory,
+                },
+                inline: T::inline,
             },
         );
         Ok(self)
@@ -435,7 +454,14 @@ impl Registry {
     }
 
     pub fn trigger(&self, name: &str) -> Option<&Registered<ConfigureTriggerFn>> {
-        self.triggers.get(name)
+        self.triggers.get(name).map(|t| &t.registered)
+    }
+
+    /// A trigger type's conversion of a pipeline's inline trigger config (see [`TriggerType::inline`]).
+    pub fn inline_trigger(&self, name: &str, pipeline: &str, config: Value) -> Option<Value> {
+        self.triggers
+            .get(name)
+            .map(|t| (t.inline)(pipeline, config))
     }
 
     /// The workflow type that handles the workflow key `kind`.
@@ -452,7 +478,7 @@ impl Registry {
             .values()
             .map(|r| &r.registered.info)
             .chain(self.steps.values().map(|r| &r.info))
-            .chain(self.triggers.values().map(|r| &r.info))
+            .chain(self.triggers.values().map(|r| &r.registered.info))
             .chain(workflows)
             .collect()
     }

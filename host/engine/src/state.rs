@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline::Pipelines;
 use crate::registry::TypeInfo;
 use crate::services::Services;
 
@@ -37,6 +38,7 @@ pub struct AppState {
     /// Set once the app is built; cleared when it stops (modules hold this state, so keeping
     /// their services here would otherwise form a cycle).
     services: Mutex<Option<Arc<Services>>>,
+    pipelines: Mutex<Arc<Pipelines>>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             modules: Mutex::default(),
             routes: Mutex::default(),
             services: Mutex::default(),
+            pipelines: Mutex::default(),
         }
     }
 
@@ -87,6 +90,17 @@ impl AppState {
     pub(crate) fn set_services(&self, services: Option<Arc<Services>>) {
         if let Ok(mut slot) = self.services.lock() {
             *slot = services;
+        }
+    }
+
+    /// The application's named pipelines.
+    pub fn pipelines(&self) -> Arc<Pipelines> {
+        self.pipelines.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn set_pipelines(&self, pipelines: Arc<Pipelines>) {
+        if let Ok(mut slot) = self.pipelines.lock() {
+            *slot = pipelines;
         }
     }
 

@@ -1,7 +1,37 @@
-//! The contract of a pipeline step. The executor that runs steps lives with pipelines.
+//! The contract of a pipeline step, and the data a run carries from step to step.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+
+/// Values a trigger attaches to a run for the steps that understand them (the HTTP request and
+/// its response slot, for example), keyed by type.
+#[derive(Clone, Default)]
+pub struct Extensions {
+    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Extensions({} values)", self.map.len())
+    }
+}
+
+impl Extensions {
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.map.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.map
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+}
 
 /// The data a pipeline run carries from step to step (the original's `PipelineContext`).
 #[derive(Clone, Debug, Default)]
@@ -10,10 +40,24 @@ pub struct PipelineContext {
     pub trigger: Map<String, Value>,
     /// Each finished step's output, by step name.
     pub steps: Map<String, Value>,
-    /// Run metadata: pipeline name, start time, ...
+    /// Run metadata: `pipeline`, `run_id`, `started_at`.
     pub meta: Map<String, Value>,
-    /// The working map: starts as the trigger data, each step's output is merged over it.
+    /// The working map: starts as the trigger data; each step's output is merged over it.
     pub current: Map<String, Value>,
+    /// What the trigger attached for steps (see [`Extensions`]).
+    pub extensions: Extensions,
+}
+
+impl PipelineContext {
+    /// The data templates see: every `current` key at the top level, then `steps`, `trigger` and
+    /// `meta` (which win over same-named current keys), as in the original.
+    pub fn template_data(&self) -> Map<String, Value> {
+        let mut data = self.current.clone();
+        data.insert("steps".into(), Value::Object(self.steps.clone()));
+        data.insert("trigger".into(), Value::Object(self.trigger.clone()));
+        data.insert("meta".into(), Value::Object(self.meta.clone()));
+        data
+    }
 }
 
 /// Where the run goes after a step.
@@ -34,7 +78,66 @@ pub struct StepOutput {
     pub next: Next,
 }
 
+impl StepOutput {
+    pub fn values(values: Map<String, Value>) -> Self {
+        StepOutput {
+            values,
+            next: Next::Continue,
+        }
+    }
+}
+
+pub use wf_config::schema::ErrorKind;
+
+/// A failed step: its kind and a message that names what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StepError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl From<anyhow::Error> for StepError {
+    fn from(e: anyhow::Error) -> Self {
+        StepError::internal(format!("{e:#}"))
+    }
+}
+
 #[async_trait]
 pub trait Step: Send + Sync + 'static {
-    async fn run(&self, ctx: &PipelineContext) -> anyhow::Result<StepOutput>;
+    async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError>;
+
+    /// Steps this one may jump to (a `step.conditional`'s routes). Targets after this step are
+    /// branches: sequential flow does not enter a branch that was not chosen.
+    fn branch_targets(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

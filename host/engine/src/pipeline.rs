@@ -1,0 +1,475 @@
+//! Pipelines: ordered steps with jumps, error policies, timeouts, retries and compensation.
+//!
+//! Rules (documented in docs/pipelines.md):
+//! - Steps run in order. A step's output is stored under `steps.<name>` and merged (shallowly)
+//!   over `current`.
+//! - A step may jump (`step.conditional`). Steps that a conditional names *after* itself are its
+//!   branches: sequential flow skips a branch that was not chosen, so branches never fall through
+//!   into each other (the original's defect). Steps named *before* it are loop heads.
+//! - A run executes at most `max_steps` steps (default 1000), so no input can loop forever.
+//! - `on_error`: `stop` fails the run, `skip` records `{_error, _skipped}` and goes on,
+//!   `compensate` runs `compensation` in reverse order and then fails the run.
+//! - A step's `timeout` and the pipeline's `timeout` cancel the running step.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use wf_config::parse_duration;
+use wf_config::schema::{OnError, PipelineEntry, RetryEntry, StepEntry};
+use wf_config::time::rfc3339_now;
+
+use crate::context::BuildContext;
+use crate::registry::{ConfigIssue, Registry};
+use crate::services::Services;
+use crate::state::AppState;
+use crate::step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
+
+/// Steps one run may execute when the pipeline does not say otherwise.
+pub const DEFAULT_MAX_STEPS: u32 = 1000;
+
+pub struct Retry {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub on: Vec<ErrorKind>,
+}
+
+pub struct PipelineStep {
+    pub name: String,
+    pub type_name: String,
+    pub step: Arc<dyn Step>,
+    pub on_error: Option<OnError>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+}
+
+pub struct Pipeline {
+    pub name: String,
+    pub steps: Vec<PipelineStep>,
+    pub compensation: Vec<PipelineStep>,
+    pub on_error: OnError,
+    pub timeout: Option<Duration>,
+    pub max_steps: u32,
+    /// For each step index, the indices of the steps that are branches of it.
+    branches: Vec<Vec<usize>>,
+    index: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("steps", &steps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PipelineError {
+    pub pipeline: String,
+    /// The step that failed, when one did.
+    pub step: Option<String>,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// A finished run: its context (with `current` as the result).
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub context: PipelineContext,
+}
+
+/// Pipelines by name, shared by everything that starts runs.
+#[derive(Debug, Default)]
+pub struct Pipelines {
+    by_name: HashMap<String, Arc<Pipeline>>,
+}
+
+impl Pipelines {
+    pub fn get(&self, name: &str) -> Option<Arc<Pipeline>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub(crate) fn insert(&mut self, pipeline: Arc<Pipeline>) {
+        self.by_name.insert(pipeline.name.clone(), pipeline);
+    }
+}
+
+/// Builds one pipeline from its declaration. Problems are reported as issues with JSON pointers
+/// relative to the declaration (`/steps/2/config/...`).
+pub fn build_pipeline(
+    name: &str,
+    entry: &PipelineEntry,
+    registry: &Registry,
+    services: &mut Services,
+    app: &Arc<AppState>,
+    base_dir: &std::path::Path,
+) -> Result<Pipeline, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let steps = build_steps(
+        name,
+        "/steps",
+        &entry.steps,
+        registry,
+        services,
+        app,
+        base_dir,
+        &mut issues,
+    );
+    let compensation = build_steps(
+        name,
+        "/compensation",
+        &entry.compensation,
+        registry,
+        services,
+        app,
+        base_dir,
+        &mut issues,
+    );
+    let timeout = match entry.timeout.as_deref().map(parse_duration).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            issues.push(ConfigIssue::new("/timeout", e));
+            None
+        }
+    };
+    let index: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    let mut branches = vec![Vec::new(); steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for target in step.step.branch_targets() {
+            match index.get(&target) {
+                Some(&t) if t > i => branches[i].push(t),
+                Some(_) => {} // a jump backwards: a loop head, not a branch
+                None => issues.push(
+                    ConfigIssue::new(
+                        format!("/steps/{i}/config"),
+                        format!("step `{}` routes to `{target}`, which is not a step of pipeline `{name}`", step.name),
+                    )
+                    .help(format!("steps of `{name}`: {}", steps.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", "))),
+                ),
+            }
+        }
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok(Pipeline {
+        name: name.to_string(),
+        steps,
+        compensation,
+        on_error: entry.on_error.unwrap_or(OnError::Stop),
+        timeout,
+        max_steps: entry.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+        branches,
+        index,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_steps(
+    pipeline: &str,
+    list: &str,
+    entries: &[StepEntry],
+    registry: &Registry,
+    services: &mut Services,
+    app: &Arc<AppState>,
+    base_dir: &std::path::Path,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<PipelineStep> {
+    let mut built = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let at = |suffix: &str| format!("{list}/{i}{suffix}");
+        let Some(registered) = registry.step(&entry.type_name) else {
+            issues.push(ConfigIssue::new(
+                at("/type"),
+                format!("unknown step type `{}`", entry.type_name),
+            ));
+            continue;
+        };
+        let config = entry
+            .config
+            .as_ref()
+            .map(|c| Value::Object(c.clone().into_iter().collect()))
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let qualified = format!("{pipeline}.{}", entry.name);
+        let mut ctx = BuildContext {
+            name: &qualified,
+            type_name: &entry.type_name,
+            base_dir,
+            depends_on: &[],
+            app,
+            services,
+        };
+        let step = match (registered.factory)(&config, &mut ctx) {
+            Ok(step) => step,
+            Err(e) => {
+                issues.push(ConfigIssue::new(
+                    at("/config"),
+                    format!("step `{}` (`{}`): {e:#}", entry.name, entry.type_name),
+                ));
+                continue;
+            }
+        };
+        let timeout = match entry.timeout.as_deref().map(parse_duration).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                issues.push(ConfigIssue::new(at("/timeout"), e));
+                None
+            }
+        };
+        let retry = entry.retry.as_ref().and_then(|r| match retry_policy(r) {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                issues.push(ConfigIssue::new(at("/retry"), e));
+                None
+            }
+        });
+        built.push(PipelineStep {
+            name: entry.name.clone(),
+            type_name: entry.type_name.clone(),
+            step,
+            on_error: entry.on_error,
+            timeout,
+            retry,
+        });
+    }
+    built
+}
+
+fn retry_policy(entry: &RetryEntry) -> Result<Retry, String> {
+    Ok(Retry {
+        max_attempts: entry.max_attempts.max(1),
+        backoff: parse_duration(&entry.backoff).map_err(|e| format!("`backoff`: {e}"))?,
+        max_backoff: parse_duration(&entry.max_backoff)
+            .map_err(|e| format!("`max_backoff`: {e}"))?,
+        on: entry.on.clone(),
+    })
+}
+
+impl Pipeline {
+    /// Runs the pipeline on `trigger` data. `extensions` carries what the trigger attaches for
+    /// steps (the HTTP exchange, ...).
+    pub async fn run(
+        &self,
+        trigger: Map<String, Value>,
+        extensions: Extensions,
+    ) -> Result<RunOutcome, PipelineError> {
+        let started = Instant::now();
+        let deadline = self.timeout.map(|t| started + t);
+        let mut ctx = PipelineContext {
+            current: trigger.clone(),
+            trigger,
+            steps: Map::new(),
+            meta: Map::new(),
+            extensions,
+        };
+        ctx.meta.insert("pipeline".into(), json!(self.name));
+        ctx.meta
+            .insert("run_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        ctx.meta.insert("started_at".into(), json!(rfc3339_now()));
+
+        let mut chosen: HashSet<usize> = HashSet::new();
+        let mut skipped_branches: HashSet<usize> = HashSet::new();
+        let mut executed: u32 = 0;
+        let mut i = 0;
+        while i < self.steps.len() {
+            if skipped_branches.remove(&i) && !chosen.contains(&i) {
+                i += 1; // a branch of an earlier conditional that chose another route
+                continue;
+            }
+            chosen.remove(&i);
+            executed += 1;
+            if executed > self.max_steps {
+                return Err(self.error(
+                    None,
+                    ErrorKind::Internal,
+                    format!(
+                        "pipeline `{}` stopped after {} steps: a jump loops (raise `max_steps` if the loop is intended)",
+                        self.name, self.max_steps
+                    ),
+                ));
+            }
+            let step = &self.steps[i];
+            match self.run_step(step, &ctx, deadline).await {
+                Ok(output) => {
+                    let next = output.next.clone();
+                    merge(&mut ctx, &step.name, output.values);
+                    // Every branch of this step is skipped unless it is the one jumped to.
+                    skipped_branches.extend(self.branches[i].iter().copied());
+                    match next {
+                        Next::Continue => i += 1,
+                        Next::Stop => break,
+                        Next::Jump(target) => match self.index.get(&target) {
+                            Some(&t) => {
+                                chosen.insert(t);
+                                i = t;
+                            }
+                            None => {
+                                return Err(self.error(
+                                    Some(&step.name),
+                                    ErrorKind::InvalidConfig,
+                                    format!(
+                                        "step `{}` routed to unknown step `{target}`",
+                                        step.name
+                                    ),
+                                ));
+                            }
+                        },
+                    }
+                }
+                Err(error) => match step.on_error.unwrap_or(self.on_error) {
+                    OnError::Skip => {
+                        ctx.steps.insert(
+                            step.name.clone(),
+                            json!({"_error": error.message, "_skipped": true}),
+                        );
+                        i += 1;
+                    }
+                    OnError::Stop => {
+                        return Err(self.error(
+                            Some(&step.name),
+                            error.kind,
+                            format!("step `{}` failed: {}", step.name, error.message),
+                        ));
+                    }
+                    OnError::Compensate => {
+                        let compensation = self.compensate(&ctx, deadline).await;
+                        let message = match compensation {
+                            Ok(()) => format!(
+                                "step `{}` failed: {} (compensation executed)",
+                                step.name, error.message
+                            ),
+                            Err(second) => format!(
+                                "step `{}` failed: {} (compensation also failed: {second})",
+                                step.name, error.message
+                            ),
+                        };
+                        return Err(self.error(Some(&step.name), error.kind, message));
+                    }
+                },
+            }
+        }
+        ctx.meta.insert("completed_at".into(), json!(rfc3339_now()));
+        Ok(RunOutcome { context: ctx })
+    }
+
+    /// Compensation steps in reverse order; every one runs, the first failure is reported.
+    async fn compensate(
+        &self,
+        ctx: &PipelineContext,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        let mut first_error = None;
+        for step in self.compensation.iter().rev() {
+            if let Err(e) = self.run_step(step, ctx, deadline).await {
+                tracing::error!(pipeline = %self.name, step = %step.name, error = %e, "compensation step failed");
+                first_error.get_or_insert_with(|| format!("step `{}`: {}", step.name, e.message));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One step with its timeout (bounded by the pipeline's deadline) and retries.
+    async fn run_step(
+        &self,
+        step: &PipelineStep,
+        ctx: &PipelineContext,
+        deadline: Option<Instant>,
+    ) -> Result<StepOutput, StepError> {
+        let attempts = step.retry.as_ref().map_or(1, |r| r.max_attempts);
+        let mut attempt = 1;
+        loop {
+            let step_deadline = step.timeout.map(|t| Instant::now() + t);
+            let limit = match (step_deadline, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let result = match limit {
+                Some(limit) => match tokio::time::timeout_at(limit, step.step.run(ctx)).await {
+                    Ok(result) => result,
+                    Err(_) if Some(limit) == deadline => {
+                        return Err(StepError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "pipeline `{}` timed out after {:?}",
+                                self.name,
+                                self.timeout.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    Err(_) => Err(StepError::new(
+                        ErrorKind::Timeout,
+                        format!("timed out after {:?}", step.timeout.unwrap_or_default()),
+                    )),
+                },
+                None => step.step.run(ctx).await,
+            };
+            match (result, &step.retry) {
+                (Err(e), Some(retry)) if attempt < attempts && retry.on.contains(&e.kind) => {
+                    let wait = backoff(retry, attempt);
+                    tracing::warn!(pipeline = %self.name, step = %step.name, attempt, error = %e, ?wait, "step failed; retrying");
+                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                (Err(e), Some(_)) if attempts > 1 => {
+                    return Err(StepError::new(
+                        e.kind,
+                        format!("{} (after {attempt} attempts)", e.message),
+                    ));
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+
+    fn error(&self, step: Option<&str>, kind: ErrorKind, message: String) -> PipelineError {
+        PipelineError {
+            pipeline: self.name.clone(),
+            step: step.map(str::to_string),
+            kind,
+            message,
+        }
+    }
+}
+
+/// `backoff · 2^(attempt-1)`, capped, plus up to 50% jitter so retries of many runs spread out.
+fn backoff(retry: &Retry, attempt: u32) -> Duration {
+    let base = retry
+        .backoff
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(retry.max_backoff);
+    let jitter = base.mul_f64(rand_fraction() * 0.5);
+    base + jitter
+}
+
+/// A number in [0, 1) from a fresh random UUID: enough for jitter, no extra dependency.
+fn rand_fraction() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64;
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn merge(ctx: &mut PipelineContext, step: &str, values: Map<String, Value>) {
+    for (k, v) in &values {
+        ctx.current.insert(k.clone(), v.clone());
+    }
+    ctx.steps.insert(step.to_string(), Value::Object(values));
+}

@@ -1,0 +1,480 @@
+//! Templates in configuration values.
+//!
+//! - The engine is tera. The original's Go-template dialect (`{{ .steps.x.y }}`,
+//!   `{{ index .steps "a-b" "c" }}`, `uuidv4`, `now`, `lower`, `default`, `json`) is translated to
+//!   tera when the template is compiled, so the original's configs run unmodified.
+//! - A string that is exactly one `{{ expression }}` renders to the expression's JSON value
+//!   (numbers stay numbers, maps stay maps); mixed text renders to a string.
+//! - Templates compile once, at load: a syntax error is a configuration error.
+//! - A missing variable fails the render with the variable named (the original printed
+//!   `<no value>`). `default` supplies values for missing ones.
+
+mod go;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tera::{Context, Tera};
+
+/// A template that failed to compile or to render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    pub message: String,
+}
+
+impl TemplateError {
+    fn new(message: impl Into<String>) -> Self {
+        TemplateError {
+            message: message.into(),
+        }
+    }
+}
+
+const NAME: &str = "t";
+
+/// One compiled template string.
+#[derive(Clone)]
+pub struct Template {
+    source: Arc<str>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// No `{{` or `{%`: the text itself.
+    Literal,
+    /// Exactly one expression: renders to its JSON value.
+    Value(Arc<Tera>),
+    /// Text with expressions: renders to a string.
+    Text(Arc<Tera>),
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+impl Template {
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        let kind = if !source.contains("{{") && !source.contains("{%") {
+            Kind::Literal
+        } else {
+            let translated = translate(source)?;
+            let single = single_expression(&translated);
+            let tera_source = match &single {
+                // `set` evaluates the whole expression, filters and operators included.
+                Some(expr) => {
+                    format!("{{% set wf_value = {expr} %}}{{{{ wf_value | json_encode() }}}}")
+                }
+                None => translated,
+            };
+            let mut tera = engine();
+            tera.add_raw_template(NAME, &tera_source).map_err(|e| {
+                TemplateError::new(format!("invalid template `{source}`: {}", error_chain(&e)))
+            })?;
+            if single.is_some() {
+                Kind::Value(Arc::new(tera))
+            } else {
+                Kind::Text(Arc::new(tera))
+            }
+        };
+        Ok(Template {
+            source: source.into(),
+            kind,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether rendering can give something other than the source text.
+    pub fn is_dynamic(&self) -> bool {
+        !matches!(self.kind, Kind::Literal)
+    }
+
+    /// Renders against `data` (see `PipelineContext::template_data`).
+    pub fn render(&self, data: &Map<String, Value>) -> Result<Value, TemplateError> {
+        match &self.kind {
+            Kind::Literal => Ok(Value::String(self.source.to_string())),
+            Kind::Value(tera) => {
+                let text = self.render_text(tera, data)?;
+                serde_json::from_str(&text).map_err(|e| {
+                    TemplateError::new(format!(
+                        "template `{}` produced invalid JSON: {e}",
+                        self.source
+                    ))
+                })
+            }
+            Kind::Text(tera) => self.render_text(tera, data).map(Value::String),
+        }
+    }
+
+    /// Renders to text: a value result is written as JSON unless it is a string.
+    pub fn render_string(&self, data: &Map<String, Value>) -> Result<String, TemplateError> {
+        Ok(match self.render(data)? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+
+    fn render_text(&self, tera: &Tera, data: &Map<String, Value>) -> Result<String, TemplateError> {
+        let context = Context::from_value(Value::Object(data.clone()))
+            .map_err(|e| TemplateError::new(format!("template `{}`: {e}", self.source)))?;
+        tera.render(NAME, &context).map_err(|e| {
+            TemplateError::new(format!(
+                "template `{}` failed: {}",
+                self.source,
+                error_chain(&e)
+            ))
+        })
+    }
+}
+
+/// A JSON value whose strings may be templates, compiled once.
+#[derive(Clone, Debug)]
+pub enum TemplateValue {
+    Static(Value),
+    Template(Template),
+    Array(Vec<TemplateValue>),
+    Object(Vec<(String, TemplateValue)>),
+}
+
+impl TemplateValue {
+    /// Compiles every string in `value`. Errors name the JSON pointer of the bad string.
+    pub fn compile(value: &Value) -> Result<TemplateValue, TemplateError> {
+        Self::compile_at(value, "")
+    }
+
+    fn compile_at(value: &Value, pointer: &str) -> Result<TemplateValue, TemplateError> {
+        Ok(match value {
+            Value::String(s) => {
+                let t = Template::compile(s).map_err(|e| {
+                    if pointer.is_empty() {
+                        e
+                    } else {
+                        TemplateError::new(format!("at `{pointer}`: {}", e.message))
+                    }
+                })?;
+                if t.is_dynamic() {
+                    TemplateValue::Template(t)
+                } else {
+                    TemplateValue::Static(value.clone())
+                }
+            }
+            Value::Array(items) => TemplateValue::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Self::compile_at(v, &format!("{pointer}/{i}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => TemplateValue::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), Self::compile_at(v, &format!("{pointer}/{k}"))?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            other => TemplateValue::Static(other.clone()),
+        })
+    }
+
+    pub fn render(&self, data: &Map<String, Value>) -> Result<Value, TemplateError> {
+        Ok(match self {
+            TemplateValue::Static(v) => v.clone(),
+            TemplateValue::Template(t) => t.render(data)?,
+            TemplateValue::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(data))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TemplateValue::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(data)?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+        })
+    }
+}
+
+/// If the translated source is exactly one `{{ expression }}`, that expression.
+fn single_expression(source: &str) -> Option<String> {
+    let trimmed = source.trim();
+    let inner = trimmed.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || trimmed.contains("{%") {
+        return None;
+    }
+    let inner = inner.trim_start_matches('-').trim_end_matches('-').trim();
+    (!inner.is_empty()).then(|| inner.to_string())
+}
+
+/// Translates every Go-dialect `{{ … }}` action to tera; tera actions pass through.
+fn translate(source: &str) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(source.len());
+    let mut blocks = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after.find("}}").ok_or_else(|| {
+            TemplateError::new(format!(
+                "invalid template `{source}`: `{{{{` without `}}}}`"
+            ))
+        })?;
+        let action = &after[..close];
+        if go::is_go_action(action) {
+            match go::translate_action(action, &mut blocks)
+                .map_err(|e| TemplateError::new(format!("invalid template `{source}`: {e}")))?
+            {
+                go::Translated::Expression(e) => out.push_str(&format!("{{{{ {e} }}}}")),
+                go::Translated::Statement(s) => out.push_str(&s),
+            }
+        } else {
+            out.push_str("{{");
+            out.push_str(&hyphenated_steps(action));
+            out.push_str("}}");
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    if let Some(block) = blocks.last() {
+        return Err(TemplateError::new(format!(
+            "invalid template `{source}`: `{block}` without `end`"
+        )));
+    }
+    Ok(out)
+}
+
+/// In tera syntax, `steps.parse-request.body` would be a subtraction; step names may contain
+/// hyphens, so `steps.<name>` is rewritten to `steps["<name>"]`.
+fn hyphenated_steps(action: &str) -> String {
+    let mut out = String::with_capacity(action.len());
+    let mut rest = action;
+    while let Some(i) = rest.find("steps.") {
+        let boundary =
+            i == 0 || !rest[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.');
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "steps.".len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        if boundary && name.contains('-') {
+            out.push_str(&format!("steps[\"{name}\"]"));
+        } else {
+            out.push_str(&rest[i..i + "steps.".len() + name_len]);
+        }
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn engine() -> Tera {
+    let mut tera = Tera::default();
+    tera.autoescape_on(Vec::new());
+    tera.register_function("uuidv4", |_: &HashMap<String, Value>| {
+        Ok(Value::String(uuid::Uuid::new_v4().to_string()))
+    });
+    tera.register_function("now", now);
+    tera.register_filter(
+        "wf_default",
+        |value: &Value, args: &HashMap<String, Value>| {
+            let empty = value.is_null() || value.as_str().is_some_and(str::is_empty);
+            Ok(if empty {
+                args.get("value").cloned().unwrap_or(Value::Null)
+            } else {
+                value.clone()
+            })
+        },
+    );
+    tera
+}
+
+/// `now()`: the current time, RFC 3339 UTC to the second; `now(format="%Y-%m-%d")` with a strftime format.
+fn now(args: &HashMap<String, Value>) -> tera::Result<Value> {
+    let stamp = wf_config::time::rfc3339_now();
+    match args.get("format").and_then(Value::as_str) {
+        None => Ok(Value::String(stamp)),
+        Some(format) => Ok(Value::String(strftime(format, &stamp))),
+    }
+}
+
+/// A small strftime over an RFC 3339 stamp: `%Y %m %d %H %M %S %%`.
+fn strftime(format: &str, stamp: &str) -> String {
+    let (date, time) = stamp.split_once('T').unwrap_or((stamp, "00:00:00Z"));
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.trim_end_matches('Z').split(':').collect();
+    let part = |v: &Vec<&str>, i: usize| v.get(i).copied().unwrap_or("00").to_string();
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&part(&d, 0)),
+            Some('m') => out.push_str(&part(&d, 1)),
+            Some('d') => out.push_str(&part(&d, 2)),
+            Some('H') => out.push_str(&part(&t, 0)),
+            Some('M') => out.push_str(&part(&t, 1)),
+            Some('S') => out.push_str(&part(&t, 2)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// tera nests the useful message (the missing variable) in its error's sources.
+fn error_chain(e: &tera::Error) -> String {
+    use std::error::Error as _;
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let text = parts
+        .into_iter()
+        .filter(|p| !p.starts_with("Failed to render") && !p.starts_with("Failed to parse"))
+        .collect::<Vec<_>>()
+        .join(": ");
+    text.replace(" while rendering 't'", "")
+        .replace("'t'", "the template")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data() -> Map<String, Value> {
+        json!({
+            "count": 5,
+            "name": "Ada",
+            "status": "",
+            "items": [1, 2],
+            "steps": {"parse-request": {"body": {"id": 42, "name": "x"}}, "parse": {"body": {"id": 7}}},
+            "trigger": {"type": "order.created"},
+            "meta": {"pipeline": "p"}
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    fn render(source: &str) -> Value {
+        Template::compile(source).unwrap().render(&data()).unwrap()
+    }
+
+    #[test]
+    fn single_expressions_keep_their_json_type_in_both_dialects() {
+        assert_eq!(render("{{ count }}"), json!(5));
+        assert_eq!(render("{{ .count }}"), json!(5));
+        assert_eq!(render("{{ steps.parse.body }}"), json!({"id": 7}));
+        assert_eq!(render("{{ .steps.parse.body.id }}"), json!(7));
+        assert_eq!(render("{{ items }}"), json!([1, 2]));
+        assert_eq!(render("{{ count > 3 }}"), json!(true));
+    }
+
+    #[test]
+    fn mixed_text_renders_a_string() {
+        assert_eq!(render("n={{ count }} {{ .name }}"), json!("n=5 Ada"));
+        assert_eq!(render("plain"), json!("plain"));
+    }
+
+    #[test]
+    fn hyphenated_step_names_work_in_both_dialects() {
+        assert_eq!(
+            render("{{ index .steps \"parse-request\" \"body\" \"id\" }}"),
+            json!(42)
+        );
+        assert_eq!(render("{{ .steps.parse-request.body.id }}"), json!(42));
+        assert_eq!(render("{{ steps.parse-request.body.id }}"), json!(42));
+    }
+
+    #[test]
+    fn functions_of_the_original() {
+        assert_eq!(render("{{ lower .name }}"), json!("ada"));
+        assert_eq!(render("{{ .name | upper }}"), json!("ADA"));
+        assert_eq!(render("{{ name | lower }}"), json!("ada"));
+        assert_eq!(
+            render("{{ default \"pending\" .status }}"),
+            json!("pending")
+        );
+        assert_eq!(render("{{ default \"none\" .missing }}"), json!("none"));
+        assert_eq!(render("{{ json .items }}"), json!("[1,2]"));
+        let id = render("{{ uuidv4 }}");
+        assert_eq!(id.as_str().unwrap().len(), 36);
+        let now = render("{{ now }}");
+        assert!(
+            now.as_str().unwrap().ends_with('Z') && now.as_str().unwrap().len() == 20,
+            "{now}"
+        );
+        assert_eq!(
+            render("{{ now(format=\"%Y\") }}").as_str().unwrap().len(),
+            4
+        );
+        assert_eq!(
+            render("{{ if eq .name \"Ada\" }}yes{{ else }}no{{ end }}"),
+            json!("yes")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_at_compile_time() {
+        assert!(
+            Template::compile("{{ .name | }}")
+                .unwrap_err()
+                .message
+                .contains("invalid template")
+        );
+        assert!(
+            Template::compile("{{ name ")
+                .unwrap_err()
+                .message
+                .contains("without")
+        );
+        assert!(
+            Template::compile("{{ if .x }}open")
+                .unwrap_err()
+                .message
+                .contains("without `end`")
+        );
+        assert!(Template::compile("{{ foo( }}").is_err());
+    }
+
+    #[test]
+    fn missing_variables_name_themselves() {
+        let err = Template::compile("{{ .nope.x }}")
+            .unwrap()
+            .render(&data())
+            .unwrap_err();
+        assert!(err.message.contains("nope"), "{err}");
+        assert!(err.message.contains("{{ .nope.x }}"), "{err}");
+    }
+
+    #[test]
+    fn template_values_compile_nested_strings() {
+        let v = TemplateValue::compile(
+            &json!({"id": "{{ .count }}", "list": ["{{ name }}", 3], "fixed": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            v.render(&data()).unwrap(),
+            json!({"id": 5, "list": ["Ada", 3], "fixed": true})
+        );
+        let err = TemplateValue::compile(&json!({"a": {"b": "{{ .x | }}"}})).unwrap_err();
+        assert!(err.message.starts_with("at `/a/b`"), "{err}");
+    }
+}
