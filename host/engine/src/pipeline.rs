@@ -430,7 +430,7 @@ impl Pipeline {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                (Err(e), Some(_)) if attempts > 1 => {
+                (Err(e), Some(_)) if attempt > 1 => {
                     return Err(StepError::new(
                         e.kind,
                         format!("{} (after {attempt} attempts)", e.message),
