@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// A wf application file: module instances, the workflows that wire them together, triggers that
 /// start work, and pipelines of steps.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "wf application")]
 pub struct AppFile {
@@ -58,7 +58,7 @@ pub struct AppFile {
 }
 
 /// What an application needs from this build of wf.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Requires {
     /// Plugin groups that must be present, e.g. `workflow-plugin-http` or `messaging`.
@@ -70,7 +70,7 @@ pub struct Requires {
 }
 
 /// One required plugin group.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRequirement {
     /// Plugin group name (`wf-host types` shows each type's group).
@@ -81,7 +81,7 @@ pub struct PluginRequirement {
 }
 
 /// One module instance.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleEntry {
     /// Unique name of this module; other modules, workflows and steps refer to it by this name.
@@ -99,7 +99,7 @@ pub struct ModuleEntry {
 }
 
 /// Workflows or triggers, in either of the two forms the original accepted.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Sections {
     /// Keyed by type: `http: {routes: [...]}`.
@@ -109,7 +109,7 @@ pub enum Sections {
 }
 
 /// A named workflow or trigger entry (the list form).
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamedSection {
     /// Name of this entry, for messages and `wf-host inspect`.
@@ -124,7 +124,7 @@ pub struct NamedSection {
 }
 
 /// A named pipeline.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineEntry {
     /// What starts this pipeline, e.g. `{type: http, config: {path: /sync, method: POST}}`.
@@ -150,7 +150,7 @@ pub struct PipelineEntry {
 }
 
 /// The inline trigger of a pipeline.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineTrigger {
     /// Trigger type, e.g. `http`, `event` or `schedule`.
@@ -162,7 +162,7 @@ pub struct PipelineTrigger {
 }
 
 /// One step of a pipeline.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepEntry {
     /// Name of the step, unique within its pipeline; later steps read its output as `steps.<name>`.

@@ -397,6 +397,8 @@ impl Validator<'_> {
                 Some(entry) => {
                     let subject = format!("`{}` workflow", section.kind);
                     self.typed_config(&entry.registered, &section.config, origin, &subject, None);
+                    let label = format!("{} workflow", section.label());
+                    self.embedded_steps(&section.config, origin, &label);
                 }
                 None => {
                     let d = key_diag(self.unknown_type(Kind::Workflow, &section.kind));
@@ -438,50 +440,74 @@ impl Validator<'_> {
                     .push(self.at(d, &pipeline.origin.child("/trigger/type")));
             }
             for list in ["steps", "compensation"] {
-                let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
-                let entries = pipeline
-                    .value
-                    .get(list)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten();
-                for (i, step) in entries.enumerate() {
-                    let origin = pipeline.origin.child(&format!("/{list}/{i}"));
-                    let (Some(name), Some(type_name)) = (
-                        step.get("name").and_then(Value::as_str),
-                        step.get("type").and_then(Value::as_str),
-                    ) else {
-                        continue; // reported by the application schema
-                    };
-                    if seen.insert(name, ()).is_some() {
-                        self.out.push(self.at(
-                            Diagnostic::error("duplicate-name", format!("step name `{name}` is used twice in pipeline `{}`", pipeline.name))
-                                .help("step names must be unique within a pipeline; later steps read `steps.<name>`"),
-                            &origin.child("/name"),
-                        ));
-                    }
-                    match self.registry.step(type_name) {
-                        Some(registered) => {
-                            let config = step
-                                .get("config")
-                                .cloned()
-                                .unwrap_or_else(|| Value::Object(Default::default()));
-                            let subject = format!("`{type_name}` step");
-                            self.typed_config(
-                                registered,
-                                &config,
-                                &origin.child("/config"),
-                                &subject,
-                                None,
-                            );
+                if let Some(entries) = pipeline.value.get(list).and_then(Value::as_array) {
+                    let origin = pipeline.origin.child(&format!("/{list}"));
+                    self.step_list(entries, &origin, &pipeline.name);
+                }
+            }
+        }
+    }
+
+    /// Names unique within the list, types known, each config valid for its type.
+    fn step_list(&mut self, entries: &[Value], origin: &Origin, pipeline: &str) {
+        let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+        for (i, step) in entries.iter().enumerate() {
+            let origin = origin.child(&format!("/{i}"));
+            let (Some(name), Some(type_name)) = (
+                step.get("name").and_then(Value::as_str),
+                step.get("type").and_then(Value::as_str),
+            ) else {
+                continue; // reported by the schema
+            };
+            if seen.insert(name, ()).is_some() {
+                self.out.push(self.at(
+                    Diagnostic::error("duplicate-name", format!("step name `{name}` is used twice in pipeline `{pipeline}`"))
+                        .help("step names must be unique within a pipeline; later steps read `steps.<name>`"),
+                    &origin.child("/name"),
+                ));
+            }
+            match self.registry.step(type_name) {
+                Some(registered) => {
+                    let config = step
+                        .get("config")
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Default::default()));
+                    let subject = format!("`{type_name}` step");
+                    self.typed_config(registered, &config, &origin.child("/config"), &subject, None);
+                }
+                None => {
+                    let d = self.unknown_type(Kind::Step, type_name);
+                    self.out.push(self.at(d, &origin.child("/type")));
+                }
+            }
+        }
+    }
+
+    /// Step lists inside a workflow's config (a route's `steps:` or `pipeline: {steps}`).
+    fn embedded_steps(&mut self, value: &Value, origin: &Origin, label: &str) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let child_origin = origin.child(&format!("/{}", wf_config::yaml::escape_pointer_segment(key)));
+                    let is_step_list = (key == "steps" || key == "compensation")
+                        && child.as_array().is_some_and(|items| {
+                            !items.is_empty() && items.iter().all(|s| s.get("name").is_some() && s.get("type").is_some())
+                        });
+                    if is_step_list {
+                        if let Some(items) = child.as_array() {
+                            self.step_list(items, &child_origin, label);
                         }
-                        None => {
-                            let d = self.unknown_type(Kind::Step, type_name);
-                            self.out.push(self.at(d, &origin.child("/type")));
-                        }
+                    } else {
+                        self.embedded_steps(child, &child_origin, label);
                     }
                 }
             }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.embedded_steps(item, &origin.child(&format!("/{i}")), label);
+                }
+            }
+            _ => {}
         }
     }
 }

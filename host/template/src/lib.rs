@@ -478,3 +478,33 @@ mod tests {
         assert!(err.message.starts_with("at `/a/b`"), "{err}");
     }
 }
+
+/// The value at a dotted path in template data: `steps.parse-request.body.id`. Segments are split
+/// on `.` only, so hyphenated step names need no quoting; a numeric segment indexes a list.
+pub fn lookup<'a>(data: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut segments = path.trim().trim_start_matches('.').split('.');
+    let mut current = data.get(segments.next()?)?;
+    for segment in segments {
+        current = match current {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_paths_with_hyphens_and_indices() {
+        let data = json!({"steps": {"parse-request": {"body": {"items": [{"id": 3}]}}}, "x": 1});
+        let data = data.as_object().unwrap();
+        assert_eq!(lookup(data, "steps.parse-request.body.items.0.id"), Some(&json!(3)));
+        assert_eq!(lookup(data, ".x"), Some(&json!(1)));
+        assert_eq!(lookup(data, "steps.nope"), None);
+    }
+}

@@ -12,15 +12,18 @@ use tower::util::BoxCloneSyncService;
 use wf_engine::{Registry, RegistryError, ServiceKind};
 
 pub mod endpoint;
+pub mod exchange;
 pub mod handler;
 pub mod health;
 pub mod middleware_auth;
 pub mod router;
 pub mod schemas;
 pub mod server;
+pub mod trigger;
 pub mod workflow;
 
 pub use router::{PathParams, Router};
+pub use exchange::HttpExchange;
 pub use server::HttpServer;
 
 pub type Request = http::Request<Body>;
@@ -75,6 +78,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<schemas::ModuleSchemasType>()?
         .register_module::<middleware_auth::AuthMiddlewareType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
+        .register_trigger::<trigger::HttpTriggerType>()?
         .alias_plugin("workflow-plugin-http", PLUGIN);
     Ok(())
 }

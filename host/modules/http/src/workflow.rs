@@ -11,8 +11,10 @@ use std::sync::Arc;
 use http::Method;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use wf_engine::wf_config::AppConfig;
+use wf_engine::wf_config::schema::{PipelineEntry, StepEntry};
+
+use crate::exchange::{PipelineRoute, pipeline_service};
 use wf_engine::{
     Category, CheckContext, ConfigIssue, Described, RouteInfo, WireContext, WorkflowType,
 };
@@ -43,17 +45,46 @@ pub struct RouteConfig {
     /// Path pattern: `/users/{id}` captures one segment, `/files/{path...}` the rest of the path,
     /// and a trailing `/` matches everything below it.
     pub path: String,
-    /// The module answering this route (an `http.handler`, an `api.query`, ...).
-    pub handler: String,
+    /// The module answering this route (an `http.handler`, ...). Optional when the route has
+    /// `steps` or a `pipeline`.
+    #[serde(default)]
+    pub handler: Option<String>,
     /// Middleware modules, outermost first: a request passes through them in this order.
     #[serde(default)]
     pub middlewares: Vec<String>,
-    /// Steps run for this route by an `api.query` or `api.command` handler.
+    /// A pipeline run for each request to this route (`steps`, `on_error`, `timeout`, ...).
     #[serde(default)]
-    pub pipeline: Option<Value>,
+    pub pipeline: Option<PipelineEntry>,
     /// Short form of `pipeline: {steps: [...]}`.
     #[serde(default)]
-    pub steps: Option<Value>,
+    pub steps: Option<Vec<StepEntry>>,
+    /// Largest accepted request body for a route with steps; larger ones get `413`.
+    #[serde(default = "default_max_body", rename = "maxBodyBytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    crate::exchange::DEFAULT_MAX_BODY_BYTES
+}
+
+impl RouteConfig {
+    /// The route's pipeline, in either form.
+    fn pipeline_entry(&self) -> Option<(PipelineEntry, &'static str)> {
+        if let Some(p) = &self.pipeline {
+            return Some((p.clone(), "/pipeline"));
+        }
+        self.steps.as_ref().map(|steps| {
+            let entry = PipelineEntry {
+                trigger: None,
+                steps: steps.clone(),
+                on_error: None,
+                compensation: Vec::new(),
+                timeout: None,
+                max_steps: None,
+            };
+            (entry, "")
+        })
+    }
 }
 
 pub struct HttpWorkflow;
@@ -158,26 +189,32 @@ impl WorkflowType for HttpWorkflow {
                     format!("`{}` is not an HTTP method", route.method),
                 ));
             }
-            issues.extend(ctx.require_module(&at("handler"), &route.handler, "handler"));
+            let has_pipeline = route.pipeline.is_some() || route.steps.is_some();
+            match &route.handler {
+                Some(handler) => {
+                    issues.extend(ctx.require_module(&at("handler"), handler, "handler"));
+                    if has_pipeline {
+                        issues.push(
+                            ConfigIssue::new(at("handler"), "a route has either a `handler` or steps, not both")
+                                .help("remove `handler:` to serve the route with its steps"),
+                        );
+                    }
+                }
+                None if has_pipeline => {}
+                None => issues.push(
+                    ConfigIssue::new(format!("/routes/{i}"), "the route has neither a `handler` nor steps")
+                        .help("add `handler: <module>` or `steps: [...]`"),
+                ),
+            }
+            if route.pipeline.is_some() && route.steps.is_some() {
+                issues.push(ConfigIssue::new(at("steps"), "give the route `steps` or a `pipeline`, not both"));
+            }
             for (j, middleware) in route.middlewares.iter().enumerate() {
                 issues.extend(ctx.require_module(
                     &format!("/routes/{i}/middlewares/{j}"),
                     middleware,
                     "middleware",
                 ));
-            }
-            for field in ["pipeline", "steps"] {
-                let present = if field == "pipeline" {
-                    route.pipeline.is_some()
-                } else {
-                    route.steps.is_some()
-                };
-                if present {
-                    issues.push(
-                        ConfigIssue::not_implemented(at(field), "route pipelines are not implemented in this build yet")
-                            .help("remove the route's steps for now, or answer the route with an `http.handler`"),
-                    );
-                }
             }
         }
         issues
@@ -199,16 +236,25 @@ impl WorkflowType for HttpWorkflow {
             ));
         }
         for (i, route) in config.routes.into_iter().enumerate() {
-            let handler = match ctx.service::<dyn HttpHandler>(&route.handler) {
-                Ok(handler) => handler,
-                Err(e) => {
-                    ctx.issue(ConfigIssue::new(
-                        format!("/routes/{i}/handler"),
-                        e.to_string(),
-                    ));
+            let endpoint = if let Some((entry, pointer)) = route.pipeline_entry() {
+                let name = format!("{} {} {}", ctx.kind, route.method, route.path);
+                let pointer = format!("/routes/{i}{pointer}");
+                let Some(pipeline) = ctx.build_pipeline(&name, &entry, &pointer) else {
                     continue;
+                };
+                let options = PipelineRoute { max_body_bytes: route.max_body_bytes, ..PipelineRoute::default() };
+                (pipeline_service(pipeline, options), "steps".to_string())
+            } else {
+                let Some(name) = route.handler.clone() else { continue };
+                match ctx.service::<dyn HttpHandler>(&name) {
+                    Ok(handler) => (handler.service(), name),
+                    Err(e) => {
+                        ctx.issue(ConfigIssue::new(format!("/routes/{i}/handler"), e.to_string()));
+                        continue;
+                    }
                 }
             };
+            let (endpoint, handler_label) = endpoint;
             let mut middlewares: Vec<Arc<dyn HttpMiddleware>> = Vec::new();
             for (j, name) in route.middlewares.iter().enumerate() {
                 match ctx.service::<dyn HttpMiddleware>(name) {
@@ -223,7 +269,7 @@ impl WorkflowType for HttpWorkflow {
             let service = middlewares
                 .into_iter()
                 .rev()
-                .fold(handler.service(), |inner, middleware| {
+                .fold(endpoint, |inner, middleware| {
                     middleware.layer(inner)
                 });
             let Ok(method) = Method::from_str(&route.method) else {
@@ -235,7 +281,7 @@ impl WorkflowType for HttpWorkflow {
                     router: router_name.clone(),
                     method: route.method,
                     path,
-                    handler: route.handler,
+                    handler: handler_label,
                     middlewares: route.middlewares,
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),

@@ -1,0 +1,206 @@
+//! Pipelines behind HTTP: the request a run was started by, the response slot a step may fill,
+//! and the route service that runs a pipeline for each request.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Map, Value, json};
+use wf_engine::{ErrorKind, Extensions, Pipeline};
+
+use crate::router::{MatchedRoute, PathParams};
+use crate::{Request, Response, RouteService, json_response, route_fn};
+
+/// Request bodies larger than this get `413` unless configured otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The HTTP request behind a pipeline run, in the run's extensions.
+#[derive(Debug)]
+pub struct HttpExchange {
+    pub method: String,
+    pub path: String,
+    /// The route pattern that matched, e.g. `/users/{id}`.
+    pub pattern: Option<String>,
+    pub headers: HeaderMap,
+    /// Query parameters in order (a name may repeat).
+    pub query: Vec<(String, String)>,
+    pub path_params: PathParams,
+    pub body: Bytes,
+    response: Mutex<Option<Response>>,
+}
+
+impl HttpExchange {
+    /// Sets the response the client gets (the last call wins).
+    pub fn respond(&self, response: Response) {
+        if let Ok(mut slot) = self.response.lock() {
+            *slot = Some(response);
+        }
+    }
+
+    fn take_response(&self) -> Option<Response> {
+        self.response.lock().ok().and_then(|mut r| r.take())
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request says its body is JSON.
+    pub fn is_json(&self) -> bool {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"))
+    }
+}
+
+/// Decodes `a=1&b=x%20y` into pairs.
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push(high * 16 + low);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Options of a route that runs a pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineRoute {
+    pub max_body_bytes: usize,
+    /// Static values added to the trigger data (the original's `params`).
+    pub params: Map<String, Value>,
+}
+
+impl Default for PipelineRoute {
+    fn default() -> Self {
+        PipelineRoute { max_body_bytes: DEFAULT_MAX_BODY_BYTES, params: Map::new() }
+    }
+}
+
+/// A route service that runs `pipeline` for each request.
+///
+/// Trigger data: query parameters (first values), then the fields of a JSON-object body, then
+/// path parameters, then static `params`. The response is what a step wrote (`step.json_response`),
+/// else `200` with the final `current` map as JSON. Errors: invalid input → `400` with the
+/// message; timeout → `504`; anything else → a generic `500`, the details in the log.
+pub fn pipeline_service(pipeline: Arc<Pipeline>, options: PipelineRoute) -> RouteService {
+    let options = Arc::new(options);
+    route_fn(move |req: Request| {
+        let pipeline = pipeline.clone();
+        let options = options.clone();
+        async move { run(pipeline, &options, req).await }
+    })
+}
+
+async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, options.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": format!("request body is larger than {} bytes", options.max_body_bytes)}),
+            );
+        }
+        Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "could not read the request body"})),
+    };
+    let exchange = HttpExchange {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        pattern: parts.extensions.get::<MatchedRoute>().map(|m| m.0.to_string()),
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        path_params: parts.extensions.get::<PathParams>().cloned().unwrap_or_default(),
+        headers: parts.headers,
+        body,
+        response: Mutex::new(None),
+    };
+
+    let mut data = Map::new();
+    for (k, v) in &exchange.query {
+        data.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+    }
+    if !exchange.body.is_empty() && (exchange.is_json() || exchange.body.first() == Some(&b'{')) {
+        match serde_json::from_slice::<Value>(&exchange.body) {
+            Ok(Value::Object(fields)) => data.extend(fields),
+            Ok(_) => {}
+            Err(e) => {
+                return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("request body is not valid JSON: {e}")}));
+            }
+        }
+    }
+    for (k, v) in &exchange.path_params.0 {
+        data.insert(k.clone(), Value::String(v.clone()));
+    }
+    data.extend(options.params.clone());
+
+    let exchange = Arc::new(exchange);
+    let mut extensions = Extensions::default();
+    extensions.insert(exchange.clone());
+    match pipeline.run(data, extensions).await {
+        Ok(outcome) => exchange
+            .take_response()
+            .unwrap_or_else(|| json_response(StatusCode::OK, &Value::Object(outcome.context.current))),
+        Err(e) => {
+            let (status, message) = match e.kind {
+                ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message.clone()),
+                ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden".to_string()),
+                ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "the request timed out".to_string()),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string()),
+            };
+            if status.is_server_error() {
+                tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.message, "pipeline failed");
+            }
+            json_response(status, &json!({"error": message}))
+        }
+    }
+}
+
+/// An empty-bodied response with a status, for steps that only set a status.
+pub fn status_response(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            parse_query("a=1&b=x%20y&c=&d&e=a+b&f=%C3%A9%"),
+            [("a", "1"), ("b", "x y"), ("c", ""), ("d", ""), ("e", "a b"), ("f", "é%")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+}

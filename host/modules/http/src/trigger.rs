@@ -1,0 +1,167 @@
+//! The `http` trigger: routes that start pipelines. It serves both top-level
+//! `triggers: {http: {routes: [...]}}` and a pipeline's inline `trigger: {type: http, config:
+//! {path, method}}` — which the original accepted but never served.
+
+use std::sync::Arc;
+
+use http::Method;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wf_engine::{
+    Category, CheckContext, ConfigIssue, Described, RouteInfo, StartContext, Trigger, TriggerType,
+    WireContext, async_trait,
+};
+
+use crate::Router;
+use crate::endpoint::choose_router;
+use crate::exchange::{DEFAULT_MAX_BODY_BYTES, PipelineRoute, pipeline_service};
+
+/// Configuration of the `http` trigger.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTriggerConfig {
+    /// The `http.router` to add the routes to; optional when the application has one.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Routes, each starting a pipeline.
+    pub routes: Vec<HttpTriggerRoute>,
+}
+
+/// One route that starts a pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTriggerRoute {
+    /// Path pattern, as for `http` workflow routes.
+    pub path: String,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    #[schemars(regex(pattern = r"^[A-Z]+$"))]
+    pub method: String,
+    /// The pipeline to run.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// The original's target: `pipeline:<name>` or a pipeline's name.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// The original's action name; kept for its configs, not needed by pipelines.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Static values added to every run's trigger data.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Largest accepted request body; larger ones get `413`.
+    #[serde(default = "default_max_body", rename = "maxBodyBytes")]
+    #[schemars(range(min = 0))]
+    pub max_body_bytes: usize,
+}
+
+fn default_method() -> String {
+    "POST".to_string()
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl HttpTriggerRoute {
+    /// The pipeline this route starts.
+    fn target(&self) -> Option<&str> {
+        self.pipeline
+            .as_deref()
+            .or_else(|| self.workflow.as_deref().map(|w| w.strip_prefix("pipeline:").unwrap_or(w)))
+    }
+}
+
+pub struct HttpTriggerType;
+
+impl Described for HttpTriggerType {
+    const NAME: &'static str = "http";
+    const CATEGORY: Category = Category::Http;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Starts a pipeline for each request to a route; the JSON body, path and query parameters become its data.";
+    type Config = HttpTriggerConfig;
+}
+
+impl TriggerType for HttpTriggerType {
+    fn check(config: &HttpTriggerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues: Vec<ConfigIssue> = choose_router(config.router.as_deref(), ctx).err().into_iter().collect();
+        for (i, route) in config.routes.iter().enumerate() {
+            match route.target() {
+                None => issues.push(ConfigIssue::new(format!("/routes/{i}"), "the route names no pipeline").help("add `pipeline: <name>`")),
+                Some(name) if ctx.config.pipelines.iter().any(|p| p.name == name) => {}
+                Some(name) => {
+                    let names = ctx.config.pipelines.iter().map(|p| p.name.as_str());
+                    let issue = ConfigIssue::new(format!("/routes/{i}"), format!("no pipeline named `{name}`"));
+                    issues.push(match wf_engine::wf_config::did_you_mean(name, names) {
+                        Some(s) => issue.help(format!("did you mean `{s}`?")),
+                        None => issue.help("declare it under `pipelines:`"),
+                    });
+                }
+            }
+        }
+        issues
+    }
+
+    fn configure(config: HttpTriggerConfig, ctx: &mut WireContext<'_>) -> anyhow::Result<Arc<dyn Trigger>> {
+        let router = match &config.router {
+            Some(name) => ctx.service::<Router>(name)?,
+            None => ctx
+                .all::<Router>()
+                .into_iter()
+                .map(|(_, r)| r)
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("there is no `http.router` for these routes"))?,
+        };
+        for (i, route) in config.routes.into_iter().enumerate() {
+            let Some(name) = route.target().map(str::to_string) else { continue };
+            let Some(pipeline) = ctx.pipeline(&name) else {
+                ctx.issue(ConfigIssue::new(format!("/routes/{i}"), format!("no pipeline named `{name}`")));
+                continue;
+            };
+            let Ok(method) = route.method.parse::<Method>() else {
+                ctx.issue(ConfigIssue::new(format!("/routes/{i}/method"), format!("`{}` is not an HTTP method", route.method)));
+                continue;
+            };
+            let service = pipeline_service(pipeline, PipelineRoute { max_body_bytes: route.max_body_bytes, params: route.params });
+            match router.add_route(method, &route.path, service) {
+                Ok(path) => ctx.app.add_route(RouteInfo {
+                    server: None,
+                    router: router.name().to_string(),
+                    method: route.method,
+                    path,
+                    handler: format!("pipeline:{name}"),
+                    middlewares: Vec::new(),
+                }),
+                Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),
+            }
+        }
+        Ok(Arc::new(HttpTrigger))
+    }
+
+    /// `trigger: {type: http, config: {path, method}}` → one route starting this pipeline.
+    fn inline(pipeline: &str, config: Value) -> Value {
+        let mut route = match config {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let router = route.remove("router");
+        route.insert("pipeline".into(), Value::String(pipeline.to_string()));
+        let mut out = Map::new();
+        if let Some(router) = router {
+            out.insert("router".into(), router);
+        }
+        out.insert("routes".into(), Value::Array(vec![Value::Object(route)]));
+        Value::Object(out)
+    }
+}
+
+/// The routes live on the router; the trigger itself has nothing to start or stop.
+struct HttpTrigger;
+
+#[async_trait]
+impl Trigger for HttpTrigger {
+    async fn start(&self, _: &StartContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! The step library: the original's pipeline steps with their config keys and output fields.
+
+use serde_json::{Map, Value};
+use wf_engine::{PipelineContext, Registry, RegistryError, StepError};
+use wf_template::{Template, TemplateValue};
+
+pub mod conditional;
+pub mod json_response;
+pub mod log;
+pub mod request_parse;
+pub mod set;
+pub mod validate;
+
+pub const PLUGIN: &str = "pipeline-steps";
+
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry
+        .register_step::<set::SetType>()?
+        .register_step::<log::LogType>()?
+        .register_step::<validate::ValidateType>()?
+        .register_step::<conditional::ConditionalType>()?
+        .register_step::<request_parse::RequestParseType>()?
+        .register_step::<json_response::JsonResponseType>()?;
+    Ok(())
+}
+
+/// Compiles a config value's templates at build time; a syntax error fails the build with the
+/// field named.
+pub(crate) fn compile(field: &str, value: &Value) -> anyhow::Result<TemplateValue> {
+    TemplateValue::compile(value).map_err(|e| anyhow::anyhow!("`{field}`: {e}"))
+}
+
+pub(crate) fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
+    Template::compile(text).map_err(|e| anyhow::anyhow!("`{field}`: {e}"))
+}
+
+/// A run-time template failure: the input did not have what the template reads.
+pub(crate) fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
+    template.render(&ctx.template_data()).map_err(|e| StepError::invalid_input(e.message))
+}
+
+/// The value at a dotted path (`steps.parse.body`) in what templates see.
+pub(crate) fn resolve_path(ctx: &PipelineContext, path: &str) -> Option<Value> {
+    wf_template::lookup(&ctx.template_data(), path).cloned()
+}
+
+/// A map output.
+pub(crate) fn output(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}

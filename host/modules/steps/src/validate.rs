@@ -1,0 +1,133 @@
+//! `step.validate`: checks the run's data for required fields or against a full JSON Schema,
+//! reporting every violation with its JSON path. Failure is invalid input (an HTTP caller gets 400).
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, PipelineContext, Step, StepError,
+    StepOutput, StepType, async_trait,
+};
+
+/// Configuration of `step.validate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    /// `required_fields` (each listed key must be present) or `json_schema` (the data must match
+    /// `schema`). Defaults to `json_schema` when `schema` is given.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Keys that must be present (any value).
+    #[serde(default)]
+    pub required_fields: Vec<String>,
+    /// A JSON Schema the data must match; every violation is reported.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// What to validate: a dotted path such as `steps.parse.body`; the run's current data when
+    /// omitted.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// How `step.validate` checks.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Every key in `required_fields` must be present.
+    RequiredFields,
+    /// The data must match `schema`.
+    JsonSchema,
+}
+
+pub struct ValidateType;
+
+impl Described for ValidateType {
+    const NAME: &'static str = "step.validate";
+    const CATEGORY: Category = Category::Pipeline;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Checks data for required fields or against a JSON Schema; fails with every violation.";
+    type Config = ValidateConfig;
+}
+
+fn strategy(config: &ValidateConfig) -> Strategy {
+    config.strategy.unwrap_or(if config.schema.is_some() { Strategy::JsonSchema } else { Strategy::RequiredFields })
+}
+
+impl StepType for ValidateType {
+    fn check(config: &ValidateConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        match strategy(config) {
+            Strategy::RequiredFields if config.required_fields.is_empty() => {
+                vec![ConfigIssue::new("/required_fields", "`required_fields` is empty").help("list the keys that must be present")]
+            }
+            Strategy::JsonSchema => match &config.schema {
+                None => vec![ConfigIssue::new("/schema", "the `json_schema` strategy needs a `schema`")],
+                Some(schema) => match jsonschema::validator_for(schema) {
+                    Ok(_) => Vec::new(),
+                    Err(e) => vec![ConfigIssue::new("/schema", format!("`schema` is not a valid JSON Schema: {e}"))],
+                },
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn build(config: ValidateConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        let check = match strategy(&config) {
+            Strategy::RequiredFields => Check::Required(config.required_fields),
+            Strategy::JsonSchema => {
+                let schema = config.schema.unwrap_or(Value::Bool(true));
+                Check::Schema(jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("`schema`: {e}"))?)
+            }
+        };
+        Ok(Arc::new(Validate { name: ctx.name.rsplit('.').next().unwrap_or(ctx.name).to_string(), check, source: config.source }))
+    }
+}
+
+enum Check {
+    Required(Vec<String>),
+    Schema(jsonschema::Validator),
+}
+
+struct Validate {
+    name: String,
+    check: Check,
+    source: Option<String>,
+}
+
+#[async_trait]
+impl Step for Validate {
+    async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
+        let data = match &self.source {
+            None => Value::Object(ctx.current.clone()),
+            Some(path) => crate::resolve_path(ctx, path)
+                .ok_or_else(|| StepError::invalid_input(format!("validate step \"{}\": source \"{path}\" resolved to nothing", self.name)))?,
+        };
+        let problems: Vec<String> = match &self.check {
+            Check::Required(fields) => {
+                let missing: Vec<&str> = fields
+                    .iter()
+                    .filter(|f| data.as_object().is_none_or(|o| !o.contains_key(f.as_str())))
+                    .map(String::as_str)
+                    .collect();
+                if missing.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![format!("missing required fields: {}", missing.join(", "))]
+                }
+            }
+            Check::Schema(validator) => validator
+                .iter_errors(&data)
+                .map(|e| {
+                    let path = e.instance_path().as_str();
+                    format!("{}: {e}", if path.is_empty() { "/" } else { path })
+                })
+                .collect(),
+        };
+        if problems.is_empty() {
+            Ok(StepOutput::values(Map::new()))
+        } else {
+            Err(StepError::invalid_input(format!("validate step \"{}\": {}", self.name, problems.join("; "))))
+        }
+    }
+}
