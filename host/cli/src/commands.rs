@@ -353,3 +353,72 @@ pub fn schema_command(registry: &Registry, type_name: Option<&str>) -> Result<St
         serde_json::to_string_pretty(&schema).unwrap_or_default()
     ))
 }
+
+/// `wf-host run-pipeline`: (exit code, stdout, stderr).
+pub async fn run_pipeline_command(
+    file: &std::path::Path,
+    pipeline: &str,
+    input: &str,
+    registry: &Registry,
+) -> (u8, String, String) {
+    let data = match serde_json::from_str::<Value>(input) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return (
+                EXIT_INVALID,
+                String::new(),
+                "error: `--input` must be a JSON object\n".to_string(),
+            );
+        }
+        Err(e) => {
+            return (
+                EXIT_INVALID,
+                String::new(),
+                format!("error: `--input` is not valid JSON: {e}\n"),
+            );
+        }
+    };
+    let app = match prepare(&[file.to_path_buf()], registry, &ProcessEnv) {
+        Prepared::Ready { app, .. } => app,
+        Prepared::Invalid {
+            config,
+            diagnostics,
+        } => {
+            return (
+                EXIT_INVALID,
+                String::new(),
+                diagnostics.render(&config.sources),
+            );
+        }
+    };
+    let pipelines = app.state().pipelines();
+    let Some(found) = pipelines.get(pipeline) else {
+        let names = pipelines.names();
+        let hint = wf_config::did_you_mean(pipeline, names.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("; pipelines: {}", names.join(", ")));
+        return (
+            EXIT_INVALID,
+            String::new(),
+            format!("error: no pipeline named `{pipeline}`{hint}\n"),
+        );
+    };
+    match found.run(data, wf_engine::Extensions::default()).await {
+        Ok(outcome) => {
+            let result = Value::Object(outcome.context.current);
+            (
+                EXIT_OK,
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&result).unwrap_or_default()
+                ),
+                String::new(),
+            )
+        }
+        Err(e) => (
+            EXIT_FAILURE,
+            String::new(),
+            format!("error: pipeline `{}` failed: {}\n", e.pipeline, e.message),
+        ),
+    }
+}

@@ -79,6 +79,22 @@ Exit codes: 0 valid, 2 invalid.")]
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Run one pipeline of an application once and print its result as JSON.
+    #[command(after_help = "Examples:
+  wf-host run-pipeline app.yaml manual-sync --input '{\"source\": \"crm\"}'
+  wf-host run-pipeline app.yaml nightly
+
+The modules are built but not started: steps that need running modules (a database, a broker)
+fail. Exit codes: 0 the pipeline succeeded, 1 it failed, 2 invalid configuration or input.")]
+    RunPipeline {
+        /// The application file.
+        file: PathBuf,
+        /// The pipeline's name (under `pipelines:`).
+        pipeline: String,
+        /// Trigger data: a JSON object.
+        #[arg(long, default_value = "{}")]
+        input: String,
+    },
     /// Show modules in start order, routes, workflows, triggers and pipelines.
     #[command(after_help = "Examples:
   wf-host inspect app.yaml
@@ -147,6 +163,28 @@ fn main() -> ExitCode {
         Command::Validate { files, format } => {
             let (code, out) = validate_command(&files, &registry, format == OutputFormat::Json);
             print!("{out}");
+            code
+        }
+        Command::RunPipeline {
+            file,
+            pipeline,
+            input,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            let (code, out, err) = runtime.block_on(wf_host::commands::run_pipeline_command(
+                &file, &pipeline, &input, &registry,
+            ));
+            print!("{out}");
+            eprint!("{err}");
             code
         }
         Command::Inspect { files, format } => {

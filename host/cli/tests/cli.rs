@@ -224,3 +224,30 @@ fn get(address: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+#[test]
+fn run_pipeline_prints_the_result_and_names_failures() {
+    let seed = root().join("../shared/seed/examples/data-sync-pipeline.yaml");
+    let seed = seed.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = output(&[
+        "run-pipeline",
+        &seed,
+        "manual-sync",
+        "--input",
+        r#"{"source": "crm"}"#,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"source": "crm", "sync_status": "in_progress", "sync_source": "external-api"})
+    );
+
+    let (code, _, stderr) = output(&["run-pipeline", &seed, "manual-snc"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("did you mean `manual-sync`?"), "{stderr}");
+
+    let (code, _, stderr) = output(&["run-pipeline", &seed, "manual-sync", "--input", "[1]"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("must be a JSON object"), "{stderr}");
+}

@@ -201,7 +201,34 @@ impl Site<'_> {
             }
             ValidationErrorKind::AnyOf { context }
             | ValidationErrorKind::OneOfNotValid { context } => {
-                // Report the branch the value was closest to, rather than "matches no branch".
+                // An enum whose variants are documented is a `oneOf` of constants: say which
+                // values are allowed.
+                let constants: Option<Vec<String>> = context
+                    .iter()
+                    .map(|branch| {
+                        branch.iter().find_map(|e| match e.kind() {
+                            ValidationErrorKind::Constant { expected_value }
+                                if e.instance_path().as_str() == relative =>
+                            {
+                                Some(short(expected_value))
+                            }
+                            _ => None,
+                        })
+                    })
+                    .collect();
+                if let Some(choices) = constants.filter(|c| !c.is_empty()) {
+                    out.push(
+                        self.diagnostic(
+                            "invalid-value",
+                            &pointer,
+                            format!("`{field}` is {}, which is not allowed", short(instance)),
+                            false,
+                        )
+                        .help(format!("use one of: {}", choices.join(", "))),
+                    );
+                    return;
+                }
+                // Otherwise report the branch the value was closest to, not "matches no branch".
                 match closest_branch(context, relative) {
                     Some(branch) => branch.iter().for_each(|e| self.report(e, out)),
                     None => out.push(self.diagnostic(

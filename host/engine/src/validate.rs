@@ -473,7 +473,13 @@ impl Validator<'_> {
                         .cloned()
                         .unwrap_or_else(|| Value::Object(Default::default()));
                     let subject = format!("`{type_name}` step");
-                    self.typed_config(registered, &config, &origin.child("/config"), &subject, None);
+                    self.typed_config(
+                        registered,
+                        &config,
+                        &origin.child("/config"),
+                        &subject,
+                        None,
+                    );
                 }
                 None => {
                     let d = self.unknown_type(Kind::Step, type_name);
@@ -488,10 +494,16 @@ impl Validator<'_> {
         match value {
             Value::Object(map) => {
                 for (key, child) in map {
-                    let child_origin = origin.child(&format!("/{}", wf_config::yaml::escape_pointer_segment(key)));
+                    let child_origin = origin.child(&format!(
+                        "/{}",
+                        wf_config::yaml::escape_pointer_segment(key)
+                    ));
                     let is_step_list = (key == "steps" || key == "compensation")
                         && child.as_array().is_some_and(|items| {
-                            !items.is_empty() && items.iter().all(|s| s.get("name").is_some() && s.get("type").is_some())
+                            !items.is_empty()
+                                && items
+                                    .iter()
+                                    .all(|s| s.get("name").is_some() && s.get("type").is_some())
                         });
                     if is_step_list {
                         if let Some(items) = child.as_array() {

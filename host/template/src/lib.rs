@@ -503,7 +503,10 @@ mod lookup_tests {
     fn dotted_paths_with_hyphens_and_indices() {
         let data = json!({"steps": {"parse-request": {"body": {"items": [{"id": 3}]}}}, "x": 1});
         let data = data.as_object().unwrap();
-        assert_eq!(lookup(data, "steps.parse-request.body.items.0.id"), Some(&json!(3)));
+        assert_eq!(
+            lookup(data, "steps.parse-request.body.items.0.id"),
+            Some(&json!(3))
+        );
         assert_eq!(lookup(data, ".x"), Some(&json!(1)));
         assert_eq!(lookup(data, "steps.nope"), None);
     }

@@ -45,7 +45,10 @@ impl HttpExchange {
 
     /// The first value of query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the request says its body is JSON.
@@ -77,15 +80,13 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high * 16 + low);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high * 16 + low);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -103,7 +104,10 @@ pub struct PipelineRoute {
 
 impl Default for PipelineRoute {
     fn default() -> Self {
-        PipelineRoute { max_body_bytes: DEFAULT_MAX_BODY_BYTES, params: Map::new() }
+        PipelineRoute {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            params: Map::new(),
+        }
     }
 }
 
@@ -126,20 +130,35 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &json!({"error": format!("request body is larger than {} bytes", options.max_body_bytes)}),
             );
         }
-        Err(_) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": "could not read the request body"})),
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "could not read the request body"}),
+            );
+        }
     };
     let exchange = HttpExchange {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
-        pattern: parts.extensions.get::<MatchedRoute>().map(|m| m.0.to_string()),
+        pattern: parts
+            .extensions
+            .get::<MatchedRoute>()
+            .map(|m| m.0.to_string()),
         query: parse_query(parts.uri.query().unwrap_or("")),
-        path_params: parts.extensions.get::<PathParams>().cloned().unwrap_or_default(),
+        path_params: parts
+            .extensions
+            .get::<PathParams>()
+            .cloned()
+            .unwrap_or_default(),
         headers: parts.headers,
         body,
         response: Mutex::new(None),
@@ -147,14 +166,18 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
 
     let mut data = Map::new();
     for (k, v) in &exchange.query {
-        data.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+        data.entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
     }
     if !exchange.body.is_empty() && (exchange.is_json() || exchange.body.first() == Some(&b'{')) {
         match serde_json::from_slice::<Value>(&exchange.body) {
             Ok(Value::Object(fields)) => data.extend(fields),
             Ok(_) => {}
             Err(e) => {
-                return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("request body is not valid JSON: {e}")}));
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("request body is not valid JSON: {e}")}),
+                );
             }
         }
     }
@@ -167,15 +190,21 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     let mut extensions = Extensions::default();
     extensions.insert(exchange.clone());
     match pipeline.run(data, extensions).await {
-        Ok(outcome) => exchange
-            .take_response()
-            .unwrap_or_else(|| json_response(StatusCode::OK, &Value::Object(outcome.context.current))),
+        Ok(outcome) => exchange.take_response().unwrap_or_else(|| {
+            json_response(StatusCode::OK, &Value::Object(outcome.context.current))
+        }),
         Err(e) => {
             let (status, message) = match e.kind {
                 ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message.clone()),
                 ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden".to_string()),
-                ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "the request timed out".to_string()),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string()),
+                ErrorKind::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the request timed out".to_string(),
+                ),
+                _ => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_string(),
+                ),
             };
             if status.is_server_error() {
                 tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.message, "pipeline failed");
@@ -200,7 +229,15 @@ mod tests {
     fn query_strings_decode() {
         assert_eq!(
             parse_query("a=1&b=x%20y&c=&d&e=a+b&f=%C3%A9%"),
-            [("a", "1"), ("b", "x y"), ("c", ""), ("d", ""), ("e", "a b"), ("f", "é%")].map(|(k, v)| (k.to_string(), v.to_string()))
+            [
+                ("a", "1"),
+                ("b", "x y"),
+                ("c", ""),
+                ("d", ""),
+                ("e", "a b"),
+                ("f", "é%")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
         );
     }
 }

@@ -22,8 +22,8 @@ pub mod server;
 pub mod trigger;
 pub mod workflow;
 
-pub use router::{PathParams, Router};
 pub use exchange::HttpExchange;
+pub use router::{PathParams, Router};
 pub use server::HttpServer;
 
 pub type Request = http::Request<Body>;

@@ -67,9 +67,11 @@ fn default_max_body() -> usize {
 impl HttpTriggerRoute {
     /// The pipeline this route starts.
     fn target(&self) -> Option<&str> {
-        self.pipeline
-            .as_deref()
-            .or_else(|| self.workflow.as_deref().map(|w| w.strip_prefix("pipeline:").unwrap_or(w)))
+        self.pipeline.as_deref().or_else(|| {
+            self.workflow
+                .as_deref()
+                .map(|w| w.strip_prefix("pipeline:").unwrap_or(w))
+        })
     }
 }
 
@@ -85,14 +87,23 @@ impl Described for HttpTriggerType {
 
 impl TriggerType for HttpTriggerType {
     fn check(config: &HttpTriggerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues: Vec<ConfigIssue> = choose_router(config.router.as_deref(), ctx).err().into_iter().collect();
+        let mut issues: Vec<ConfigIssue> = choose_router(config.router.as_deref(), ctx)
+            .err()
+            .into_iter()
+            .collect();
         for (i, route) in config.routes.iter().enumerate() {
             match route.target() {
-                None => issues.push(ConfigIssue::new(format!("/routes/{i}"), "the route names no pipeline").help("add `pipeline: <name>`")),
+                None => issues.push(
+                    ConfigIssue::new(format!("/routes/{i}"), "the route names no pipeline")
+                        .help("add `pipeline: <name>`"),
+                ),
                 Some(name) if ctx.config.pipelines.iter().any(|p| p.name == name) => {}
                 Some(name) => {
                     let names = ctx.config.pipelines.iter().map(|p| p.name.as_str());
-                    let issue = ConfigIssue::new(format!("/routes/{i}"), format!("no pipeline named `{name}`"));
+                    let issue = ConfigIssue::new(
+                        format!("/routes/{i}"),
+                        format!("no pipeline named `{name}`"),
+                    );
                     issues.push(match wf_engine::wf_config::did_you_mean(name, names) {
                         Some(s) => issue.help(format!("did you mean `{s}`?")),
                         None => issue.help("declare it under `pipelines:`"),
@@ -103,7 +114,10 @@ impl TriggerType for HttpTriggerType {
         issues
     }
 
-    fn configure(config: HttpTriggerConfig, ctx: &mut WireContext<'_>) -> anyhow::Result<Arc<dyn Trigger>> {
+    fn configure(
+        config: HttpTriggerConfig,
+        ctx: &mut WireContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Trigger>> {
         let router = match &config.router {
             Some(name) => ctx.service::<Router>(name)?,
             None => ctx
@@ -114,16 +128,30 @@ impl TriggerType for HttpTriggerType {
                 .ok_or_else(|| anyhow::anyhow!("there is no `http.router` for these routes"))?,
         };
         for (i, route) in config.routes.into_iter().enumerate() {
-            let Some(name) = route.target().map(str::to_string) else { continue };
+            let Some(name) = route.target().map(str::to_string) else {
+                continue;
+            };
             let Some(pipeline) = ctx.pipeline(&name) else {
-                ctx.issue(ConfigIssue::new(format!("/routes/{i}"), format!("no pipeline named `{name}`")));
+                ctx.issue(ConfigIssue::new(
+                    format!("/routes/{i}"),
+                    format!("no pipeline named `{name}`"),
+                ));
                 continue;
             };
             let Ok(method) = route.method.parse::<Method>() else {
-                ctx.issue(ConfigIssue::new(format!("/routes/{i}/method"), format!("`{}` is not an HTTP method", route.method)));
+                ctx.issue(ConfigIssue::new(
+                    format!("/routes/{i}/method"),
+                    format!("`{}` is not an HTTP method", route.method),
+                ));
                 continue;
             };
-            let service = pipeline_service(pipeline, PipelineRoute { max_body_bytes: route.max_body_bytes, params: route.params });
+            let service = pipeline_service(
+                pipeline,
+                PipelineRoute {
+                    max_body_bytes: route.max_body_bytes,
+                    params: route.params,
+                },
+            );
             match router.add_route(method, &route.path, service) {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: None,

@@ -195,19 +195,28 @@ impl WorkflowType for HttpWorkflow {
                     issues.extend(ctx.require_module(&at("handler"), handler, "handler"));
                     if has_pipeline {
                         issues.push(
-                            ConfigIssue::new(at("handler"), "a route has either a `handler` or steps, not both")
-                                .help("remove `handler:` to serve the route with its steps"),
+                            ConfigIssue::new(
+                                at("handler"),
+                                "a route has either a `handler` or steps, not both",
+                            )
+                            .help("remove `handler:` to serve the route with its steps"),
                         );
                     }
                 }
                 None if has_pipeline => {}
                 None => issues.push(
-                    ConfigIssue::new(format!("/routes/{i}"), "the route has neither a `handler` nor steps")
-                        .help("add `handler: <module>` or `steps: [...]`"),
+                    ConfigIssue::new(
+                        format!("/routes/{i}"),
+                        "the route has neither a `handler` nor steps",
+                    )
+                    .help("add `handler: <module>` or `steps: [...]`"),
                 ),
             }
             if route.pipeline.is_some() && route.steps.is_some() {
-                issues.push(ConfigIssue::new(at("steps"), "give the route `steps` or a `pipeline`, not both"));
+                issues.push(ConfigIssue::new(
+                    at("steps"),
+                    "give the route `steps` or a `pipeline`, not both",
+                ));
             }
             for (j, middleware) in route.middlewares.iter().enumerate() {
                 issues.extend(ctx.require_module(
@@ -242,14 +251,22 @@ impl WorkflowType for HttpWorkflow {
                 let Some(pipeline) = ctx.build_pipeline(&name, &entry, &pointer) else {
                     continue;
                 };
-                let options = PipelineRoute { max_body_bytes: route.max_body_bytes, ..PipelineRoute::default() };
+                let options = PipelineRoute {
+                    max_body_bytes: route.max_body_bytes,
+                    ..PipelineRoute::default()
+                };
                 (pipeline_service(pipeline, options), "steps".to_string())
             } else {
-                let Some(name) = route.handler.clone() else { continue };
+                let Some(name) = route.handler.clone() else {
+                    continue;
+                };
                 match ctx.service::<dyn HttpHandler>(&name) {
                     Ok(handler) => (handler.service(), name),
                     Err(e) => {
-                        ctx.issue(ConfigIssue::new(format!("/routes/{i}/handler"), e.to_string()));
+                        ctx.issue(ConfigIssue::new(
+                            format!("/routes/{i}/handler"),
+                            e.to_string(),
+                        ));
                         continue;
                     }
                 }
@@ -269,9 +286,7 @@ impl WorkflowType for HttpWorkflow {
             let service = middlewares
                 .into_iter()
                 .rev()
-                .fold(endpoint, |inner, middleware| {
-                    middleware.layer(inner)
-                });
+                .fold(endpoint, |inner, middleware| middleware.layer(inner));
             let Ok(method) = Method::from_str(&route.method) else {
                 continue;
             };

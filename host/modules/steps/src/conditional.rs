@@ -34,7 +34,8 @@ impl Described for ConditionalType {
     const NAME: &'static str = "step.conditional";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Routes to a step chosen by a field's value; branches do not fall through.";
+    const DESCRIPTION: &'static str =
+        "Routes to a step chosen by a field's value; branches do not fall through.";
     type Config = ConditionalConfig;
 }
 
@@ -72,14 +73,25 @@ impl Step for Conditional {
                 }
             },
         };
-        let mut values = crate::output([("matched_value", json!(value)), ("next_step", json!(target))]);
+        let mut values = crate::output([
+            ("matched_value", json!(value)),
+            ("next_step", json!(target)),
+        ]);
         if used_default {
             values.insert("used_default".into(), json!(true));
         }
-        Ok(StepOutput { values, next: Next::Jump(target) })
+        Ok(StepOutput {
+            values,
+            next: Next::Jump(target),
+        })
     }
 
     fn branch_targets(&self) -> Vec<String> {
-        self.config.routes.values().chain(self.config.default.iter()).cloned().collect()
+        self.config
+            .routes
+            .values()
+            .chain(self.config.default.iter())
+            .cloned()
+            .collect()
     }
 }

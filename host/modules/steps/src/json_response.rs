@@ -48,7 +48,8 @@ impl Described for JsonResponseType {
     const NAME: &'static str = "step.json_response";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Answers the HTTP request with a JSON body, status and headers, and ends the run.";
+    const DESCRIPTION: &'static str =
+        "Answers the HTTP request with a JSON body, status and headers, and ends the run.";
     type Config = JsonResponseConfig;
 }
 
@@ -56,26 +57,42 @@ impl StepType for JsonResponseType {
     fn check(config: &JsonResponseConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if config.body.is_some() && config.body_from.is_some() {
-            issues.push(ConfigIssue::new("/body_from", "give `body` or `body_from`, not both"));
+            issues.push(ConfigIssue::new(
+                "/body_from",
+                "give `body` or `body_from`, not both",
+            ));
         }
         for name in config.headers.keys() {
             if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                issues.push(ConfigIssue::new(format!("/headers/{name}"), format!("`{name}` is not a valid header name")));
+                issues.push(ConfigIssue::new(
+                    format!("/headers/{name}"),
+                    format!("`{name}` is not a valid header name"),
+                ));
             }
         }
         issues
     }
 
-    fn build(config: JsonResponseConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+    fn build(
+        config: JsonResponseConfig,
+        _: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Step>> {
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
-            headers.push((HeaderName::from_bytes(name.as_bytes())?, crate::compile_str(&format!("headers.{name}"), value)?));
+            headers.push((
+                HeaderName::from_bytes(name.as_bytes())?,
+                crate::compile_str(&format!("headers.{name}"), value)?,
+            ));
         }
         Ok(Arc::new(JsonResponse {
             status: config.status,
             status_from: config.status_from,
             headers,
-            body: config.body.as_ref().map(|b| crate::compile("body", b)).transpose()?,
+            body: config
+                .body
+                .as_ref()
+                .map(|b| crate::compile("body", b))
+                .transpose()?,
             body_from: config.body_from,
         }))
     }
@@ -92,13 +109,21 @@ struct JsonResponse {
 #[async_trait]
 impl Step for JsonResponse {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let status = match self.status_from.as_deref().and_then(|p| crate::resolve_path(ctx, p)) {
+        let status = match self
+            .status_from
+            .as_deref()
+            .and_then(|p| crate::resolve_path(ctx, p))
+        {
             Some(v) => v
                 .as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| (100..=599).contains(n))
-                .ok_or_else(|| StepError::invalid_input(format!("`status_from` gave {v}, which is not an HTTP status")))?,
+                .ok_or_else(|| {
+                    StepError::invalid_input(format!(
+                        "`status_from` gave {v}, which is not an HTTP status"
+                    ))
+                })?,
             None => self.status,
         };
         let body = match (&self.body_from, &self.body) {
@@ -112,19 +137,29 @@ impl Step for JsonResponse {
             Some(exchange) => {
                 let mut response = match &body {
                     Some(body) => {
-                        let mut bytes = serde_json::to_vec(body).map_err(|e| StepError::internal(e.to_string()))?;
+                        let mut bytes = serde_json::to_vec(body)
+                            .map_err(|e| StepError::internal(e.to_string()))?;
                         bytes.push(b'\n');
                         let mut r = http::Response::new(Body::from(bytes));
-                        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
                         r
                     }
                     None => http::Response::new(Body::empty()),
                 };
-                *response.status_mut() = StatusCode::from_u16(status).map_err(|e| StepError::internal(e.to_string()))?;
+                *response.status_mut() =
+                    StatusCode::from_u16(status).map_err(|e| StepError::internal(e.to_string()))?;
                 for (name, template) in &self.headers {
-                    let value = template.render_string(&data).map_err(|e| StepError::invalid_input(e.message))?;
-                    let value = HeaderValue::from_str(&value)
-                        .map_err(|_| StepError::invalid_input(format!("header `{name}` rendered to an invalid value")))?;
+                    let value = template
+                        .render_string(&data)
+                        .map_err(|e| StepError::invalid_input(e.message))?;
+                    let value = HeaderValue::from_str(&value).map_err(|_| {
+                        StepError::invalid_input(format!(
+                            "header `{name}` rendered to an invalid value"
+                        ))
+                    })?;
                     response.headers_mut().insert(name.clone(), value);
                 }
                 exchange.respond(response);
@@ -133,6 +168,9 @@ impl Step for JsonResponse {
                 output.insert("body".into(), body.unwrap_or(Value::Null));
             }
         }
-        Ok(StepOutput { values: output, next: Next::Stop })
+        Ok(StepOutput {
+            values: output,
+            next: Next::Stop,
+        })
     }
 }

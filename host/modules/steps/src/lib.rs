@@ -36,7 +36,9 @@ pub(crate) fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
 
 /// A run-time template failure: the input did not have what the template reads.
 pub(crate) fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
-    template.render(&ctx.template_data()).map_err(|e| StepError::invalid_input(e.message))
+    template
+        .render(&ctx.template_data())
+        .map_err(|e| StepError::invalid_input(e.message))
 }
 
 /// The value at a dotted path (`steps.parse.body`) in what templates see.

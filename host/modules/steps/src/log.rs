@@ -70,7 +70,11 @@ impl Step for Log {
             .message
             .render_string(&ctx.template_data())
             .map_err(|e| StepError::invalid_input(e.message))?;
-        let run_id = ctx.meta.get("run_id").and_then(|v| v.as_str()).unwrap_or("-");
+        let run_id = ctx
+            .meta
+            .get("run_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or("-");
         match self.level {
             Level::Debug => tracing::debug!(step = %self.name, run_id, "{message}"),
             Level::Info => tracing::info!(step = %self.name, run_id, "{message}"),

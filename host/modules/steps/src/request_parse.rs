@@ -39,12 +39,16 @@ impl Described for RequestParseType {
     const NAME: &'static str = "step.request_parse";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Extracts path and query parameters, headers and the JSON or form body of the request.";
+    const DESCRIPTION: &'static str =
+        "Extracts path and query parameters, headers and the JSON or form body of the request.";
     type Config = RequestParseConfig;
 }
 
 impl StepType for RequestParseType {
-    fn build(config: RequestParseConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+    fn build(
+        config: RequestParseConfig,
+        _: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Step>> {
         Ok(Arc::new(RequestParse { config }))
     }
 }
@@ -87,7 +91,11 @@ impl Step for RequestParse {
                 .filter_map(|name| {
                     let value = match exchange {
                         Some(x) => x.path_params.get(name).map(str::to_string),
-                        None => ctx.trigger.get(name).and_then(Value::as_str).map(str::to_string),
+                        None => ctx
+                            .trigger
+                            .get(name)
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                     };
                     value.map(|v| (name.clone(), Value::String(v)))
                 })
@@ -102,9 +110,15 @@ impl Step for RequestParse {
                 .filter_map(|name| {
                     let value = match exchange {
                         Some(x) => x.query_param(name).map(str::to_string),
-                        None => ctx.trigger.get(name).and_then(Value::as_str).map(str::to_string),
+                        None => ctx
+                            .trigger
+                            .get(name)
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                     };
-                    value.filter(|v| !v.is_empty()).map(|v| (name.clone(), Value::String(v)))
+                    value
+                        .filter(|v| !v.is_empty())
+                        .map(|v| (name.clone(), Value::String(v)))
                 })
                 .collect();
             values.insert("query".into(), Value::Object(query));

@@ -34,14 +34,19 @@ impl Described for SetType {
 impl StepType for SetType {
     fn check(config: &SetConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
         if config.values.is_empty() {
-            return vec![ConfigIssue::new("/values", "`values` is empty").help("add at least one `key: value`")];
+            return vec![
+                ConfigIssue::new("/values", "`values` is empty")
+                    .help("add at least one `key: value`"),
+            ];
         }
         Vec::new()
     }
 
     fn build(config: SetConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
         let values = Value::Object(config.values.into_iter().collect());
-        Ok(Arc::new(Set { values: crate::compile("values", &values)? }))
+        Ok(Arc::new(Set {
+            values: crate::compile("values", &values)?,
+        }))
     }
 }
 

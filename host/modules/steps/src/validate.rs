@@ -47,25 +47,39 @@ impl Described for ValidateType {
     const NAME: &'static str = "step.validate";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Checks data for required fields or against a JSON Schema; fails with every violation.";
+    const DESCRIPTION: &'static str =
+        "Checks data for required fields or against a JSON Schema; fails with every violation.";
     type Config = ValidateConfig;
 }
 
 fn strategy(config: &ValidateConfig) -> Strategy {
-    config.strategy.unwrap_or(if config.schema.is_some() { Strategy::JsonSchema } else { Strategy::RequiredFields })
+    config.strategy.unwrap_or(if config.schema.is_some() {
+        Strategy::JsonSchema
+    } else {
+        Strategy::RequiredFields
+    })
 }
 
 impl StepType for ValidateType {
     fn check(config: &ValidateConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
         match strategy(config) {
             Strategy::RequiredFields if config.required_fields.is_empty() => {
-                vec![ConfigIssue::new("/required_fields", "`required_fields` is empty").help("list the keys that must be present")]
+                vec![
+                    ConfigIssue::new("/required_fields", "`required_fields` is empty")
+                        .help("list the keys that must be present"),
+                ]
             }
             Strategy::JsonSchema => match &config.schema {
-                None => vec![ConfigIssue::new("/schema", "the `json_schema` strategy needs a `schema`")],
+                None => vec![ConfigIssue::new(
+                    "/schema",
+                    "the `json_schema` strategy needs a `schema`",
+                )],
                 Some(schema) => match jsonschema::validator_for(schema) {
                     Ok(_) => Vec::new(),
-                    Err(e) => vec![ConfigIssue::new("/schema", format!("`schema` is not a valid JSON Schema: {e}"))],
+                    Err(e) => vec![ConfigIssue::new(
+                        "/schema",
+                        format!("`schema` is not a valid JSON Schema: {e}"),
+                    )],
                 },
             },
             _ => Vec::new(),
@@ -77,10 +91,17 @@ impl StepType for ValidateType {
             Strategy::RequiredFields => Check::Required(config.required_fields),
             Strategy::JsonSchema => {
                 let schema = config.schema.unwrap_or(Value::Bool(true));
-                Check::Schema(jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("`schema`: {e}"))?)
+                Check::Schema(
+                    jsonschema::validator_for(&schema)
+                        .map_err(|e| anyhow::anyhow!("`schema`: {e}"))?,
+                )
             }
         };
-        Ok(Arc::new(Validate { name: ctx.name.rsplit('.').next().unwrap_or(ctx.name).to_string(), check, source: config.source }))
+        Ok(Arc::new(Validate {
+            name: ctx.name.rsplit('.').next().unwrap_or(ctx.name).to_string(),
+            check,
+            source: config.source,
+        }))
     }
 }
 
@@ -100,8 +121,12 @@ impl Step for Validate {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let data = match &self.source {
             None => Value::Object(ctx.current.clone()),
-            Some(path) => crate::resolve_path(ctx, path)
-                .ok_or_else(|| StepError::invalid_input(format!("validate step \"{}\": source \"{path}\" resolved to nothing", self.name)))?,
+            Some(path) => crate::resolve_path(ctx, path).ok_or_else(|| {
+                StepError::invalid_input(format!(
+                    "validate step \"{}\": source \"{path}\" resolved to nothing",
+                    self.name
+                ))
+            })?,
         };
         let problems: Vec<String> = match &self.check {
             Check::Required(fields) => {
@@ -127,7 +152,11 @@ impl Step for Validate {
         if problems.is_empty() {
             Ok(StepOutput::values(Map::new()))
         } else {
-            Err(StepError::invalid_input(format!("validate step \"{}\": {}", self.name, problems.join("; "))))
+            Err(StepError::invalid_input(format!(
+                "validate step \"{}\": {}",
+                self.name,
+                problems.join("; ")
+            )))
         }
     }
 }

@@ -1,0 +1,306 @@
+//! Each step's outputs and errors, driven from YAML pipelines, in both template dialects.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+use wf_engine::{Extensions, PipelineContext, PipelineError, Registry, build, validate};
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    wf_http::register(&mut r).unwrap();
+    wf_steps::register(&mut r).unwrap();
+    r
+}
+
+fn app(yaml: &str) -> wf_engine::App {
+    let registry = registry();
+    let loaded =
+        wf_engine::wf_config::load_str("app.yaml", yaml, &HashMap::<String, String>::new());
+    let validated = validate(loaded, &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+async fn run_with(yaml: &str, input: Value) -> Result<PipelineContext, PipelineError> {
+    let app = app(yaml);
+    let pipeline = app.state().pipelines().get("p").unwrap();
+    let Value::Object(input) = input else {
+        panic!("input must be an object")
+    };
+    pipeline
+        .run(input, Extensions::default())
+        .await
+        .map(|o| o.context)
+}
+
+async fn run(steps: &str, input: Value) -> Result<PipelineContext, PipelineError> {
+    run_with(&format!("pipelines:\n  p:\n    steps:\n{steps}"), input).await
+}
+
+/// Validation diagnostics of a pipeline (expected to be invalid).
+fn invalid(steps: &str) -> Vec<String> {
+    let registry = registry();
+    let yaml = format!("pipelines:\n  p:\n    steps:\n{steps}");
+    let loaded =
+        wf_engine::wf_config::load_str("app.yaml", &yaml, &HashMap::<String, String>::new());
+    match validate(loaded, &registry) {
+        Err(i) => i.diagnostics.iter().map(|d| d.message.clone()).collect(),
+        Ok(v) => match build(&v, &registry) {
+            Err(d) => d.iter().map(|d| d.message.clone()).collect(),
+            Ok(_) => panic!("expected problems"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn set_renders_both_dialects_and_keeps_types() {
+    let ctx = run(
+        r#"      - name: first
+        type: step.set
+        config:
+          values:
+            id: "{{ .order.id }}"
+            copy: "{{ order.id }}"
+            label: "order-{{ .order.id }}"
+            nested: {when: "{{ now }}", tags: ["{{ lower .order.kind }}"]}
+            literal: 3
+      - name: second
+        type: step.set
+        config:
+          values:
+            from_step: "{{ .steps.first.id }}"
+            hyphen: "{{ index .steps \"first\" \"label\" }}"
+"#,
+        json!({"order": {"id": 42, "kind": "EXPRESS"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.current["id"], 42);
+    assert_eq!(ctx.current["copy"], 42);
+    assert_eq!(ctx.current["label"], "order-42");
+    assert_eq!(ctx.current["nested"]["tags"], json!(["express"]));
+    assert_eq!(ctx.current["literal"], 3);
+    assert_eq!(ctx.current["from_step"], 42);
+    assert_eq!(ctx.current["hyphen"], "order-42");
+}
+
+#[tokio::test]
+async fn set_fails_naming_a_missing_key_and_bad_templates_fail_at_load() {
+    let err = run(
+        "      - {name: s, type: step.set, config: {values: {x: \"{{ .order.id }}\"}}}\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message
+            .starts_with("step `s` failed: template `{{ .order.id }}` failed"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("order"), "{}", err.message);
+
+    let problems =
+        invalid("      - {name: s, type: step.set, config: {values: {x: \"{{ .order | }}\"}}}\n");
+    assert!(
+        problems
+            .iter()
+            .any(|m| m.contains("step `s` (`step.set`): `values`: at `/x`: invalid template")),
+        "{problems:?}"
+    );
+    let problems = invalid("      - {name: s, type: step.set, config: {values: {}}}\n");
+    assert!(
+        problems.iter().any(|m| m == "`values` is empty"),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn log_renders_and_outputs_nothing() {
+    let ctx = run(
+        "      - {name: l, type: step.log, config: {level: warn, message: \"hello {{ .name }} / {{ name | upper }}\"}}\n",
+        json!({"name": "ada"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.steps["l"], json!({}));
+    let problems =
+        invalid("      - {name: l, type: step.log, config: {level: loud, message: x}}\n");
+    assert!(
+        problems.iter().any(|m| m.contains("`level` is \"loud\"")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn validate_required_fields_and_json_schema() {
+    let steps = "      - {name: v, type: step.validate, config: {strategy: required_fields, required_fields: [a, b, c]}}\n";
+    let err = run(steps, json!({"b": null})).await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "step `v` failed: validate step \"v\": missing required fields: a, c"
+    );
+    assert_eq!(err.kind, wf_engine::ErrorKind::InvalidInput);
+    run(steps, json!({"a": 1, "b": 2, "c": 3})).await.unwrap();
+
+    let schema_steps = r#"      - name: v
+        type: step.validate
+        config:
+          source: steps.parse.body
+          schema:
+            type: object
+            required: [email]
+            properties:
+              email: {type: string, format: email}
+              age: {type: integer, minimum: 0}
+"#;
+    let yaml_prefix =
+        "      - {name: parse, type: step.set, config: {values: {body: \"{{ .input }}\"}}}\n";
+    let err = run(
+        &format!("{yaml_prefix}{schema_steps}"),
+        json!({"input": {"age": -1}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("/: \"email\" is a required property"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("/age: -1 is less than the minimum of 0"),
+        "{}",
+        err.message
+    );
+    run(
+        &format!("{yaml_prefix}{schema_steps}"),
+        json!({"input": {"email": "a@b.c", "age": 3}}),
+    )
+    .await
+    .unwrap();
+
+    let problems =
+        invalid("      - {name: v, type: step.validate, config: {schema: {type: nonsense}}}\n");
+    assert!(
+        problems
+            .iter()
+            .any(|m| m.contains("not a valid JSON Schema")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn conditional_routes_without_falling_through() {
+    let steps = r#"      - name: route
+        type: step.conditional
+        config:
+          field: steps.check.status
+          routes: {ok: success, "404": not-found}
+          default: unknown
+      - {name: success, type: step.set, config: {values: {result: success}}}
+      - {name: not-found, type: step.set, config: {values: {result: missing}}}
+      - {name: unknown, type: step.set, config: {values: {result: unknown}}}
+      - {name: done, type: step.set, config: {values: {finished: true}}}
+"#;
+    let with = |status: Value| {
+        let prefix = format!(
+            "      - {{name: check, type: step.set, config: {{values: {{status: {status}}}}}}}\n"
+        );
+        format!("{prefix}{steps}")
+    };
+    let ctx = run(&with(json!("ok")), json!({})).await.unwrap();
+    assert_eq!(
+        (
+            ctx.current["result"].clone(),
+            ctx.current["finished"].clone()
+        ),
+        (json!("success"), json!(true))
+    );
+    assert_eq!(
+        ctx.steps["route"],
+        json!({"matched_value": "ok", "next_step": "success"})
+    );
+    assert!(!ctx.steps.contains_key("not-found") && !ctx.steps.contains_key("unknown"));
+
+    let ctx = run(&with(json!(404)), json!({})).await.unwrap();
+    assert_eq!(ctx.current["result"], "missing");
+
+    let ctx = run(&with(json!("teapot")), json!({})).await.unwrap();
+    assert_eq!(ctx.current["result"], "unknown");
+    assert_eq!(ctx.steps["route"]["used_default"], true);
+
+    let err = run(
+        "      - {name: route, type: step.conditional, config: {field: kind, routes: {a: x}}}\n      - {name: x, type: step.log, config: {message: x}}\n",
+        json!({"kind": "b"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "step `route` failed: value \"b\" not found in routes and no default configured"
+    );
+
+    let problems = invalid(
+        "      - {name: route, type: step.conditional, config: {field: kind, routes: {a: nowhere}}}\n",
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|m| m == "step `route` routes to `nowhere`, which is not a step of pipeline `p`"),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_response_without_a_request_is_the_run_output() {
+    let ctx = run(
+        "      - {name: r, type: step.json_response, config: {status: 201, body: {id: \"{{ .id }}\", name: \"{{ name | upper }}\"}}}\n      - {name: never, type: step.set, config: {values: {x: 1}}}\n",
+        json!({"id": 7, "name": "ada"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ctx.steps["r"],
+        json!({"status": 201, "body": {"id": 7, "name": "ADA"}})
+    );
+    assert!(
+        !ctx.steps.contains_key("never"),
+        "json_response ends the run"
+    );
+
+    let ctx = run(
+        "      - {name: r, type: step.json_response, config: {status_from: code, body_from: steps.missing}}\n",
+        json!({"code": "404"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.steps["r"], json!({"status": 404, "body": null}));
+
+    let err = run(
+        "      - {name: r, type: step.json_response, config: {status_from: code}}\n",
+        json!({"code": 99}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "step `r` failed: `status_from` gave 99, which is not an HTTP status"
+    );
+}
+
+#[tokio::test]
+async fn request_parse_without_a_request_reads_the_trigger_data() {
+    let ctx = run(
+        "      - {name: parse, type: step.request_parse, config: {path_params: [id], query_params: [page, empty], parse_body: true}}\n",
+        json!({"id": "42", "page": "2", "empty": "", "body": {"name": "x"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.steps["parse"]["path_params"], json!({"id": "42"}));
+    assert_eq!(ctx.steps["parse"]["query"], json!({"page": "2"}));
+    assert_eq!(ctx.steps["parse"]["body"], json!({"name": "x"}));
+    let _: Map<String, Value> = ctx.current;
+}
