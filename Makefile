@@ -4,7 +4,7 @@
 CARGO ?= cargo
 WF_HOST := $(CARGO) run --quiet -p wf-host --
 
-.PHONY: run test lint fmt validate-examples check-toolchain
+.PHONY: run test lint bench fmt validate-examples check-toolchain
 
 ## run: build wf-host and run example/hello/app.yaml (http://127.0.0.1:8080/hello)
 run: check-toolchain
@@ -23,6 +23,10 @@ validate-examples:
 lint: check-toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: HTTP pipeline vs bare axum under wrk, and executor overhead per step (see docs/benchmarks.md)
+bench: check-toolchain
+	bench/http.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -5,10 +5,15 @@ use wf_engine::{PipelineContext, Registry, RegistryError, StepError};
 use wf_template::{Template, TemplateValue};
 
 pub mod conditional;
+pub mod delegate;
 pub mod json_response;
 pub mod log;
+pub mod publish;
+pub mod rate_limit;
 pub mod request_parse;
 pub mod set;
+pub mod sub_workflow;
+pub mod transform;
 pub mod validate;
 
 pub const PLUGIN: &str = "pipeline-steps";
@@ -20,7 +25,13 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<validate::ValidateType>()?
         .register_step::<conditional::ConditionalType>()?
         .register_step::<request_parse::RequestParseType>()?
-        .register_step::<json_response::JsonResponseType>()?;
+        .register_step::<json_response::JsonResponseType>()?
+        .register_step::<transform::TransformType>()?
+        .register_step::<publish::PublishType>()?
+        .register_step::<delegate::DelegateType>()?
+        .register_step::<rate_limit::RateLimitType>()?
+        .register_step::<sub_workflow::SubWorkflowType>()?
+        .register_module::<transform::DataTransformerType>()?;
     Ok(())
 }
 

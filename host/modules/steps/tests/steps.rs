@@ -10,6 +10,7 @@ use wf_engine::{Extensions, PipelineContext, PipelineError, Registry, build, val
 fn registry() -> Registry {
     let mut r = Registry::new();
     wf_http::register(&mut r).unwrap();
+    wf_messaging::register(&mut r).unwrap();
     wf_steps::register(&mut r).unwrap();
     r
 }
@@ -303,4 +304,108 @@ async fn request_parse_without_a_request_reads_the_trigger_data() {
     assert_eq!(ctx.steps["parse"]["query"], json!({"page": "2"}));
     assert_eq!(ctx.steps["parse"]["body"], json!({"name": "x"}));
     let _: Map<String, Value> = ctx.current;
+}
+
+#[tokio::test]
+async fn transform_inline_and_named_pipelines() {
+    let ctx = run(
+        "      - name: t
+        type: step.transform
+        config:
+          operations:
+            - {type: extract, config: {path: order}}
+            - {type: map, config: {mappings: {qty: quantity}}}
+",
+        json!({"order": {"id": 1, "qty": 2}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.current["data"], json!({"id": 1, "quantity": 2}));
+
+    let ctx = run_with(
+        "modules:
+  - name: shapes
+    type: data.transformer
+    config:
+      pipelines:
+        public: [{type: filter, config: {fields: [id]}}]
+pipelines:
+  p:
+    steps:
+      - {name: t, type: step.transform, config: {transformer: shapes, pipeline: public}}
+",
+        json!({"id": 9, "secret": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ctx.current["data"], json!({"id": 9}));
+
+    let problems = invalid("      - {name: t, type: step.transform, config: {transformer: shapes}}\n");
+    assert!(problems.iter().any(|m| m == "`transformer` and `pipeline` go together"), "{problems:?}");
+}
+
+#[tokio::test]
+async fn publish_reaches_the_broker_subscribers() {
+    let yaml = "modules:
+  - {name: bus, type: messaging.broker}
+  - {name: audit, type: messaging.handler, config: {topic: orders.created}}
+pipelines:
+  p:
+    steps:
+      - {name: pub, type: step.publish, config: {topic: \"orders.{{ .event }}\", payload: {id: \"{{ .id }}\"}}}
+";
+    let ctx = run_with(yaml, json!({"event": "created", "id": 5})).await.unwrap();
+    assert_eq!(ctx.steps["pub"], json!({"published": true, "topic": "orders.created", "delivered": 1}));
+}
+
+#[tokio::test]
+async fn delegate_without_a_request_outputs_the_response() {
+    let yaml = "modules:
+  - {name: hello, type: http.handler, config: {status: 202, body: {ok: true}}}
+pipelines:
+  p:
+    steps:
+      - {name: d, type: step.delegate, config: {service: hello}}
+";
+    let ctx = run_with(yaml, json!({"method": "POST", "path": "/x"})).await.unwrap();
+    assert_eq!(ctx.steps["d"], json!({"delegated_to": "hello", "status_code": 202, "body": {"ok": true}}));
+}
+
+#[tokio::test]
+async fn rate_limit_denies_past_the_burst() {
+    let app = app("pipelines:
+  p:
+    steps:
+      - {name: limit, type: step.rate_limit, config: {requests_per_minute: 1, burst_size: 2, key_from: \"{{ .user }}\"}}
+");
+    let pipeline = app.state().pipelines().get("p").unwrap();
+    let input = |user: &str| json!({"user": user}).as_object().unwrap().clone();
+    for _ in 0..2 {
+        pipeline.run(input("ada"), Extensions::default()).await.unwrap();
+    }
+    let err = pipeline.run(input("ada"), Extensions::default()).await.unwrap_err();
+    assert_eq!((err.kind, err.message.as_str()), (wf_engine::ErrorKind::Denied, "step `limit` failed: rate limit exceeded for key \"ada\""));
+    pipeline.run(input("bob"), Extensions::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn sub_workflow_runs_the_child_with_mapped_input_and_output() {
+    let yaml = "pipelines:
+  child:
+    steps:
+      - {name: double, type: step.set, config: {values: {doubled: \"{{ n * 2 }}\"}}}
+  p:
+    steps:
+      - name: call
+        type: step.sub_workflow
+        config:
+          workflow: pipeline:child
+          input_mapping: {n: \"{{ .count }}\"}
+          output_mapping: {result: doubled}
+";
+    let ctx = run_with(yaml, json!({"count": 21})).await.unwrap();
+    assert_eq!(ctx.steps["call"], json!({"result": 42}));
+
+    let problems = invalid("      - {name: call, type: step.sub_workflow, config: {workflow: nope}}\n");
+    assert!(problems.iter().any(|m| m == "no pipeline named `nope`"), "{problems:?}");
 }

@@ -1,0 +1,135 @@
+//! `step.rate_limit`: a token bucket per key (`key_from`, a template); an exhausted bucket fails
+//! the step as `denied` (an HTTP caller gets 403... unless `on_error` says otherwise).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+use wf_engine::{
+    BuildContext, Category, Described, ErrorKind, PipelineContext, Step, StepError, StepOutput,
+    StepType, async_trait,
+};
+use wf_template::Template;
+
+/// Configuration of `step.rate_limit`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate: tokens added per minute.
+    #[serde(default = "default_rpm")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: u32,
+    /// Bucket size: how many requests may come at once.
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1))]
+    pub burst_size: u32,
+    /// Which bucket a run uses, e.g. `{{ .steps.auth.user_id }}`; `global` shares one bucket.
+    #[serde(default = "default_key")]
+    pub key_from: String,
+}
+
+fn default_rpm() -> u32 {
+    60
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_key() -> String {
+    "global".to_string()
+}
+
+/// Buckets kept at most; the least recently used is dropped beyond it, so many keys cannot
+/// exhaust memory.
+const MAX_BUCKETS: usize = 100_000;
+
+pub struct RateLimitType;
+
+impl Described for RateLimitType {
+    const NAME: &'static str = "step.rate_limit";
+    const CATEGORY: Category = Category::Pipeline;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Token-bucket rate limit per key; an exhausted bucket fails the step as `denied`.";
+    type Config = RateLimitConfig;
+}
+
+impl StepType for RateLimitType {
+    fn build(config: RateLimitConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        Ok(Arc::new(RateLimit {
+            per_second: f64::from(config.requests_per_minute) / 60.0,
+            burst: f64::from(config.burst_size),
+            key: crate::compile_str("key_from", &config.key_from)?,
+            buckets: Mutex::default(),
+        }))
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    key: Template,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimit {
+    fn take(&self, key: &str, now: Instant) -> bool {
+        let Ok(mut buckets) = self.buckets.lock() else { return false };
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.updated).map(|(k, _)| k.clone()) {
+                buckets.remove(&oldest);
+            }
+        }
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[async_trait]
+impl Step for RateLimit {
+    async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
+        let key = self.key.render_string(&ctx.template_data()).map_err(|e| StepError::invalid_input(e.message))?;
+        if self.take(&key, Instant::now()) {
+            Ok(StepOutput::values(crate::output([("rate_limit", json!({"allowed": true, "key": key}))])))
+        } else {
+            Err(StepError::new(ErrorKind::Denied, format!("rate limit exceeded for key \"{key}\"")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_refills_per_key() {
+        let limit = RateLimit {
+            per_second: 1.0,
+            burst: 2.0,
+            key: Template::compile("global").unwrap(),
+            buckets: Mutex::default(),
+        };
+        let t0 = Instant::now();
+        assert!(limit.take("a", t0));
+        assert!(limit.take("a", t0));
+        assert!(!limit.take("a", t0), "burst exhausted");
+        assert!(limit.take("b", t0), "another key has its own bucket");
+        assert!(limit.take("a", t0 + Duration::from_millis(1100)), "refilled after a second");
+        assert!(!limit.take("a", t0 + Duration::from_millis(1200)));
+    }
+}
