@@ -34,6 +34,8 @@ impl Extensions {
 }
 
 /// The data a pipeline run carries from step to step (the original's `PipelineContext`).
+/// Templates see `current`'s keys at the top level, with `steps`, `trigger` and `meta` beside
+/// them (winning over same-named `current` keys), as in the original.
 #[derive(Clone, Debug, Default)]
 pub struct PipelineContext {
     /// The data the run was started with.
@@ -46,18 +48,6 @@ pub struct PipelineContext {
     pub current: Map<String, Value>,
     /// What the trigger attached for steps (see [`Extensions`]).
     pub extensions: Extensions,
-}
-
-impl PipelineContext {
-    /// The data templates see: every `current` key at the top level, then `steps`, `trigger` and
-    /// `meta` (which win over same-named current keys), as in the original.
-    pub fn template_data(&self) -> Map<String, Value> {
-        let mut data = self.current.clone();
-        data.insert("steps".into(), Value::Object(self.steps.clone()));
-        data.insert("trigger".into(), Value::Object(self.trigger.clone()));
-        data.insert("meta".into(), Value::Object(self.meta.clone()));
-        data
-    }
 }
 
 /// Where the run goes after a step.

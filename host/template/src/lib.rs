@@ -10,11 +10,14 @@
 //!   `<no value>`). `default` supplies values for missing ones.
 
 mod go;
+mod scope;
+
+pub use scope::{Scope, Segment};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tera::{Context, Tera};
 
 /// A template that failed to compile or to render.
@@ -45,10 +48,21 @@ pub struct Template {
 enum Kind {
     /// No `{{` or `{%`: the text itself.
     Literal,
+    /// Exactly one expression that is only a path (`{{ .steps.parse.body.id }}`), by far the
+    /// most common template: read in place, without the template engine or copying the data.
+    Path(Vec<Segment>, String),
+    /// Text whose expressions are all paths (`order-{{ .id }}`).
+    Parts(Vec<Part>),
     /// Exactly one expression: renders to its JSON value.
     Value(Arc<Tera>),
     /// Text with expressions: renders to a string.
     Text(Arc<Tera>),
+}
+
+#[derive(Clone)]
+enum Part {
+    Text(String),
+    Path(Vec<Segment>, String),
 }
 
 impl std::fmt::Debug for Template {
@@ -64,6 +78,12 @@ impl Template {
         } else {
             let translated = translate(source)?;
             let single = single_expression(&translated);
+            if let Some(kind) = fast_path(&translated, single.as_deref()) {
+                return Ok(Template {
+                    source: source.into(),
+                    kind,
+                });
+            }
             let tera_source = match &single {
                 // `set` evaluates the whole expression, filters and operators included.
                 Some(expr) => {
@@ -96,12 +116,28 @@ impl Template {
         !matches!(self.kind, Kind::Literal)
     }
 
-    /// Renders against `data` (see `PipelineContext::template_data`).
-    pub fn render(&self, data: &Map<String, Value>) -> Result<Value, TemplateError> {
+    /// Renders against `scope`.
+    pub fn render(&self, scope: &Scope<'_>) -> Result<Value, TemplateError> {
         match &self.kind {
             Kind::Literal => Ok(Value::String(self.source.to_string())),
+            Kind::Path(path, text) => scope.get(path).cloned().ok_or_else(|| self.missing(text)),
+            Kind::Parts(parts) => {
+                let mut out = String::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => out.push_str(t),
+                        Part::Path(path, text) => {
+                            match scope.get(path).ok_or_else(|| self.missing(text))? {
+                                Value::String(s) => out.push_str(s),
+                                other => out.push_str(&other.to_string()),
+                            }
+                        }
+                    }
+                }
+                Ok(Value::String(out))
+            }
             Kind::Value(tera) => {
-                let text = self.render_text(tera, data)?;
+                let text = self.render_text(tera, scope)?;
                 serde_json::from_str(&text).map_err(|e| {
                     TemplateError::new(format!(
                         "template `{}` produced invalid JSON: {e}",
@@ -109,20 +145,27 @@ impl Template {
                     ))
                 })
             }
-            Kind::Text(tera) => self.render_text(tera, data).map(Value::String),
+            Kind::Text(tera) => self.render_text(tera, scope).map(Value::String),
         }
     }
 
     /// Renders to text: a value result is written as JSON unless it is a string.
-    pub fn render_string(&self, data: &Map<String, Value>) -> Result<String, TemplateError> {
-        Ok(match self.render(data)? {
+    pub fn render_string(&self, scope: &Scope<'_>) -> Result<String, TemplateError> {
+        Ok(match self.render(scope)? {
             Value::String(s) => s,
             other => other.to_string(),
         })
     }
 
-    fn render_text(&self, tera: &Tera, data: &Map<String, Value>) -> Result<String, TemplateError> {
-        let context = Context::from_value(Value::Object(data.clone()))
+    fn missing(&self, path: &str) -> TemplateError {
+        TemplateError::new(format!(
+            "template `{}` failed: Variable `{path}` not found in context",
+            self.source
+        ))
+    }
+
+    fn render_text(&self, tera: &Tera, scope: &Scope<'_>) -> Result<String, TemplateError> {
+        let context = Context::from_value(Value::Object(scope.to_map()))
             .map_err(|e| TemplateError::new(format!("template `{}`: {e}", self.source)))?;
         tera.render(NAME, &context).map_err(|e| {
             TemplateError::new(format!(
@@ -181,24 +224,52 @@ impl TemplateValue {
         })
     }
 
-    pub fn render(&self, data: &Map<String, Value>) -> Result<Value, TemplateError> {
+    pub fn render(&self, scope: &Scope<'_>) -> Result<Value, TemplateError> {
         Ok(match self {
             TemplateValue::Static(v) => v.clone(),
-            TemplateValue::Template(t) => t.render(data)?,
+            TemplateValue::Template(t) => t.render(scope)?,
             TemplateValue::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|i| i.render(data))
+                    .map(|i| i.render(scope))
                     .collect::<Result<_, _>>()?,
             ),
             TemplateValue::Object(entries) => Value::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), v.render(data)?)))
+                    .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
                     .collect::<Result<_, TemplateError>>()?,
             ),
         })
     }
+}
+
+/// Path-only templates skip the template engine.
+fn fast_path(translated: &str, single: Option<&str>) -> Option<Kind> {
+    if let Some(expr) = single {
+        return scope::parse_path(expr).map(|path| Kind::Path(path, expr.to_string()));
+    }
+    if translated.contains("{%") || translated.contains("{#") {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut rest = translated;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..].find("}}")? + open;
+        let expr = rest[open + 2..close].trim();
+        if expr.starts_with('-') || expr.ends_with('-') {
+            return None; // whitespace control: leave it to the engine
+        }
+        parts.push(Part::Path(scope::parse_path(expr)?, expr.to_string()));
+        rest = &rest[close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Some(Kind::Parts(parts))
 }
 
 /// If the translated source is exactly one `{{ expression }}`, that expression.
@@ -356,7 +427,7 @@ fn error_chain(e: &tera::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     fn data() -> Map<String, Value> {
         json!({
@@ -374,7 +445,10 @@ mod tests {
     }
 
     fn render(source: &str) -> Value {
-        Template::compile(source).unwrap().render(&data()).unwrap()
+        Template::compile(source)
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap()
     }
 
     #[test]
@@ -458,7 +532,7 @@ mod tests {
     fn missing_variables_name_themselves() {
         let err = Template::compile("{{ .nope.x }}")
             .unwrap()
-            .render(&data())
+            .render(&Scope::of(&data()))
             .unwrap_err();
         assert!(err.message.contains("nope"), "{err}");
         assert!(err.message.contains("{{ .nope.x }}"), "{err}");
@@ -471,43 +545,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            v.render(&data()).unwrap(),
+            v.render(&Scope::of(&data())).unwrap(),
             json!({"id": 5, "list": ["Ada", 3], "fixed": true})
         );
         let err = TemplateValue::compile(&json!({"a": {"b": "{{ .x | }}"}})).unwrap_err();
         assert!(err.message.starts_with("at `/a/b`"), "{err}");
     }
-}
-
-/// The value at a dotted path in template data: `steps.parse-request.body.id`. Segments are split
-/// on `.` only, so hyphenated step names need no quoting; a numeric segment indexes a list.
-pub fn lookup<'a>(data: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut segments = path.trim().trim_start_matches('.').split('.');
-    let mut current = data.get(segments.next()?)?;
-    for segment in segments {
-        current = match current {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(current)
-}
-
-#[cfg(test)]
-mod lookup_tests {
-    use super::*;
-    use serde_json::json;
 
     #[test]
-    fn dotted_paths_with_hyphens_and_indices() {
-        let data = json!({"steps": {"parse-request": {"body": {"items": [{"id": 3}]}}}, "x": 1});
-        let data = data.as_object().unwrap();
+    fn fast_paths_and_the_engine_agree() {
+        let compiled = Template::compile("{{ .steps.parse.body.id }}").unwrap();
+        assert!(matches!(compiled.kind, Kind::Path(..)));
+        assert_eq!(render("{{ .steps.parse.body.id }}"), json!(7));
+        assert!(matches!(
+            Template::compile("n={{ count }} {{ .name }}").unwrap().kind,
+            Kind::Parts(..)
+        ));
+        assert!(matches!(
+            Template::compile("{{ count + 1 }}").unwrap().kind,
+            Kind::Value(..)
+        ));
+        assert_eq!(render("{{ count + 1 }}"), json!(6));
+        let err = Template::compile("x {{ .nope }}")
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap_err();
         assert_eq!(
-            lookup(data, "steps.parse-request.body.items.0.id"),
-            Some(&json!(3))
+            err.message,
+            "template `x {{ .nope }}` failed: Variable `nope` not found in context"
         );
-        assert_eq!(lookup(data, ".x"), Some(&json!(1)));
-        assert_eq!(lookup(data, "steps.nope"), None);
     }
 }

@@ -18,8 +18,12 @@ async fn order(Path(id): Path<String>) -> Response<Body> {
 }
 
 fn main() -> std::io::Result<()> {
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18090".to_string());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18090".to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let app = Router::new().route("/orders/{id}", get(order));
         let listener = tokio::net::TcpListener::bind(&address).await?;

@@ -10,17 +10,28 @@ use wf_engine::{Extensions, build, validate};
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
-    let runs: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let runs: usize = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let registry = wf_host::registry()?;
     let mut yaml = String::from("pipelines:\n  bench:\n    steps:\n");
     for i in 0..steps {
         yaml.push_str(&format!("      - {{name: s{i}, type: step.set, config: {{values: {{k{i}: \"{{{{ .id }}}}\", fixed: {i}}}}}}}\n"));
     }
     let loaded = wf_config::load_str("bench.yaml", &yaml, &HashMap::<String, String>::new());
-    let validated = validate(loaded, &registry).map_err(|i| anyhow::anyhow!(i.diagnostics.render(&i.config.sources)))?;
+    let validated = validate(loaded, &registry)
+        .map_err(|i| anyhow::anyhow!(i.diagnostics.render(&i.config.sources)))?;
     let app = build(&validated, &registry).map_err(|d| anyhow::anyhow!("{d:?}"))?;
-    let pipeline = app.state().pipelines().get("bench").ok_or_else(|| anyhow::anyhow!("no pipeline"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pipeline = app
+        .state()
+        .pipelines()
+        .get("bench")
+        .ok_or_else(|| anyhow::anyhow!("no pipeline"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut input = Map::new();
     input.insert("id".into(), serde_json::json!("order-1"));
     runtime.block_on(async {

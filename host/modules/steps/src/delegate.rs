@@ -30,18 +30,24 @@ impl Described for DelegateType {
     const NAME: &'static str = "step.delegate";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Hands the request to a module that serves HTTP and answers with its response.";
+    const DESCRIPTION: &'static str =
+        "Hands the request to a module that serves HTTP and answers with its response.";
     type Config = DelegateConfig;
 }
 
 impl StepType for DelegateType {
     fn check(config: &DelegateConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        ctx.require_module("/service", &config.service, "service").into_iter().collect()
+        ctx.require_module("/service", &config.service, "service")
+            .into_iter()
+            .collect()
     }
 
     fn build(config: DelegateConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
         let handler = ctx.service::<dyn HttpHandler>(&config.service)?;
-        Ok(Arc::new(Delegate { name: config.service, service: handler.service() }))
+        Ok(Arc::new(Delegate {
+            name: config.service,
+            service: handler.service(),
+        }))
     }
 }
 
@@ -57,26 +63,44 @@ fn request_from(exchange: &HttpExchange) -> Result<http::Request<Body>, StepErro
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let uri = if query.is_empty() { exchange.path.clone() } else { format!("{}?{query}", exchange.path) };
+    let uri = if query.is_empty() {
+        exchange.path.clone()
+    } else {
+        format!("{}?{query}", exchange.path)
+    };
     let mut request = http::Request::builder()
         .method(exchange.method.as_str())
         .uri(uri)
         .body(Body::from(exchange.body.clone()))
         .map_err(|e| StepError::internal(e.to_string()))?;
     *request.headers_mut() = exchange.headers.clone();
-    request.extensions_mut().insert(exchange.path_params.clone());
+    request
+        .extensions_mut()
+        .insert(exchange.path_params.clone());
     Ok(request)
 }
 
 fn synthetic_request(ctx: &PipelineContext) -> Result<http::Request<Body>, StepError> {
-    let text = |key: &str, default: &str| ctx.trigger.get(key).and_then(Value::as_str).unwrap_or(default).to_string();
-    let body = ctx.trigger.get("body").map(|b| b.to_string()).unwrap_or_default();
+    let text = |key: &str, default: &str| {
+        ctx.trigger
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let body = ctx
+        .trigger
+        .get("body")
+        .map(|b| b.to_string())
+        .unwrap_or_default();
     http::Request::builder()
         .method(text("method", "GET").as_str())
         .uri(text("path", "/"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
-        .map_err(|e| StepError::invalid_input(format!("cannot build a request from the trigger data: {e}")))
+        .map_err(|e| {
+            StepError::invalid_input(format!("cannot build a request from the trigger data: {e}"))
+        })
 }
 
 #[async_trait]
@@ -100,13 +124,20 @@ impl Step for Delegate {
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| StepError::internal(format!("reading the response of `{}`: {e}", self.name)))?
+                    .map_err(|e| {
+                        StepError::internal(format!("reading the response of `{}`: {e}", self.name))
+                    })?
                     .to_bytes();
-                let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+                let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                });
                 values.insert("status_code".into(), json!(status));
                 values.insert("body".into(), body);
             }
         }
-        Ok(StepOutput { values, next: Next::Stop })
+        Ok(StepOutput {
+            values,
+            next: Next::Stop,
+        })
     }
 }

@@ -131,7 +131,7 @@ impl Step for JsonResponse {
             (None, Some(body)) => Some(crate::render(body, ctx)?),
             (None, None) => None,
         };
-        let data = ctx.template_data();
+        let data = crate::scope(ctx);
         let mut output = crate::output([("status", json!(status))]);
         match ctx.extensions.get::<Arc<HttpExchange>>() {
             Some(exchange) => {

@@ -68,7 +68,7 @@ impl Step for Log {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let message = self
             .message
-            .render_string(&ctx.template_data())
+            .render_string(&crate::scope(ctx))
             .map_err(|e| StepError::invalid_input(e.message))?;
         let run_id = ctx
             .meta

@@ -42,11 +42,23 @@ const BROKER_TYPES: &[&str] = &["messaging.broker"];
 impl StepType for PublishType {
     fn check(config: &PublishConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         match &config.broker {
-            Some(name) => ctx.require_module("/broker", name, "broker").into_iter().collect(),
+            Some(name) => ctx
+                .require_module("/broker", name, "broker")
+                .into_iter()
+                .collect(),
             None => match ctx.modules_of_type(BROKER_TYPES).len() {
                 1 => Vec::new(),
-                0 => vec![ConfigIssue::new("", "there is no message broker to publish to").help("add a `messaging.broker` module")],
-                _ => vec![ConfigIssue::new("", "the application has several brokers; say which one to use").help("add `broker: <name>`")],
+                0 => vec![
+                    ConfigIssue::new("", "there is no message broker to publish to")
+                        .help("add a `messaging.broker` module"),
+                ],
+                _ => vec![
+                    ConfigIssue::new(
+                        "",
+                        "the application has several brokers; say which one to use",
+                    )
+                    .help("add `broker: <name>`"),
+                ],
             },
         }
     }
@@ -63,7 +75,11 @@ impl StepType for PublishType {
         };
         Ok(Arc::new(Publish {
             topic: crate::compile_str("topic", &config.topic)?,
-            payload: config.payload.as_ref().map(|p| crate::compile("payload", p)).transpose()?,
+            payload: config
+                .payload
+                .as_ref()
+                .map(|p| crate::compile("payload", p))
+                .transpose()?,
             broker,
         }))
     }
@@ -78,7 +94,10 @@ struct Publish {
 #[async_trait]
 impl Step for Publish {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let topic = self.topic.render_string(&ctx.template_data()).map_err(|e| StepError::invalid_input(e.message))?;
+        let topic = self
+            .topic
+            .render_string(&crate::scope(ctx))
+            .map_err(|e| StepError::invalid_input(e.message))?;
         let payload = match &self.payload {
             Some(template) => crate::render(template, ctx)?,
             None => Value::Object(ctx.current.clone()),
@@ -88,7 +107,9 @@ impl Step for Publish {
             .broker
             .publish(&topic, Bytes::from(bytes))
             .await
-            .map_err(|e| StepError::unavailable(format!("publishing to `{topic}` failed: {e:#}")))?;
+            .map_err(|e| {
+                StepError::unavailable(format!("publishing to `{topic}` failed: {e:#}"))
+            })?;
         Ok(StepOutput::values(crate::output([
             ("published", json!(true)),
             ("topic", json!(topic)),

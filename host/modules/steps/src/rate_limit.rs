@@ -51,7 +51,8 @@ impl Described for RateLimitType {
     const NAME: &'static str = "step.rate_limit";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Token-bucket rate limit per key; an exhausted bucket fails the step as `denied`.";
+    const DESCRIPTION: &'static str =
+        "Token-bucket rate limit per key; an exhausted bucket fails the step as `denied`.";
     type Config = RateLimitConfig;
 }
 
@@ -80,13 +81,22 @@ struct RateLimit {
 
 impl RateLimit {
     fn take(&self, key: &str, now: Instant) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else { return false };
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.updated).map(|(k, _)| k.clone()) {
-                buckets.remove(&oldest);
-            }
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
+        if buckets.len() >= MAX_BUCKETS
+            && !buckets.contains_key(key)
+            && let Some(oldest) = buckets
+                .iter()
+                .min_by_key(|(_, b)| b.updated)
+                .map(|(k, _)| k.clone())
+        {
+            buckets.remove(&oldest);
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.updated = now;
@@ -102,11 +112,20 @@ impl RateLimit {
 #[async_trait]
 impl Step for RateLimit {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let key = self.key.render_string(&ctx.template_data()).map_err(|e| StepError::invalid_input(e.message))?;
+        let key = self
+            .key
+            .render_string(&crate::scope(ctx))
+            .map_err(|e| StepError::invalid_input(e.message))?;
         if self.take(&key, Instant::now()) {
-            Ok(StepOutput::values(crate::output([("rate_limit", json!({"allowed": true, "key": key}))])))
+            Ok(StepOutput::values(crate::output([(
+                "rate_limit",
+                json!({"allowed": true, "key": key}),
+            )])))
         } else {
-            Err(StepError::new(ErrorKind::Denied, format!("rate limit exceeded for key \"{key}\"")))
+            Err(StepError::new(
+                ErrorKind::Denied,
+                format!("rate limit exceeded for key \"{key}\""),
+            ))
         }
     }
 }
@@ -129,7 +148,10 @@ mod tests {
         assert!(limit.take("a", t0));
         assert!(!limit.take("a", t0), "burst exhausted");
         assert!(limit.take("b", t0), "another key has its own bucket");
-        assert!(limit.take("a", t0 + Duration::from_millis(1100)), "refilled after a second");
+        assert!(
+            limit.take("a", t0 + Duration::from_millis(1100)),
+            "refilled after a second"
+        );
         assert!(!limit.take("a", t0 + Duration::from_millis(1200)));
     }
 }

@@ -49,7 +49,8 @@ impl Described for SubWorkflowType {
     const NAME: &'static str = "step.sub_workflow";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Runs another pipeline with mapped input and maps its result back.";
+    const DESCRIPTION: &'static str =
+        "Runs another pipeline with mapped input and maps its result back.";
     type Config = SubWorkflowConfig;
 }
 
@@ -67,11 +68,17 @@ impl StepType for SubWorkflowType {
         }]
     }
 
-    fn build(config: SubWorkflowConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+    fn build(
+        config: SubWorkflowConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Step>> {
         let input = if config.input_mapping.is_empty() {
             None
         } else {
-            Some(crate::compile("input_mapping", &Value::Object(config.input_mapping.into_iter().collect()))?)
+            Some(crate::compile(
+                "input_mapping",
+                &Value::Object(config.input_mapping.into_iter().collect()),
+            )?)
         };
         Ok(Arc::new(SubWorkflow {
             pipeline: pipeline_name(&config.workflow).to_string(),
@@ -95,11 +102,12 @@ struct SubWorkflow {
 #[async_trait]
 impl Step for SubWorkflow {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let child = self
-            .app
-            .pipelines()
-            .get(&self.pipeline)
-            .ok_or_else(|| StepError::new(ErrorKind::InvalidConfig, format!("no pipeline named `{}`", self.pipeline)))?;
+        let child = self.app.pipelines().get(&self.pipeline).ok_or_else(|| {
+            StepError::new(
+                ErrorKind::InvalidConfig,
+                format!("no pipeline named `{}`", self.pipeline),
+            )
+        })?;
         let input = match &self.input {
             Some(template) => match crate::render(template, ctx)? {
                 Value::Object(map) => map,
@@ -110,8 +118,21 @@ impl Step for SubWorkflow {
         let run = tokio::time::timeout(self.timeout, child.run(input, Extensions::default()));
         let outcome = match run.await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => return Err(StepError::new(e.kind, format!("sub-workflow `{}`: {}", self.pipeline, e.message))),
-            Err(_) => return Err(StepError::new(ErrorKind::Timeout, format!("sub-workflow `{}` timed out after {:?}", self.pipeline, self.timeout))),
+            Ok(Err(e)) => {
+                return Err(StepError::new(
+                    e.kind,
+                    format!("sub-workflow `{}`: {}", self.pipeline, e.message),
+                ));
+            }
+            Err(_) => {
+                return Err(StepError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "sub-workflow `{}` timed out after {:?}",
+                        self.pipeline, self.timeout
+                    ),
+                ));
+            }
         };
         let result = outcome.context.current;
         let values = if self.output.is_empty() {
@@ -119,7 +140,14 @@ impl Step for SubWorkflow {
         } else {
             self.output
                 .iter()
-                .map(|(key, path)| (key.clone(), wf_template::lookup(&result, path).cloned().unwrap_or(Value::Null)))
+                .map(|(key, path)| {
+                    (
+                        key.clone(),
+                        wf_template::Scope::of(&result)
+                            .lookup(path)
+                            .unwrap_or(Value::Null),
+                    )
+                })
                 .collect()
         };
         Ok(StepOutput::values(values))

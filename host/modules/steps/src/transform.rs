@@ -12,9 +12,62 @@ use wf_engine::{
     PipelineContext, ServiceKind, Step, StepError, StepOutput, StepType, async_trait,
 };
 
-/// One transformation.
+/// One transformation, as written: `{type: extract, config: {path: order}}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(tag = "type", content = "config", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct OperationEntry {
+    /// `extract` (`config: {path}`), `map` (`config: {mappings: {old: new}}`), `filter`
+    /// (`config: {fields: [...]}`) or `convert` (`config: {from: json|string, to: json|string}`).
+    #[serde(rename = "type")]
+    pub kind: OperationKind,
+    /// The operation's settings (see `type`).
+    #[serde(default)]
+    pub config: Value,
+}
+
+/// The kinds of transformation.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationKind {
+    /// Take the value at a path.
+    Extract,
+    /// Rename keys.
+    Map,
+    /// Keep only some keys.
+    Filter,
+    /// Convert between JSON values and JSON text.
+    Convert,
+}
+
+/// Parses written operations; an error names the operation's index and what is wrong.
+pub fn parse_operations(entries: &[OperationEntry]) -> Result<Vec<Operation>, (usize, String)> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let kind = serde_json::to_value(entry.kind).unwrap_or_default();
+            serde_json::from_value(serde_json::json!({"type": kind, "config": entry.config}))
+                .map_err(|e| {
+                    (
+                        i,
+                        format!(
+                            "invalid `{}` settings: {e}",
+                            kind.as_str().unwrap_or_default()
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// One transformation, checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    tag = "type",
+    content = "config",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum Operation {
     /// Takes the value at a dotted `path`.
     Extract {
@@ -41,7 +94,7 @@ pub enum Operation {
 }
 
 /// Representations `convert` moves between.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A JSON value.
@@ -55,7 +108,9 @@ pub fn apply(operations: &[Operation], mut data: Value) -> Result<Value, String>
     for op in operations {
         data = match op {
             Operation::Extract { path } => match &data {
-                Value::Object(map) => wf_template::lookup(map, path).cloned().unwrap_or(Value::Null),
+                Value::Object(map) => wf_template::Scope::of(map)
+                    .lookup(path)
+                    .unwrap_or(Value::Null),
                 _ => return Err(format!("`extract` needs a map to read `{path}` from")),
             },
             Operation::Map { mappings } => match data {
@@ -73,7 +128,11 @@ pub fn apply(operations: &[Operation], mut data: Value) -> Result<Value, String>
                 other => other,
             },
             Operation::Filter { fields } => match data {
-                Value::Object(map) => Value::Object(map.into_iter().filter(|(k, _)| fields.contains(k)).collect()),
+                Value::Object(map) => Value::Object(
+                    map.into_iter()
+                        .filter(|(k, _)| fields.contains(k))
+                        .collect(),
+                ),
                 Value::Array(items) => Value::Array(
                     items
                         .into_iter()
@@ -84,9 +143,8 @@ pub fn apply(operations: &[Operation], mut data: Value) -> Result<Value, String>
             },
             Operation::Convert { from, to } => match (from, to, data) {
                 (Format::Json, Format::String, value) => Value::String(value.to_string()),
-                (Format::String, Format::Json, Value::String(text)) => {
-                    serde_json::from_str(&text).map_err(|e| format!("`convert` from string: not JSON: {e}"))?
-                }
+                (Format::String, Format::Json, Value::String(text)) => serde_json::from_str(&text)
+                    .map_err(|e| format!("`convert` from string: not JSON: {e}"))?,
                 (Format::String, Format::Json, other) => other,
                 (_, _, value) => value,
             },
@@ -110,7 +168,7 @@ impl ServiceKind for dyn Transformer {
 pub struct DataTransformerConfig {
     /// Named transformation pipelines: name → operations, for `step.transform`'s `pipeline`.
     #[serde(default)]
-    pub pipelines: BTreeMap<String, Vec<Operation>>,
+    pub pipelines: BTreeMap<String, Vec<OperationEntry>>,
 }
 
 pub struct DataTransformerType;
@@ -136,8 +194,29 @@ impl Transformer for DataTransformer {
 impl Module for DataTransformer {}
 
 impl ModuleType for DataTransformerType {
-    fn build(config: DataTransformerConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
-        let transformer = Arc::new(DataTransformer { pipelines: config.pipelines });
+    fn check(config: &DataTransformerConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        config
+            .pipelines
+            .iter()
+            .filter_map(|(name, ops)| {
+                parse_operations(ops)
+                    .err()
+                    .map(|(i, e)| ConfigIssue::new(format!("/pipelines/{name}/{i}/config"), e))
+            })
+            .collect()
+    }
+
+    fn build(
+        config: DataTransformerConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Module>> {
+        let mut pipelines = BTreeMap::new();
+        for (name, ops) in config.pipelines {
+            let ops = parse_operations(&ops)
+                .map_err(|(i, e)| anyhow::anyhow!("pipeline `{name}`, operation {i}: {e}"))?;
+            pipelines.insert(name, ops);
+        }
+        let transformer = Arc::new(DataTransformer { pipelines });
         ctx.provide::<dyn Transformer>(transformer.clone());
         Ok(transformer)
     }
@@ -155,7 +234,7 @@ pub struct TransformConfig {
     pub pipeline: Option<String>,
     /// Operations to apply (instead of a named pipeline).
     #[serde(default)]
-    pub operations: Vec<Operation>,
+    pub operations: Vec<OperationEntry>,
 }
 
 pub struct TransformType;
@@ -164,21 +243,39 @@ impl Described for TransformType {
     const NAME: &'static str = "step.transform";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Transforms the run's data (extract, map, filter, convert) into `data`.";
+    const DESCRIPTION: &'static str =
+        "Transforms the run's data (extract, map, filter, convert) into `data`.";
     type Config = TransformConfig;
 }
 
 impl StepType for TransformType {
     fn check(config: &TransformConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        match (&config.transformer, &config.pipeline, config.operations.is_empty()) {
-            (Some(t), Some(_), true) => issues.extend(ctx.require_module("/transformer", t, "transformer")),
-            (None, None, false) => {}
-            (Some(_), None, _) | (None, Some(_), _) => {
-                issues.push(ConfigIssue::new("", "`transformer` and `pipeline` go together").help("name both, or give `operations`"))
+        let mut issues: Vec<ConfigIssue> = parse_operations(&config.operations)
+            .err()
+            .map(|(i, e)| ConfigIssue::new(format!("/operations/{i}/config"), e))
+            .into_iter()
+            .collect();
+        match (
+            &config.transformer,
+            &config.pipeline,
+            config.operations.is_empty(),
+        ) {
+            (Some(t), Some(_), true) => {
+                issues.extend(ctx.require_module("/transformer", t, "transformer"))
             }
-            (Some(_), Some(_), false) => issues.push(ConfigIssue::new("/operations", "give a named `pipeline` or `operations`, not both")),
-            (None, None, true) => issues.push(ConfigIssue::new("", "nothing to do").help("add `operations:` or `transformer:` with `pipeline:`")),
+            (None, None, false) => {}
+            (Some(_), None, _) | (None, Some(_), _) => issues.push(
+                ConfigIssue::new("", "`transformer` and `pipeline` go together")
+                    .help("name both, or give `operations`"),
+            ),
+            (Some(_), Some(_), false) => issues.push(ConfigIssue::new(
+                "/operations",
+                "give a named `pipeline` or `operations`, not both",
+            )),
+            (None, None, true) => issues.push(
+                ConfigIssue::new("", "nothing to do")
+                    .help("add `operations:` or `transformer:` with `pipeline:`"),
+            ),
         }
         issues
     }
@@ -189,10 +286,13 @@ impl StepType for TransformType {
                 let transformer = ctx.service::<dyn Transformer>(name)?;
                 transformer
                     .pipeline(pipeline)
-                    .ok_or_else(|| anyhow::anyhow!("transformer `{name}` has no pipeline `{pipeline}`"))?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("transformer `{name}` has no pipeline `{pipeline}`")
+                    })?
                     .to_vec()
             }
-            _ => config.operations,
+            _ => parse_operations(&config.operations)
+                .map_err(|(i, e)| anyhow::anyhow!("operation {i}: {e}"))?,
         };
         Ok(Arc::new(Transform { operations }))
     }
@@ -205,7 +305,8 @@ struct Transform {
 #[async_trait]
 impl Step for Transform {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let data = apply(&self.operations, Value::Object(ctx.current.clone())).map_err(StepError::invalid_input)?;
+        let data = apply(&self.operations, Value::Object(ctx.current.clone()))
+            .map_err(StepError::invalid_input)?;
         let mut values = Map::new();
         values.insert("data".into(), data);
         Ok(StepOutput::values(values))
@@ -229,21 +330,38 @@ mod tests {
             {"type": "filter", "config": {"fields": ["id", "quantity"]}}
         ]));
         let input = json!({"order": {"id": 1, "qty": 3, "secret": "x"}});
-        assert_eq!(apply(&operations, input).unwrap(), json!({"id": 1, "quantity": 3}));
+        assert_eq!(
+            apply(&operations, input).unwrap(),
+            json!({"id": 1, "quantity": 3})
+        );
     }
 
     #[test]
     fn convert_both_ways_and_reports_bad_json() {
-        let to_string = ops(json!([{"type": "convert", "config": {"from": "json", "to": "string"}}]));
-        assert_eq!(apply(&to_string, json!({"a": 1})).unwrap(), json!("{\"a\":1}"));
+        let to_string =
+            ops(json!([{"type": "convert", "config": {"from": "json", "to": "string"}}]));
+        assert_eq!(
+            apply(&to_string, json!({"a": 1})).unwrap(),
+            json!("{\"a\":1}")
+        );
         let to_json = ops(json!([{"type": "convert", "config": {"from": "string", "to": "json"}}]));
-        assert_eq!(apply(&to_json, json!("{\"a\":1}")).unwrap(), json!({"a": 1}));
-        assert!(apply(&to_json, json!("{nope")).unwrap_err().contains("not JSON"));
+        assert_eq!(
+            apply(&to_json, json!("{\"a\":1}")).unwrap(),
+            json!({"a": 1})
+        );
+        assert!(
+            apply(&to_json, json!("{nope"))
+                .unwrap_err()
+                .contains("not JSON")
+        );
     }
 
     #[test]
     fn map_and_filter_apply_to_each_item_of_a_list() {
         let operations = ops(json!([{"type": "filter", "config": {"fields": ["id"]}}]));
-        assert_eq!(apply(&operations, json!([{"id": 1, "x": 2}, {"id": 3}])).unwrap(), json!([{"id": 1}, {"id": 3}]));
+        assert_eq!(
+            apply(&operations, json!([{"id": 1, "x": 2}, {"id": 3}])).unwrap(),
+            json!([{"id": 1}, {"id": 3}])
+        );
     }
 }

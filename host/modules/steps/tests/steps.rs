@@ -340,8 +340,14 @@ pipelines:
     .unwrap();
     assert_eq!(ctx.current["data"], json!({"id": 9}));
 
-    let problems = invalid("      - {name: t, type: step.transform, config: {transformer: shapes}}\n");
-    assert!(problems.iter().any(|m| m == "`transformer` and `pipeline` go together"), "{problems:?}");
+    let problems =
+        invalid("      - {name: t, type: step.transform, config: {transformer: shapes}}\n");
+    assert!(
+        problems
+            .iter()
+            .any(|m| m == "`transformer` and `pipeline` go together"),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -354,8 +360,13 @@ pipelines:
     steps:
       - {name: pub, type: step.publish, config: {topic: \"orders.{{ .event }}\", payload: {id: \"{{ .id }}\"}}}
 ";
-    let ctx = run_with(yaml, json!({"event": "created", "id": 5})).await.unwrap();
-    assert_eq!(ctx.steps["pub"], json!({"published": true, "topic": "orders.created", "delivered": 1}));
+    let ctx = run_with(yaml, json!({"event": "created", "id": 5}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.steps["pub"],
+        json!({"published": true, "topic": "orders.created", "delivered": 1})
+    );
 }
 
 #[tokio::test]
@@ -367,8 +378,13 @@ pipelines:
     steps:
       - {name: d, type: step.delegate, config: {service: hello}}
 ";
-    let ctx = run_with(yaml, json!({"method": "POST", "path": "/x"})).await.unwrap();
-    assert_eq!(ctx.steps["d"], json!({"delegated_to": "hello", "status_code": 202, "body": {"ok": true}}));
+    let ctx = run_with(yaml, json!({"method": "POST", "path": "/x"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.steps["d"],
+        json!({"delegated_to": "hello", "status_code": 202, "body": {"ok": true}})
+    );
 }
 
 #[tokio::test]
@@ -381,11 +397,26 @@ async fn rate_limit_denies_past_the_burst() {
     let pipeline = app.state().pipelines().get("p").unwrap();
     let input = |user: &str| json!({"user": user}).as_object().unwrap().clone();
     for _ in 0..2 {
-        pipeline.run(input("ada"), Extensions::default()).await.unwrap();
+        pipeline
+            .run(input("ada"), Extensions::default())
+            .await
+            .unwrap();
     }
-    let err = pipeline.run(input("ada"), Extensions::default()).await.unwrap_err();
-    assert_eq!((err.kind, err.message.as_str()), (wf_engine::ErrorKind::Denied, "step `limit` failed: rate limit exceeded for key \"ada\""));
-    pipeline.run(input("bob"), Extensions::default()).await.unwrap();
+    let err = pipeline
+        .run(input("ada"), Extensions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.message.as_str()),
+        (
+            wf_engine::ErrorKind::Denied,
+            "step `limit` failed: rate limit exceeded for key \"ada\""
+        )
+    );
+    pipeline
+        .run(input("bob"), Extensions::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -406,6 +437,10 @@ async fn sub_workflow_runs_the_child_with_mapped_input_and_output() {
     let ctx = run_with(yaml, json!({"count": 21})).await.unwrap();
     assert_eq!(ctx.steps["call"], json!({"result": 42}));
 
-    let problems = invalid("      - {name: call, type: step.sub_workflow, config: {workflow: nope}}\n");
-    assert!(problems.iter().any(|m| m == "no pipeline named `nope`"), "{problems:?}");
+    let problems =
+        invalid("      - {name: call, type: step.sub_workflow, config: {workflow: nope}}\n");
+    assert!(
+        problems.iter().any(|m| m == "no pipeline named `nope`"),
+        "{problems:?}"
+    );
 }
