@@ -30,6 +30,17 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Mistakes in the original's examples themselves, which wf reports as it should. Each one is
+/// listed with the reason; nothing else may fail.
+const KNOWN_DEFECTS: &[(&str, &str)] = &[
+    // `step.delegate` to `order-service`, which the file never declares (the original failed
+    // at build time too).
+    (
+        "test-route-pipeline.yaml",
+        "service `order-service` is not a module of this application",
+    ),
+];
+
 #[test]
 fn every_example_validates_or_names_only_unimplemented_types() {
     let dir = seed_examples();
@@ -52,10 +63,20 @@ fn every_example_validates_or_names_only_unimplemented_types() {
         match validate(loaded, &registry) {
             Ok(_) => valid.push(file.file_name().unwrap().to_string_lossy().into_owned()),
             Err(invalid) => {
+                let name = file
+                    .strip_prefix(&dir)
+                    .unwrap_or(file)
+                    .to_string_lossy()
+                    .into_owned();
                 let unexpected: Vec<String> = invalid
                     .diagnostics
                     .iter()
                     .filter(|d| d.is_error() && d.code != "not-implemented")
+                    .filter(|d| {
+                        !KNOWN_DEFECTS
+                            .iter()
+                            .any(|(f, m)| *f == name && d.message.contains(m))
+                    })
                     .map(|d| d.render(&invalid.config.sources))
                     .collect();
                 if !unexpected.is_empty() {

@@ -143,3 +143,25 @@ pub const PLUGIN_GROUPS: &[&str] = &[
     "storage",
     "workflow-plugin-http",
 ];
+
+/// Services the original's server registered in code for its admin configuration (delegate
+/// targets of `step.delegate`); they come with the admin platform.
+pub const BUILTIN_SERVICES: &[&str] = &[
+    "admin-ai-mgmt",
+    "admin-backfill-mgmt",
+    "admin-cloud-providers",
+    "admin-component-mgmt",
+    "admin-dlq-mgmt",
+    "admin-engine-mgmt",
+    "admin-env-mgmt",
+    "admin-external-plugins",
+    "admin-ingest-mgmt",
+    "admin-native-plugins",
+    "admin-plugin-registry",
+    "admin-replay-mgmt",
+    "admin-runtime-mgmt",
+    "admin-schema-mgmt",
+    "admin-timeline-mgmt",
+    "admin-v1-mgmt",
+    "admin-billing-mgmt",
+];

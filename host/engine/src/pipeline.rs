@@ -293,6 +293,17 @@ impl Pipeline {
                 i += 1; // a branch of an earlier conditional that chose another route
                 continue;
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.error(
+                    None,
+                    ErrorKind::Timeout,
+                    format!(
+                        "pipeline `{}` timed out after {:?}",
+                        self.name,
+                        self.timeout.unwrap_or_default()
+                    ),
+                ));
+            }
             chosen.remove(&i);
             executed += 1;
             if executed > self.max_steps {
@@ -333,12 +344,19 @@ impl Pipeline {
                         },
                     }
                 }
+                Err(error) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    // Past the pipeline's deadline nothing more runs, whatever `on_error` says.
+                    let message = format!("step `{}` failed: {}", step.name, error.message);
+                    return Err(self.error(Some(&step.name), ErrorKind::Timeout, message));
+                }
                 Err(error) => match step.on_error.unwrap_or(self.on_error) {
                     OnError::Skip => {
                         ctx.steps.insert(
                             step.name.clone(),
                             json!({"_error": error.message, "_skipped": true}),
                         );
+                        // A skipped step chose no branch: all of its branches are skipped too.
+                        skipped_branches.extend(self.branches[i].iter().copied());
                         i += 1;
                     }
                     OnError::Stop => {
@@ -458,7 +476,7 @@ fn backoff(retry: &Retry, attempt: u32) -> Duration {
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
         .min(retry.max_backoff);
     let jitter = base.mul_f64(rand_fraction() * 0.5);
-    base + jitter
+    (base + jitter).min(retry.max_backoff)
 }
 
 /// A number in [0, 1) from a fresh random UUID: enough for jitter, no extra dependency.

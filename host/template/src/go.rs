@@ -6,7 +6,8 @@
 /// is Go syntax; anything else is tera.
 const GO_FUNCTIONS: &[&str] = &[
     "index", "default", "lower", "upper", "trim", "json", "uuidv4", "now", "eq", "ne", "lt", "le",
-    "gt", "ge", "and", "or", "not", "len", "if", "else", "end",
+    "gt", "ge", "and", "or", "not", "len", "if", "else", "end", "range", "with", "define",
+    "template",
 ];
 
 /// Whether the inside of a `{{ … }}` action is written in the Go dialect.
@@ -19,7 +20,7 @@ pub fn is_go_action(action: &str) -> bool {
         .split(|c: char| c.is_whitespace() || c == '|' || c == ')')
         .next()
         .unwrap_or("");
-    GO_FUNCTIONS.contains(&first) && !action[first.len()..].trim_start().starts_with('(')
+    GO_FUNCTIONS.contains(&first) && !action[first.len()..].starts_with('(')
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,7 +227,7 @@ fn operands(tokens: &[Token]) -> Result<Vec<String>, String> {
                 if depth != 0 {
                     return Err("unbalanced parentheses".to_string());
                 }
-                out.push(format!("({})", pipeline(&tokens[start..i - 1])?));
+                out.push(pipeline(&tokens[start..i - 1])?);
                 continue;
             }
             Token::Close => return Err("unbalanced parentheses".to_string()),
@@ -258,6 +259,26 @@ fn command_expr(command: &[Token], piped: Option<String>) -> Result<String, Stri
         }
         _ => (None, command),
     };
+    // tera cannot negate a parenthesised comparison: `not (eq a b)` becomes `a != b`.
+    if function == Some("not")
+        && piped.is_none()
+        && let [Token::Open, Token::Ident(op), inner @ .., Token::Close] = args
+    {
+        let inverse = match op.as_str() {
+            "eq" => Some("ne"),
+            "ne" => Some("eq"),
+            "lt" => Some("ge"),
+            "le" => Some("gt"),
+            "gt" => Some("le"),
+            "ge" => Some("lt"),
+            _ => None,
+        };
+        if let Some(inverse) = inverse {
+            let mut tokens = vec![Token::Ident(inverse.to_string())];
+            tokens.extend(inner.iter().cloned());
+            return command_expr(&tokens, None);
+        }
+    }
     let mut args = operands(args)?;
     args.extend(piped);
     let arity = |n: usize, name: &str| -> Result<(), String> {
@@ -290,21 +311,21 @@ fn command_expr(command: &[Token], piped: Option<String>) -> Result<String, Stri
             arity(2, "default")?;
             // Go's `default FALLBACK VALUE`: the fallback when the value is missing or empty.
             format!(
-                "({} | default(value={}) | wf_default(value={}))",
+                "{} | default(value={}) | wf_default(value={})",
                 args[1], args[0], args[0]
             )
         }
         "lower" | "upper" | "trim" => {
             arity(1, function)?;
-            format!("({} | {function})", args[0])
+            format!("{} | {function}", args[0])
         }
         "json" => {
             arity(1, "json")?;
-            format!("({} | json_encode())", args[0])
+            format!("{} | json_encode()", args[0])
         }
         "len" => {
             arity(1, "len")?;
-            format!("({} | length)", args[0])
+            format!("{} | length", args[0])
         }
         "uuidv4" => {
             arity(0, "uuidv4")?;
@@ -325,7 +346,7 @@ fn command_expr(command: &[Token], piped: Option<String>) -> Result<String, Stri
                 "gt" => ">",
                 _ => ">=",
             };
-            format!("({} {op} {})", args[0], args[1])
+            format!("{} {op} {}", args[0], args[1])
         }
         "and" | "or" => {
             if args.len() < 2 {
@@ -335,7 +356,7 @@ fn command_expr(command: &[Token], piped: Option<String>) -> Result<String, Stri
         }
         "not" => {
             arity(1, "not")?;
-            format!("(not {})", args[0])
+            format!("not {}", args[0])
         }
         other => return Err(format!("unknown function `{other}`")),
     })
@@ -401,14 +422,15 @@ mod tests {
         );
         assert_eq!(
             expr("default \"pending\" .status"),
-            "(status | default(value=\"pending\") | wf_default(value=\"pending\"))"
+            "status | default(value=\"pending\") | wf_default(value=\"pending\")"
         );
-        assert_eq!(expr(".name | lower"), "(name | lower)");
-        assert_eq!(expr("lower .name"), "(name | lower)");
-        assert_eq!(expr("json .data"), "(data | json_encode())");
+        assert_eq!(expr(".name | lower"), "name | lower");
+        assert_eq!(expr("lower .name"), "name | lower");
+        assert_eq!(expr("json .data"), "data | json_encode()");
         assert_eq!(expr("uuidv4"), "uuidv4()");
-        assert_eq!(expr("eq .a \"x\""), "(a == \"x\")");
-        assert_eq!(expr("not (eq .a 1)"), "(not ((a == 1)))");
+        assert_eq!(expr("eq .a \"x\""), "a == \"x\"");
+        assert_eq!(expr("not (eq .a 1)"), "a != 1");
+        assert_eq!(expr("and (eq .a 1) (or .b .c)"), "(a == 1 and (b or c))");
     }
 
     #[test]
@@ -418,7 +440,7 @@ mod tests {
             Translated::Statement(s) | Translated::Expression(s) => s,
         };
         assert_eq!(t("if .ok", &mut blocks), "{% if ok %}");
-        assert_eq!(t("else if eq .a 1", &mut blocks), "{% elif (a == 1) %}");
+        assert_eq!(t("else if eq .a 1", &mut blocks), "{% elif a == 1 %}");
         assert_eq!(t("else", &mut blocks), "{% else %}");
         assert_eq!(t("end", &mut blocks), "{% endif %}");
         assert!(translate_action("end", &mut blocks).is_err());

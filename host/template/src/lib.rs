@@ -289,35 +289,68 @@ fn translate(source: &str) -> Result<String, TemplateError> {
     let mut blocks = Vec::new();
     let mut rest = source;
     while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
+        out.push_str(&statements_with_hyphenated_steps(&rest[..open]));
         let after = &rest[open + 2..];
         let close = after.find("}}").ok_or_else(|| {
             TemplateError::new(format!(
                 "invalid template `{source}`: `{{{{` without `}}}}`"
             ))
         })?;
-        let action = &after[..close];
+        // `{{- x -}}` trims whitespace around the action, in both dialects.
+        let mut action = &after[..close];
+        let trim_left = action.starts_with('-');
+        let trim_right = action.ends_with('-') && action.len() > 1;
+        action = action.strip_prefix('-').unwrap_or(action);
+        if trim_right {
+            action = action.strip_suffix('-').unwrap_or(action);
+        }
+        let (l, r) = (
+            if trim_left { "-" } else { "" },
+            if trim_right { "-" } else { "" },
+        );
         if go::is_go_action(action) {
             match go::translate_action(action, &mut blocks)
                 .map_err(|e| TemplateError::new(format!("invalid template `{source}`: {e}")))?
             {
-                go::Translated::Expression(e) => out.push_str(&format!("{{{{ {e} }}}}")),
-                go::Translated::Statement(s) => out.push_str(&s),
+                go::Translated::Expression(e) => out.push_str(&format!("{{{{{l} {e} {r}}}}}")),
+                go::Translated::Statement(s) => {
+                    // `{% if x %}` → `{%- if x -%}` when the Go action trimmed.
+                    let s = s.replacen("{%", &format!("{{%{l}"), 1);
+                    let s = match s.rfind("%}") {
+                        Some(i) => format!("{}{r}%}}", &s[..i]),
+                        None => s,
+                    };
+                    out.push_str(&s);
+                }
             }
         } else {
-            out.push_str("{{");
-            out.push_str(&hyphenated_steps(action));
-            out.push_str("}}");
+            out.push_str(&format!("{{{{{l}{}{r}}}}}", hyphenated_steps(action)));
         }
         rest = &after[close + 2..];
     }
-    out.push_str(rest);
+    out.push_str(&statements_with_hyphenated_steps(rest));
     if let Some(block) = blocks.last() {
         return Err(TemplateError::new(format!(
             "invalid template `{source}`: `{block}` without `end`"
         )));
     }
     Ok(out)
+}
+
+/// Applies [`hyphenated_steps`] inside tera statements (`{% if steps.a-b.ok %}`) in `text`.
+fn statements_with_hyphenated_steps(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let (Some(open), Some(close)) = (rest.find("{%"), rest.find("%}")) {
+        if close < open {
+            break;
+        }
+        out.push_str(&rest[..open]);
+        out.push_str(&hyphenated_steps(&rest[open..close + 2]));
+        rest = &rest[close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// In tera syntax, `steps.parse-request.body` would be a subtraction; step names may contain
@@ -348,6 +381,12 @@ fn hyphenated_steps(action: &str) -> String {
 fn engine() -> Tera {
     let mut tera = Tera::default();
     tera.autoescape_on(Vec::new());
+    // Templates come from configuration and must not read the process environment (secrets).
+    tera.register_function("get_env", |_: &HashMap<String, Value>| {
+        Err(tera::Error::msg(
+            "get_env is not available in wf templates; use ${VAR} in module config",
+        ))
+    });
     tera.register_function("uuidv4", |_: &HashMap<String, Value>| {
         Ok(Value::String(uuid::Uuid::new_v4().to_string()))
     });
@@ -574,5 +613,34 @@ mod tests {
             err.message,
             "template `x {{ .nope }}` failed: Variable `nope` not found in context"
         );
+    }
+
+    #[test]
+    fn go_dialect_nesting_pipes_and_trim_markers_render() {
+        assert_eq!(render("{{ not (eq .name \"Bob\") }}"), json!(true));
+        assert_eq!(
+            render("{{ and (eq .count 5) (eq .name \"Ada\") }}"),
+            json!(true)
+        );
+        assert_eq!(render("{{ eq (len .items) 2 }}"), json!(true));
+        assert_eq!(render("{{ .name | lower | upper }}"), json!("ADA"));
+        assert_eq!(render("{{ default \"x\" .status | upper }}"), json!("X"));
+        assert_eq!(
+            render("{{ if eq (len .items) 2 }}two{{ end }}"),
+            json!("two")
+        );
+        assert_eq!(render("{{ if not (eq .count 2) }}y{{ end }}"), json!("y"));
+        assert_eq!(render("a  {{- .name -}}  b"), json!("aAdab"));
+        assert_eq!(
+            render("{% if steps.parse-request.body.id %}yes{% endif %}"),
+            json!("yes")
+        );
+        let err = Template::compile("{{ range .items }}x{{ end }}").unwrap_err();
+        assert!(err.message.contains("`range` is not supported"), "{err}");
+        let err = Template::compile("{{ get_env(name=\"HOME\") }}")
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap_err();
+        assert!(err.message.contains("get_env is not available"), "{err}");
     }
 }

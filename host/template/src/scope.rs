@@ -103,9 +103,16 @@ impl<'a> Scope<'a> {
     /// Everything as one map, for the full template engine.
     pub fn to_map(&self) -> Map<String, Value> {
         let mut data = self.current.clone();
-        data.insert("steps".into(), Value::Object(self.steps.clone()));
-        data.insert("trigger".into(), Value::Object(self.trigger.clone()));
-        data.insert("meta".into(), Value::Object(self.meta.clone()));
+        // Same rule as `get`: a section wins unless it is empty and `current` has the key.
+        for (key, section) in [
+            ("steps", self.steps),
+            ("trigger", self.trigger),
+            ("meta", self.meta),
+        ] {
+            if !section.is_empty() || !data.contains_key(key) {
+                data.insert(key.into(), Value::Object(section.clone()));
+            }
+        }
         data
     }
 }

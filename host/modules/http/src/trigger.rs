@@ -98,6 +98,23 @@ impl TriggerType for HttpTriggerType {
                         .help("add `pipeline: <name>`"),
                 ),
                 Some(name) if ctx.config.pipelines.iter().any(|p| p.name == name) => {}
+                // The original's `workflow` + `action` targets a workflow handler (a state
+                // machine, ...), not a pipeline.
+                Some(name)
+                    if route.pipeline.is_none()
+                        && route
+                            .workflow
+                            .as_deref()
+                            .is_some_and(|w| !w.starts_with("pipeline:")) =>
+                {
+                    issues.push(
+                        ConfigIssue::not_implemented(
+                            format!("/routes/{i}/workflow"),
+                            format!("starting workflow `{name}` (not a pipeline) from a trigger is not implemented in this build yet"),
+                        )
+                        .help("point the route at a pipeline with `pipeline: <name>`"),
+                    );
+                }
                 Some(name) => {
                     let names = ctx.config.pipelines.iter().map(|p| p.name.as_str());
                     let issue = ConfigIssue::new(
@@ -138,10 +155,18 @@ impl TriggerType for HttpTriggerType {
                 ));
                 continue;
             };
-            let Ok(method) = route.method.parse::<Method>() else {
+            let parsed = route
+                .method
+                .parse::<Method>()
+                .ok()
+                .filter(|_| route.method.bytes().all(|b| b.is_ascii_uppercase()));
+            let Some(method) = parsed else {
                 ctx.issue(ConfigIssue::new(
                     format!("/routes/{i}/method"),
-                    format!("`{}` is not an HTTP method", route.method),
+                    format!(
+                        "`{}` is not an HTTP method (write it in capitals, e.g. `POST`)",
+                        route.method
+                    ),
                 ));
                 continue;
             };

@@ -193,7 +193,12 @@ impl WorkflowType for HttpWorkflow {
             match &route.handler {
                 Some(handler) => {
                     issues.extend(ctx.require_module(&at("handler"), handler, "handler"));
-                    if has_pipeline {
+                    // The original ran route steps through `api.query` / `api.command` handlers
+                    // (reported as not implemented when this build lacks them); any other
+                    // handler and steps together is a mistake.
+                    let cqrs =
+                        matches!(ctx.module_type(handler), Some("api.query" | "api.command"));
+                    if has_pipeline && !cqrs {
                         issues.push(
                             ConfigIssue::new(
                                 at("handler"),
@@ -211,6 +216,15 @@ impl WorkflowType for HttpWorkflow {
                     )
                     .help("add `handler: <module>` or `steps: [...]`"),
                 ),
+            }
+            if route.pipeline.as_ref().is_some_and(|p| p.trigger.is_some()) {
+                issues.push(
+                    ConfigIssue::new(
+                        at("pipeline/trigger"),
+                        "a route's pipeline is started by its route; it takes no `trigger`",
+                    )
+                    .help("remove `trigger:`, or move the pipeline under `pipelines:`"),
+                );
             }
             if route.pipeline.is_some() && route.steps.is_some() {
                 issues.push(ConfigIssue::new(

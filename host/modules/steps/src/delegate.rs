@@ -37,6 +37,17 @@ impl Described for DelegateType {
 
 impl StepType for DelegateType {
     fn check(config: &DelegateConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        if ctx.config.module(&config.service).is_none()
+            && wf_engine::catalogue::BUILTIN_SERVICES.contains(&config.service.as_str())
+        {
+            return vec![ConfigIssue::not_implemented(
+                "/service",
+                format!(
+                    "the admin service `{}` is not in this build yet",
+                    config.service
+                ),
+            )];
+        }
         ctx.require_module("/service", &config.service, "service")
             .into_iter()
             .collect()

@@ -31,6 +31,9 @@ pub struct RequestParseConfig {
     /// Request headers to extract; output as `headers`.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Body fields to keep; the body is parsed (as with `parse_body`) and other fields dropped.
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 pub struct RequestParseType;
@@ -91,11 +94,7 @@ impl Step for RequestParse {
                 .filter_map(|name| {
                     let value = match exchange {
                         Some(x) => x.path_params.get(name).map(str::to_string),
-                        None => ctx
-                            .trigger
-                            .get(name)
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        None => ctx.trigger.get(name).and_then(scalar_text),
                     };
                     value.map(|v| (name.clone(), Value::String(v)))
                 })
@@ -110,11 +109,7 @@ impl Step for RequestParse {
                 .filter_map(|name| {
                     let value = match exchange {
                         Some(x) => x.query_param(name).map(str::to_string),
-                        None => ctx
-                            .trigger
-                            .get(name)
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        None => ctx.trigger.get(name).and_then(scalar_text),
                     };
                     value
                         .filter(|v| !v.is_empty())
@@ -135,15 +130,31 @@ impl Step for RequestParse {
                 .collect();
             values.insert("headers".into(), Value::Object(headers));
         }
-        if self.config.parse_body {
+        if self.config.parse_body || !self.config.fields.is_empty() {
             // As the original: a body already in the trigger data or the current data wins.
-            let body = match (ctx.trigger.get("body"), ctx.current.get("body"), exchange) {
+            let mut body = match (ctx.trigger.get("body"), ctx.current.get("body"), exchange) {
                 (Some(body), _, _) | (None, Some(body), _) => body.clone(),
                 (None, None, Some(exchange)) => parse_body(exchange)?,
                 (None, None, None) => Value::Object(ctx.trigger.clone()),
             };
+            if !self.config.fields.is_empty()
+                && let Value::Object(map) = &mut body
+            {
+                map.retain(|k, _| self.config.fields.contains(k));
+            }
             values.insert("body".into(), body);
         }
         Ok(StepOutput::values(values))
+    }
+}
+
+/// A trigger value as request text would carry it: strings as they are, numbers and booleans
+/// written out; maps and lists are not parameters.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }

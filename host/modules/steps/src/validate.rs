@@ -92,7 +92,9 @@ impl StepType for ValidateType {
             Strategy::JsonSchema => {
                 let schema = config.schema.unwrap_or(Value::Bool(true));
                 Check::Schema(
-                    jsonschema::validator_for(&schema)
+                    jsonschema::options()
+                        .should_validate_formats(true)
+                        .build(&schema)
                         .map_err(|e| anyhow::anyhow!("`schema`: {e}"))?,
                 )
             }
