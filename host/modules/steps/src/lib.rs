@@ -6,6 +6,7 @@ use wf_template::{Scope, Template, TemplateValue};
 
 pub mod conditional;
 pub mod delegate;
+pub mod http_call;
 pub mod json_response;
 pub mod log;
 pub mod publish;
@@ -31,6 +32,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<delegate::DelegateType>()?
         .register_step::<rate_limit::RateLimitType>()?
         .register_step::<sub_workflow::SubWorkflowType>()?
+        .register_step::<http_call::HttpCallType>()?
         .register_module::<transform::DataTransformerType>()?;
     Ok(())
 }

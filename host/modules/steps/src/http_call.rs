@@ -1,0 +1,199 @@
+//! `step.http_call`: an outbound HTTP request with templated URL, headers and body.
+//!
+//! A response status of 400 or more is an error carrying the status and the start of the body:
+//! 429 and 5xx are `unavailable` (retryable with `retry:`), other 4xx `internal` (the caller of
+//! this pipeline did nothing wrong). Connection failures are `unavailable`, timeouts `timeout`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, ErrorKind, PipelineContext, Step,
+    StepError, StepOutput, StepType, async_trait,
+};
+use wf_template::{Template, TemplateValue};
+
+/// Configuration of `step.http_call`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCallConfig {
+    /// The URL; may be a template (`https://api.example.com/users/{{ .id }}`).
+    pub url: String,
+    /// HTTP method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers; values may be templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body; strings may be templates. Without it, methods other than GET, HEAD and DELETE
+    /// send the run's current data.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Longest time the whole exchange may take.
+    #[serde(default = "default_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+fn default_timeout() -> String {
+    "30s".to_string()
+}
+
+/// The part of an error response's body kept in the error message.
+const EXCERPT: usize = 512;
+
+pub struct HttpCallType;
+
+impl Described for HttpCallType {
+    const NAME: &'static str = "step.http_call";
+    const CATEGORY: Category = Category::Pipeline;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "Calls an HTTP endpoint with templated URL, headers and body; outputs status, headers and the parsed body.";
+    type Config = HttpCallConfig;
+}
+
+impl StepType for HttpCallType {
+    fn check(config: &HttpCallConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if config.method.parse::<reqwest::Method>().is_err()
+            || !config.method.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            issues.push(ConfigIssue::new(
+                "/method",
+                format!(
+                    "`{}` is not an HTTP method (write it in capitals)",
+                    config.method
+                ),
+            ));
+        }
+        if !config.url.contains("{{") && reqwest::Url::parse(&config.url).is_err() {
+            issues.push(
+                ConfigIssue::new("/url", format!("`{}` is not a URL", config.url))
+                    .help("write an absolute URL such as `https://api.example.com/items`"),
+            );
+        }
+        issues
+    }
+
+    fn build(config: HttpCallConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        let timeout = parse_duration(&config.timeout).map_err(anyhow::Error::msg)?;
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| anyhow::anyhow!("`{name}` is not a valid header name"))?;
+            headers.push((name, crate::compile_str("headers", value)?));
+        }
+        Ok(Arc::new(HttpCall {
+            url: crate::compile_str("url", &config.url)?,
+            method: config.method.parse()?,
+            headers,
+            body: config
+                .body
+                .as_ref()
+                .map(|b| crate::compile("body", b))
+                .transpose()?,
+            timeout,
+            client: client(timeout)?,
+        }))
+    }
+}
+
+/// One client per step: connections are pooled across runs.
+fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a default TLS backend; ring is ours. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder().timeout(timeout).build()?)
+}
+
+struct HttpCall {
+    url: Template,
+    method: reqwest::Method,
+    headers: Vec<(reqwest::header::HeaderName, Template)>,
+    body: Option<TemplateValue>,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+#[async_trait]
+impl Step for HttpCall {
+    async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
+        let scope = crate::scope(ctx);
+        let url = self
+            .url
+            .render_string(&scope)
+            .map_err(|e| StepError::invalid_input(e.message))?;
+        let mut request = self.client.request(self.method.clone(), &url);
+        for (name, template) in &self.headers {
+            let value = template
+                .render_string(&scope)
+                .map_err(|e| StepError::invalid_input(e.message))?;
+            request = request.header(name.clone(), value);
+        }
+        let body = match &self.body {
+            Some(template) => Some(crate::render(template, ctx)?),
+            None if !matches!(
+                self.method,
+                reqwest::Method::GET | reqwest::Method::HEAD | reqwest::Method::DELETE
+            ) =>
+            {
+                Some(Value::Object(ctx.current.clone()))
+            }
+            None => None,
+        };
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                StepError::new(
+                    ErrorKind::Timeout,
+                    format!("{} {url} timed out after {:?}", self.method, self.timeout),
+                )
+            } else if e.is_builder() {
+                StepError::invalid_input(format!("cannot call `{url}`: {e}"))
+            } else {
+                StepError::unavailable(format!("{} {url} failed: {e}", self.method))
+            }
+        })?;
+        let status = response.status();
+        let headers: Map<String, Value> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+            .collect();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| StepError::unavailable(format!("reading the response of {url}: {e}")))?;
+        if status.as_u16() >= 400 {
+            let text = String::from_utf8_lossy(&bytes);
+            let excerpt: String = text.chars().take(EXCERPT).collect();
+            let kind = if status.is_server_error() || status.as_u16() == 429 {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Internal
+            };
+            return Err(StepError::new(
+                kind,
+                format!("HTTP {}: {excerpt}", status.as_u16()),
+            ));
+        }
+        let body = serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(StepOutput::values(crate::output([
+            ("status_code", json!(status.as_u16())),
+            ("status", json!(status.to_string())),
+            ("headers", Value::Object(headers)),
+            ("body", body),
+        ])))
+    }
+}
