@@ -80,6 +80,8 @@ pub fn server_addr(app: &RunningApp, name: &str) -> SocketAddr {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS backend (wf uses rustls with ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()

@@ -7,6 +7,7 @@ use wf_template::{Scope, Template, TemplateValue};
 pub mod conditional;
 pub mod delegate;
 pub mod http_call;
+pub mod jq;
 pub mod json_response;
 pub mod log;
 pub mod publish;
@@ -33,6 +34,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<rate_limit::RateLimitType>()?
         .register_step::<sub_workflow::SubWorkflowType>()?
         .register_step::<http_call::HttpCallType>()?
+        .register_step::<jq::JqType>()?
         .register_module::<transform::DataTransformerType>()?;
     Ok(())
 }

@@ -444,3 +444,26 @@ async fn sub_workflow_runs_the_child_with_mapped_input_and_output() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn jq_outputs_result_and_spreads_one_object() {
+    let ctx = run(
+        "      - {name: total, type: step.jq, config: {expression: \"{sum: (.items | map(.price) | add)}\"}}\n      - {name: ids, type: step.jq, config: {expression: \".[]\", input_from: steps.total.result}}\n",
+        json!({"items": [{"price": 5}, {"price": 20}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ctx.steps["total"],
+        json!({"sum": 25, "result": {"sum": 25}})
+    );
+    assert_eq!(ctx.current["sum"], 25);
+    assert_eq!(ctx.steps["ids"]["result"], json!(25));
+    let problems = invalid("      - {name: j, type: step.jq, config: {expression: \".items[\"}}\n");
+    assert!(
+        problems
+            .iter()
+            .any(|m| m.starts_with("`.items[` is not a valid jq program")),
+        "{problems:?}"
+    );
+}
