@@ -459,6 +459,32 @@ impl Validator<'_> {
             ) else {
                 continue; // reported by the schema
             };
+            for (referenced, at) in step_references(step.get("config").unwrap_or(&Value::Null)) {
+                if seen.contains_key(referenced.as_str()) {
+                    continue;
+                }
+                let later = entries
+                    .iter()
+                    .any(|s| s.get("name").and_then(Value::as_str) == Some(referenced.as_str()));
+                let message = if referenced == name {
+                    format!(
+                        "step `{name}` reads its own output `steps.{referenced}`, which does not exist yet when it runs"
+                    )
+                } else if later {
+                    format!(
+                        "step `{name}` reads `steps.{referenced}`, but `{referenced}` runs after it"
+                    )
+                } else {
+                    format!(
+                        "step `{name}` reads `steps.{referenced}`, but pipeline `{pipeline}` has no step `{referenced}`"
+                    )
+                };
+                self.out.push(self.at(
+                    Diagnostic::warning("step-reference", message)
+                        .help("a template can read only steps that ran before it; rendering will fail when the value is missing"),
+                    &origin.child(&format!("/config{at}")),
+                ));
+            }
             if seen.insert(name, ()).is_some() {
                 self.out.push(self.at(
                     Diagnostic::error("duplicate-name", format!("step name `{name}` is used twice in pipeline `{pipeline}`"))
@@ -551,4 +577,82 @@ pub(crate) fn issue_diagnostic(
         d = d.module(m);
     }
     d
+}
+
+/// Step names a config's templates read: `steps.NAME`, `.steps.NAME`, `steps["NAME"]` and
+/// `index .steps "NAME"`. Only strings containing `{{` or `{%` are templates.
+/// Each with the JSON pointer (within the config) of the string that reads it.
+fn step_references(config: &Value) -> Vec<(String, String)> {
+    fn scan(value: &Value, pointer: String, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::String(s) if s.contains("{{") || s.contains("{%") => {
+                let name_char = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+                for (i, _) in s.match_indices("steps") {
+                    let before = s[..i].chars().next_back();
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        continue; // part of a longer word
+                    }
+                    let rest = &s[i + "steps".len()..];
+                    let name: String = if let Some(r) = rest.strip_prefix('.') {
+                        r.chars().take_while(|c| name_char(*c)).collect()
+                    } else if let Some(r) = rest.strip_prefix("[\"") {
+                        r.chars().take_while(|c| *c != '"').collect()
+                    } else if let Some(r) = rest
+                        .trim_start()
+                        .strip_prefix('"')
+                        .filter(|_| s[..i].ends_with('.'))
+                    {
+                        // `index .steps "NAME"`
+                        r.chars().take_while(|c| *c != '"').collect()
+                    } else {
+                        String::new()
+                    };
+                    if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
+                        out.push((name, pointer.clone()));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    scan(v, format!("{pointer}/{i}"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    scan(
+                        v,
+                        format!("{pointer}/{}", wf_config::yaml::escape_pointer_segment(k)),
+                        out,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    scan(config, String::new(), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::step_references;
+    use serde_json::json;
+
+    #[test]
+    fn finds_step_references_in_both_dialects() {
+        let config = json!({
+            "a": "{{ .steps.parse.body }}",
+            "b": "{{ index .steps \"parse-request\" \"body\" }}",
+            "c": ["x {{ steps.load-user.id }}", "{{ steps[\"fetch\"].x }}"],
+            "d": "plain steps.not-a-template",
+            "e": "{{ .mysteps.x }}"
+        });
+        let names: Vec<String> = step_references(&config)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["parse", "parse-request", "load-user", "fetch"]);
+        assert_eq!(step_references(&config)[2].1, "/c/0");
+    }
 }
