@@ -55,6 +55,8 @@ pub struct Pipeline {
     pub max_steps: u32,
     /// For each step index, the indices of the steps that are branches of it.
     branches: Vec<Vec<usize>>,
+    /// For each step index, the steps told of its outcome.
+    observers: Vec<Vec<usize>>,
     index: HashMap<String, usize>,
 }
 
@@ -150,6 +152,22 @@ pub fn build_pipeline(
         .enumerate()
         .map(|(i, s)| (s.name.clone(), i))
         .collect();
+    // Steps that watch others' outcomes (`step.circuit_breaker`), by watched step.
+    let mut observers = vec![Vec::new(); steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for watched in step.step.observes() {
+            match index.get(&watched) {
+                Some(&w) => observers[w].push(i),
+                None => issues.push(ConfigIssue::new(
+                    format!("/steps/{i}/config"),
+                    format!(
+                        "step `{}` watches `{watched}`, which is not a step of pipeline `{name}`",
+                        step.name
+                    ),
+                )),
+            }
+        }
+    }
     let mut branches = vec![Vec::new(); steps.len()];
     for (i, step) in steps.iter().enumerate() {
         for target in step.step.branch_targets() {
@@ -177,6 +195,7 @@ pub fn build_pipeline(
         timeout,
         max_steps: entry.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
         branches,
+        observers,
         index,
     })
 }
@@ -317,7 +336,13 @@ impl Pipeline {
                 ));
             }
             let step = &self.steps[i];
-            match self.run_step(step, &ctx, deadline).await {
+            let result = self.run_step(step, &ctx, deadline).await;
+            for &observer in &self.observers[i] {
+                self.steps[observer]
+                    .step
+                    .observe(&step.name, result.is_ok());
+            }
+            match result {
                 Ok(output) => {
                     let next = output.next.clone();
                     merge(&mut ctx, &step.name, output.values);

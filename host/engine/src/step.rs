@@ -130,4 +130,12 @@ pub trait Step: Send + Sync + 'static {
     fn branch_targets(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Steps whose outcomes this one wants to hear of (a circuit breaker's guarded steps).
+    fn observes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Called after each run of a step named by [`Step::observes`], with whether it succeeded.
+    fn observe(&self, _step: &str, _succeeded: bool) {}
 }

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use wf_engine::{PipelineContext, Registry, RegistryError, StepError};
 use wf_template::{Scope, Template, TemplateValue};
 
+pub mod circuit_breaker;
 pub mod conditional;
 pub mod delegate;
 pub mod http_call;
@@ -35,6 +36,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<sub_workflow::SubWorkflowType>()?
         .register_step::<http_call::HttpCallType>()?
         .register_step::<jq::JqType>()?
+        .register_step::<circuit_breaker::CircuitBreakerType>()?
         .register_module::<transform::DataTransformerType>()?;
     Ok(())
 }

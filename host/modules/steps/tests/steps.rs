@@ -467,3 +467,60 @@ async fn jq_outputs_result_and_spreads_one_object() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn circuit_breaker_opens_after_failures_and_half_opens_after_its_timeout() {
+    let app = app("pipelines:
+  p:
+    steps:
+      - name: breaker
+        type: step.circuit_breaker
+        config: {guards: [check], failure_threshold: 2, success_threshold: 1, timeout: 150ms, service_name: payments}
+      - {name: check, type: step.validate, config: {required_fields: [ok]}}
+");
+    let pipeline = app.state().pipelines().get("p").unwrap();
+    let run = |input: Value| {
+        let pipeline = pipeline.clone();
+        async move {
+            pipeline
+                .run(input.as_object().unwrap().clone(), Extensions::default())
+                .await
+        }
+    };
+    for _ in 0..2 {
+        let err = run(json!({})).await.unwrap_err();
+        assert_eq!(err.step.as_deref(), Some("check"));
+    }
+    // Open: even a good request is refused without calling the guarded step.
+    let err = run(json!({"ok": 1})).await.unwrap_err();
+    assert_eq!(
+        (err.step.as_deref(), err.kind),
+        (Some("breaker"), wf_engine::ErrorKind::Unavailable)
+    );
+    assert!(
+        err.message.contains("circuit `payments` is open"),
+        "{}",
+        err.message
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ctx = run(json!({"ok": 1})).await.unwrap();
+    assert_eq!(
+        ctx.context.steps["breaker"]["circuit_breaker"],
+        json!({"state": "half-open", "service": "payments", "allowed": true, "transitioned": true})
+    );
+    let ctx = run(json!({"ok": 1})).await.unwrap();
+    assert_eq!(
+        ctx.context.steps["breaker"]["circuit_breaker"]["state"],
+        "closed"
+    );
+
+    let problems =
+        invalid("      - {name: b, type: step.circuit_breaker, config: {guards: [nowhere]}}\n");
+    assert!(
+        problems
+            .iter()
+            .any(|m| m == "step `b` watches `nowhere`, which is not a step of pipeline `p`"),
+        "{problems:?}"
+    );
+}
