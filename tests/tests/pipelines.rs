@@ -214,3 +214,62 @@ workflows:
     );
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_query_and_command_shape_the_data_as_the_original() {
+    let yaml = r#"
+modules:
+  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: http.router}
+  - {name: queries, type: api.query}
+  - {name: commands, type: api.command}
+workflows:
+  http:
+    routes:
+      - method: GET
+        path: /api/items
+        handler: queries
+        steps:
+          - {name: out, type: step.json_response, config: {body: {name: "{{ .queryName }}", tags: "{{ .query.tag }}"}}}
+      - method: POST
+        path: /api/items/create
+        handler: commands
+        steps:
+          - {name: out, type: step.json_response, config: {status: 201, body: "{{ .body }}"}}
+      - method: GET
+        path: /api/other
+        handler: queries
+"#;
+    let running = start(yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let http = client();
+    let body: Value = http
+        .get(format!("{base}/api/items?tag=a&tag=b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, json!({"name": "items", "tags": ["a", "b"]}));
+
+    let response = http
+        .post(format!("{base}/api/items/create"))
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"title": "x"})
+    );
+
+    let response = http.get(format!("{base}/api/other")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"error": "unknown query: other"})
+    );
+    running.stop(Duration::from_secs(5)).await;
+}

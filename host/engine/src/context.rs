@@ -74,6 +74,11 @@ impl BuildContext<'_> {
         self.services.provide(self.name, self.type_name, service);
     }
 
+    /// Offers a service under another name as well (an alias the original's configs use).
+    pub fn provide_as<T: ServiceKind + ?Sized>(&mut self, alias: &str, service: Arc<T>) {
+        self.services.provide(alias, self.type_name, service);
+    }
+
     /// A service of a module built earlier (one this module depends on).
     pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
         self.services.get(name)

@@ -100,6 +100,22 @@ pub struct PipelineRoute {
     pub max_body_bytes: usize,
     /// Static values added to the trigger data (the original's `params`).
     pub params: Map<String, Value>,
+    /// How the request becomes the run's trigger data.
+    pub shape: TriggerShape,
+}
+
+/// How a request becomes trigger data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TriggerShape {
+    /// Query parameters (first values), then the fields of a JSON-object body, then path
+    /// parameters, then static `params`.
+    #[default]
+    Fields,
+    /// The original's `api.query`: `{method, path, queryName, query: {name: [values]}}`.
+    Query,
+    /// The original's `api.command`: `{method, path, commandName, body}` (`body` when it is a
+    /// JSON object).
+    Command,
 }
 
 impl Default for PipelineRoute {
@@ -107,6 +123,7 @@ impl Default for PipelineRoute {
         PipelineRoute {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             params: Map::new(),
+            shape: TriggerShape::Fields,
         }
     }
 }
@@ -164,27 +181,10 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
         response: Mutex::new(None),
     };
 
-    let mut data = Map::new();
-    for (k, v) in &exchange.query {
-        data.entry(k.clone())
-            .or_insert_with(|| Value::String(v.clone()));
-    }
-    if !exchange.body.is_empty() && (exchange.is_json() || exchange.body.first() == Some(&b'{')) {
-        match serde_json::from_slice::<Value>(&exchange.body) {
-            Ok(Value::Object(fields)) => data.extend(fields),
-            Ok(_) => {}
-            Err(e) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": format!("request body is not valid JSON: {e}")}),
-                );
-            }
-        }
-    }
-    for (k, v) in &exchange.path_params.0 {
-        data.insert(k.clone(), Value::String(v.clone()));
-    }
-    data.extend(options.params.clone());
+    let data = match trigger_data(&exchange, options) {
+        Ok(data) => data,
+        Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": message})),
+    };
 
     let exchange = Arc::new(exchange);
     let mut extensions = Extensions::default();
@@ -240,4 +240,68 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
         );
     }
+}
+
+/// The run's trigger data for a request, or the reason the body is unusable (a 400).
+fn trigger_data(
+    exchange: &HttpExchange,
+    options: &PipelineRoute,
+) -> Result<Map<String, Value>, String> {
+    let looks_json =
+        !exchange.body.is_empty() && (exchange.is_json() || exchange.body.first() == Some(&b'{'));
+    let body = if looks_json {
+        Some(
+            serde_json::from_slice::<Value>(&exchange.body)
+                .map_err(|e| format!("request body is not valid JSON: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let last_segment = exchange
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut data = Map::new();
+    match options.shape {
+        TriggerShape::Fields => {
+            for (k, v) in &exchange.query {
+                data.entry(k.clone())
+                    .or_insert_with(|| Value::String(v.clone()));
+            }
+            if let Some(Value::Object(fields)) = body {
+                data.extend(fields);
+            }
+            for (k, v) in &exchange.path_params.0 {
+                data.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+        TriggerShape::Query => {
+            let mut query: Map<String, Value> = Map::new();
+            for (k, v) in &exchange.query {
+                if let Value::Array(values) = query
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                {
+                    values.push(Value::String(v.clone()));
+                }
+            }
+            data.insert("method".into(), json!(exchange.method));
+            data.insert("path".into(), json!(exchange.path));
+            data.insert("queryName".into(), json!(last_segment));
+            data.insert("query".into(), Value::Object(query));
+        }
+        TriggerShape::Command => {
+            data.insert("method".into(), json!(exchange.method));
+            data.insert("path".into(), json!(exchange.path));
+            data.insert("commandName".into(), json!(last_segment));
+            if let Some(body @ Value::Object(_)) = body {
+                data.insert("body".into(), body);
+            }
+        }
+    }
+    data.extend(options.params.clone());
+    Ok(data)
 }

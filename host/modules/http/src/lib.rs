@@ -11,6 +11,9 @@ use http::{HeaderValue, StatusCode, header};
 use tower::util::BoxCloneSyncService;
 use wf_engine::{Registry, RegistryError, ServiceKind};
 
+pub mod api_command;
+pub mod api_query;
+pub mod cqrs;
 pub mod endpoint;
 pub mod exchange;
 pub mod handler;
@@ -77,6 +80,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<health::HealthCheckerType>()?
         .register_module::<schemas::ModuleSchemasType>()?
         .register_module::<middleware_auth::AuthMiddlewareType>()?
+        .register_module::<api_query::ApiQueryType>()?
+        .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
         .register_trigger::<trigger::HttpTriggerType>()?
         .alias_plugin("workflow-plugin-http", PLUGIN);

@@ -175,6 +175,7 @@ impl TriggerType for HttpTriggerType {
                 PipelineRoute {
                     max_body_bytes: route.max_body_bytes,
                     params: route.params,
+                    shape: Default::default(),
                 },
             );
             match router.add_route(method, &route.path, service) {

@@ -269,7 +269,18 @@ impl WorkflowType for HttpWorkflow {
                     max_body_bytes: route.max_body_bytes,
                     ..PipelineRoute::default()
                 };
-                (pipeline_service(pipeline, options), "steps".to_string())
+                // An `api.query` / `api.command` handler shapes the run's data its own way.
+                let cqrs = route
+                    .handler
+                    .as_deref()
+                    .and_then(|h| ctx.service::<dyn crate::cqrs::RoutePipelineHandler>(h).ok());
+                match cqrs {
+                    Some(handler) => (
+                        handler.route_service(pipeline, options),
+                        route.handler.clone().unwrap_or_default(),
+                    ),
+                    None => (pipeline_service(pipeline, options), "steps".to_string()),
+                }
             } else {
                 let Some(name) = route.handler.clone() else {
                     continue;
