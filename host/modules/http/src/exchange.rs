@@ -221,27 +221,6 @@ pub fn status_response(status: StatusCode) -> Response {
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_decode() {
-        assert_eq!(
-            parse_query("a=1&b=x%20y&c=&d&e=a+b&f=%C3%A9%"),
-            [
-                ("a", "1"),
-                ("b", "x y"),
-                ("c", ""),
-                ("d", ""),
-                ("e", "a b"),
-                ("f", "é%")
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-        );
-    }
-}
-
 /// The run's trigger data for a request, or the reason the body is unusable (a 400).
 fn trigger_data(
     exchange: &HttpExchange,
@@ -304,4 +283,25 @@ fn trigger_data(
     }
     data.extend(options.params.clone());
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            parse_query("a=1&b=x%20y&c=&d&e=a+b&f=%C3%A9%"),
+            [
+                ("a", "1"),
+                ("b", "x y"),
+                ("c", ""),
+                ("d", ""),
+                ("e", "a b"),
+                ("f", "é%")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
 }
