@@ -439,17 +439,29 @@ impl Validator<'_> {
                 self.out
                     .push(self.at(d, &pipeline.origin.child("/trigger/type")));
             }
-            for list in ["steps", "compensation"] {
+            // Compensation runs after the main steps failed: it may read any of them.
+            let main: Vec<String> = steps
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            for (list, earlier) in [("steps", Vec::new()), ("compensation", main)] {
                 if let Some(entries) = pipeline.value.get(list).and_then(Value::as_array) {
                     let origin = pipeline.origin.child(&format!("/{list}"));
-                    self.step_list(entries, &origin, &pipeline.name);
+                    self.step_list(entries, &origin, &pipeline.name, &earlier);
                 }
             }
         }
     }
 
     /// Names unique within the list, types known, each config valid for its type.
-    fn step_list(&mut self, entries: &[Value], origin: &Origin, pipeline: &str) {
+    fn step_list(
+        &mut self,
+        entries: &[Value],
+        origin: &Origin,
+        pipeline: &str,
+        earlier: &[String],
+    ) {
         let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
         for (i, step) in entries.iter().enumerate() {
             let origin = origin.child(&format!("/{i}"));
@@ -460,7 +472,7 @@ impl Validator<'_> {
                 continue; // reported by the schema
             };
             for (referenced, at) in step_references(step.get("config").unwrap_or(&Value::Null)) {
-                if seen.contains_key(referenced.as_str()) {
+                if seen.contains_key(referenced.as_str()) || earlier.contains(&referenced) {
                     continue;
                 }
                 let later = entries
@@ -533,7 +545,7 @@ impl Validator<'_> {
                         });
                     if is_step_list {
                         if let Some(items) = child.as_array() {
-                            self.step_list(items, &child_origin, label);
+                            self.step_list(items, &child_origin, label, &[]);
                         }
                     } else {
                         self.embedded_steps(child, &child_origin, label);

@@ -356,6 +356,10 @@ fn command_expr(command: &[Token], piped: Option<String>) -> Result<String, Stri
         }
         "not" => {
             arity(1, "not")?;
+            // tera can negate a path or a comparison, not a grouped expression.
+            if args[0].starts_with('(') || args[0].contains(" | ") {
+                return Err("`not` of `and`, `or` or a function is not supported in the Go dialect; negate each comparison instead (`or (ne .a 1) (ne .b 2)`)".to_string());
+            }
             format!("not {}", args[0])
         }
         other => return Err(format!("unknown function `{other}`")),
@@ -377,6 +381,9 @@ fn field(segments: &[String]) -> Result<String, String> {
         } else if plain {
             out.push('.');
             out.push_str(segment);
+        } else if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            // `.items.0`: a list index
+            out.push_str(&format!("[{segment}]"));
         } else {
             out.push_str(&format!("[{}]", string_literal(segment)));
         }

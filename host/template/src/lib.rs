@@ -643,4 +643,11 @@ mod tests {
             .unwrap_err();
         assert!(err.message.contains("get_env is not available"), "{err}");
     }
+
+    #[test]
+    fn list_indices_and_unsupported_negations() {
+        assert_eq!(render("{{ .items.0 }}"), json!(1));
+        let err = Template::compile("{{ not (and .a .b) }}").unwrap_err();
+        assert!(err.message.contains("negate each comparison"), "{err}");
+    }
 }

@@ -28,6 +28,8 @@ pub struct HttpExchange {
     pub query: Vec<(String, String)>,
     pub path_params: PathParams,
     pub body: Bytes,
+    /// The request URI as the client sent it (path and encoded query).
+    pub uri: http::Uri,
     response: Mutex<Option<Response>>,
 }
 
@@ -178,6 +180,7 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
             .unwrap_or_default(),
         headers: parts.headers,
         body,
+        uri: parts.uri.clone(),
         response: Mutex::new(None),
     };
 

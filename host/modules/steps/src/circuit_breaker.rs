@@ -1,7 +1,7 @@
 //! `step.circuit_breaker`: guards the steps it names. After `failure_threshold` failures of
 //! those steps in a row it opens, and runs reaching it fail at once as `unavailable` (so the
-//! guarded steps are not attempted) until `timeout` has passed; then one trial run is let
-//! through (half-open), and `success_threshold` successes close it again. The original's breaker
+//! guarded steps are not attempted) until `timeout` has passed; then runs are let through again
+//! (half-open): `success_threshold` successes close it, one failure opens it again. The original's breaker
 //! was never told of failures and never opened.
 
 use std::sync::{Arc, Mutex};

@@ -68,17 +68,8 @@ struct Delegate {
 }
 
 fn request_from(exchange: &HttpExchange) -> Result<http::Request<Body>, StepError> {
-    let query = exchange
-        .query
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let uri = if query.is_empty() {
-        exchange.path.clone()
-    } else {
-        format!("{}?{query}", exchange.path)
-    };
+    // The request as it arrived: path and query exactly as the client encoded them.
+    let uri = exchange.uri.clone();
     let mut request = http::Request::builder()
         .method(exchange.method.as_str())
         .uri(uri)

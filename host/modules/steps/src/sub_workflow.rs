@@ -39,6 +39,12 @@ fn default_timeout() -> String {
     "30s".to_string()
 }
 
+/// How deep sub-workflows may nest.
+const MAX_DEPTH: u32 = 16;
+
+/// The nesting depth of a run started by `step.sub_workflow`, in its extensions.
+struct Depth(u32);
+
 fn pipeline_name(workflow: &str) -> &str {
     workflow.strip_prefix("pipeline:").unwrap_or(workflow)
 }
@@ -115,7 +121,21 @@ impl Step for SubWorkflow {
             },
             None => ctx.current.clone(),
         };
-        let run = tokio::time::timeout(self.timeout, child.run(input, Extensions::default()));
+        // Each level carries its depth, so a pipeline that calls itself ends with an error
+        // instead of exhausting the stack.
+        let depth = ctx.extensions.get::<Depth>().map_or(0, |d| d.0) + 1;
+        if depth > MAX_DEPTH {
+            return Err(StepError::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "sub-workflows are nested more than {MAX_DEPTH} deep (`{}` calls itself, directly or not)",
+                    self.pipeline
+                ),
+            ));
+        }
+        let mut extensions = Extensions::default();
+        extensions.insert(Depth(depth));
+        let run = tokio::time::timeout(self.timeout, Box::pin(child.run(input, extensions)));
         let outcome = match run.await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {

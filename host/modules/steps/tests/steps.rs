@@ -524,3 +524,22 @@ async fn circuit_breaker_opens_after_failures_and_half_opens_after_its_timeout()
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pipeline_calling_itself_stops_at_the_depth_limit() {
+    let err = run_with(
+        "pipelines:
+  p:
+    steps:
+      - {name: again, type: step.sub_workflow, config: {workflow: p}}
+",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("nested more than 16 deep"),
+        "{}",
+        err.message
+    );
+}
