@@ -7,11 +7,14 @@ DURATION="${BENCH_DURATION:-10s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-50}"
 TARGET="${CARGO_TARGET_DIR:-target}/release"
 
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
-cargo build --release -q -p wf-host -p wf-tests --bins
+CARGO="${CARGO:-cargo}"
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool: install it (Debian: apt-get install $tool)" >&2; exit 1; }
+done
+"$CARGO" build --release -q -p wf-host -p wf-tests --bins
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() { for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 wait_for() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "server at $1 did not come up" >&2; exit 1; }
@@ -37,6 +40,6 @@ wf=$(measure "wf-pipeline" http://127.0.0.1:18091/orders/42)
 printf '%-14s %12s %10s %10s\n' scenario req/s p50 p99
 printf '%-14s %12s %10s %10s\n' $base
 printf '%-14s %12s %10s %10s\n' $wf
-awk -v a="$(cut -d' ' -f2 <<<"$base")" -v b="$(cut -d' ' -f2 <<<"$wf")" 'BEGIN { printf "ratio wf/axum: %.0f%% (target >= 60%%)\n", 100*b/a }'
+awk -v a="$(cut -d' ' -f2 <<<"$base")" -v b="$(cut -d' ' -f2 <<<"$wf")" 'BEGIN { if (a > 0) printf "ratio wf/axum: %.0f%% (target >= 60%%)\n", 100*b/a; else print "wrk reported no rate" }'
 
 "$TARGET/wf-bench-executor" 10 20000

@@ -124,7 +124,11 @@ fn inspect_shows_start_order_and_routes() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(modules, ["web", "routes", "hello", "health", "schemas"]);
+    assert_eq!(
+        modules,
+        ["routes", "hello", "health", "schemas", "web"],
+        "servers start last"
+    );
     let routes: Vec<String> = report["routes"]
         .as_array()
         .unwrap()
@@ -227,7 +231,10 @@ fn get(address: &str, path: &str) -> String {
 
 #[test]
 fn run_pipeline_prints_the_result_and_names_failures() {
-    let seed = root().join("../shared/seed/examples/data-sync-pipeline.yaml");
+    let examples = std::env::var("WF_SEED_EXAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("../shared/seed/examples"));
+    let seed = examples.join("data-sync-pipeline.yaml");
     let seed = seed.to_string_lossy().into_owned();
     let (code, stdout, stderr) = output(&[
         "run-pipeline",

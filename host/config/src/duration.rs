@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted, in seconds (a year).
+const MAX_SECONDS: f64 = 366.0 * 86_400.0;
+
 /// JSON Schema pattern for a duration string.
 pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
 
@@ -45,6 +48,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total += number * seconds_per_unit;
         rest = &rest[unit_len..];
+    }
+    // Nothing in a configuration needs more than a year; larger values would overflow deadlines.
+    if total > MAX_SECONDS {
+        return Err(format!("`{text}` is longer than a year"));
     }
     Duration::try_from_secs_f64(total).map_err(|_| format!("`{text}` is out of range"))
 }

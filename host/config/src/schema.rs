@@ -227,6 +227,8 @@ pub enum ErrorKind {
     InvalidConfig,
     /// The step was not allowed to do what it tried.
     Denied,
+    /// A rate limit was exceeded (HTTP 429).
+    RateLimited,
     /// A dependency is unavailable for now (network, an overloaded service): worth retrying.
     Unavailable,
     /// The step took longer than its timeout.

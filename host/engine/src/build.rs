@@ -1,6 +1,7 @@
 //! Building a validated configuration into an [`App`]: modules in start order, then workflows
 //! wired, then triggers configured. Nothing here binds or connects; that is `start`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wf_config::{Diagnostic, Diagnostics, Origin};
@@ -124,6 +125,32 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             ),
         }
     }
+
+    // Dependency order, except that modules taking outside traffic (servers) start as late as
+    // their dependents allow, and so stop first: nothing is served by a half-started or
+    // half-stopped application.
+    let position: HashMap<&str, usize> = config
+        .modules
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, m)| (m.name.as_str(), i))
+        .collect();
+    let mut late = vec![false; config.modules.len()];
+    for m in &modules {
+        if let Some(&i) = position.get(m.name.as_str()) {
+            late[i] = m.module.takes_traffic();
+        }
+    }
+    let order = crate::graph::start_order_late(&edges, &late);
+    let mut by_index: HashMap<usize, BuiltModule> = modules
+        .into_iter()
+        .filter_map(|m| position.get(m.name.as_str()).copied().map(|i| (i, m)))
+        .collect();
+    let modules: Vec<BuiltModule> = order
+        .into_iter()
+        .filter_map(|i| by_index.remove(&i))
+        .collect();
 
     // Named pipelines, before the workflows and triggers that run them.
     let mut pipelines = Pipelines::default();

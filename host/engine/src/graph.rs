@@ -42,6 +42,12 @@ pub fn dependency_edges(config: &AppConfig, registry: &Registry) -> Vec<BTreeSet
 /// Module indices in start order: dependencies first, otherwise declaration order. Modules on a
 /// cycle (reported by validation) are left out.
 pub fn start_order(edges: &[BTreeSet<usize>]) -> Vec<usize> {
+    start_order_late(edges, &vec![false; edges.len()])
+}
+
+/// Like [`start_order`], but a module marked `late` starts as late as its dependents allow (a
+/// server starts after everything it does not have to precede, so it stops first).
+pub fn start_order_late(edges: &[BTreeSet<usize>], late: &[bool]) -> Vec<usize> {
     let mut waiting_on: Vec<usize> = edges.iter().map(BTreeSet::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
     for (i, deps) in edges.iter().enumerate() {
@@ -49,14 +55,18 @@ pub fn start_order(edges: &[BTreeSet<usize>]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: BTreeSet<usize> = (0..edges.len()).filter(|&i| waiting_on[i] == 0).collect();
+    let is_late = |i: usize| late.get(i).copied().unwrap_or(false);
+    let mut ready: BTreeSet<(bool, usize)> = (0..edges.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(|i| (is_late(i), i))
+        .collect();
     let mut order = Vec::with_capacity(edges.len());
-    while let Some(i) = ready.pop_first() {
+    while let Some((_, i)) = ready.pop_first() {
         order.push(i);
         for &d in &dependents[i] {
             waiting_on[d] -= 1;
             if waiting_on[d] == 0 {
-                ready.insert(d);
+                ready.insert((is_late(d), d));
             }
         }
     }
@@ -115,6 +125,20 @@ mod tests {
     #[test]
     fn order_keeps_declaration_order_where_free() {
         assert_eq!(start_order(&edges(&[&[2], &[], &[1], &[]])), [1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn late_modules_start_as_late_as_their_dependents_allow() {
+        // 0 is a server that 2 depends on; 1 and 3 are free.
+        let e = edges(&[&[], &[], &[0], &[]]);
+        assert_eq!(
+            start_order_late(&e, &[true, false, false, false]),
+            [1, 3, 0, 2]
+        );
+        assert_eq!(
+            start_order_late(&edges(&[&[], &[]]), &[true, false]),
+            [1, 0]
+        );
     }
 
     #[test]

@@ -41,4 +41,11 @@ pub trait Module: Send + Sync + 'static {
     async fn stop(&self, _ctx: &StopContext) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Whether the module takes traffic from outside (a server). Such modules start after every
+    /// other module and stop before them, so nothing is served by a half-started or
+    /// half-stopped application.
+    fn takes_traffic(&self) -> bool {
+        false
+    }
 }

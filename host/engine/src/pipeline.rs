@@ -506,8 +506,9 @@ fn backoff(retry: &Retry, attempt: u32) -> Duration {
 
 /// A number in [0, 1) from a fresh random UUID: enough for jitter, no extra dependency.
 fn rand_fraction() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64;
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    // The low bits of a v4 UUID are random; the top bits of `as_u128` hold version and variant.
+    let bits = (uuid::Uuid::new_v4().as_u128() & ((1u128 << 53) - 1)) as u64;
+    bits as f64 / (1u64 << 53) as f64
 }
 
 fn merge(ctx: &mut PipelineContext, step: &str, values: Map<String, Value>) {

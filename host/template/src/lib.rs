@@ -77,6 +77,17 @@ impl Template {
             Kind::Literal
         } else {
             let translated = translate(source)?;
+            // One template per string: nothing to include, extend or import, and no macros
+            // (a macro calling itself would overflow the stack).
+            for word in ["include", "extends", "import", "macro"] {
+                if translated.contains(&format!("{{% {word}"))
+                    || translated.contains(&format!("{{%- {word}"))
+                {
+                    return Err(TemplateError::new(format!(
+                        "invalid template `{source}`: `{word}` is not available in wf templates"
+                    )));
+                }
+            }
             let single = single_expression(&translated);
             if let Some(kind) = fast_path(&translated, single.as_deref()) {
                 return Ok(Template {
@@ -381,6 +392,8 @@ fn hyphenated_steps(action: &str) -> String {
 fn engine() -> Tera {
     let mut tera = Tera::default();
     tera.autoescape_on(Vec::new());
+    // `range` builds its whole list: cap it so a value from a request cannot exhaust memory.
+    tera.register_function("range", capped_range);
     // Templates come from configuration and must not read the process environment (secrets).
     tera.register_function("get_env", |_: &HashMap<String, Value>| {
         Err(tera::Error::msg(
@@ -461,6 +474,39 @@ fn error_chain(e: &tera::Error) -> String {
         .join(": ");
     text.replace(" while rendering 't'", "")
         .replace("'t'", "the template")
+}
+
+/// The longest list `range` may build.
+const MAX_RANGE: i64 = 10_000;
+
+/// tera's `range(end, start=0, step_by=1)`, refusing lists longer than [`MAX_RANGE`].
+fn capped_range(args: &HashMap<String, Value>) -> tera::Result<Value> {
+    let int = |key: &str, default: i64| -> tera::Result<i64> {
+        match args.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| tera::Error::msg(format!("`range`: `{key}` must be an integer"))),
+        }
+    };
+    let end = args
+        .get("end")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| tera::Error::msg("`range` needs an integer `end`"))?;
+    let start = int("start", 0)?;
+    let step = int("step_by", 1)?;
+    if step <= 0 {
+        return Err(tera::Error::msg("`range`: `step_by` must be positive"));
+    }
+    let len = (end.saturating_sub(start).max(0) + step - 1) / step;
+    if len > MAX_RANGE {
+        return Err(tera::Error::msg(format!(
+            "`range` would build {len} items; the limit is {MAX_RANGE}"
+        )));
+    }
+    Ok(Value::Array(
+        (0..len).map(|i| Value::from(start + i * step)).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -649,5 +695,22 @@ mod tests {
         assert_eq!(render("{{ .items.0 }}"), json!(1));
         let err = Template::compile("{{ not (and .a .b) }}").unwrap_err();
         assert!(err.message.contains("negate each comparison"), "{err}");
+    }
+
+    #[test]
+    fn no_includes_macros_or_huge_ranges() {
+        assert!(
+            Template::compile("{% include \"t\" %}")
+                .unwrap_err()
+                .message
+                .contains("`include` is not available")
+        );
+        assert!(Template::compile("{% macro m() %}x{% endmacro %}").is_err());
+        assert_eq!(render("{{ range(end=3) }}"), json!([0, 1, 2]));
+        let err = Template::compile("{{ range(end=count * 100000) }}")
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap_err();
+        assert!(err.message.contains("limit is 10000"), "{err}");
     }
 }

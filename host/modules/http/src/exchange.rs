@@ -200,6 +200,11 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
             let (status, message) = match e.kind {
                 ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message.clone()),
                 ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden".to_string()),
+                ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, e.message.clone()),
+                ErrorKind::Unavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a service this request needs is unavailable; try again later".to_string(),
+                ),
                 ErrorKind::Timeout => (
                     StatusCode::GATEWAY_TIMEOUT,
                     "the request timed out".to_string(),

@@ -240,6 +240,10 @@ impl Module for HttpServer {
         Ok(())
     }
 
+    fn takes_traffic(&self) -> bool {
+        true
+    }
+
     async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
         let Some(running) = self.running.lock().ok().and_then(|mut r| r.take()) else {
             return Ok(());
@@ -272,6 +276,7 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout);
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -303,17 +308,21 @@ async fn serve(
                 });
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
     graceful.shutdown().await;
+    // Connections that finished are reaped here; if `stop` gives up first, dropping this task
+    // drops `connections`, which aborts every connection still open.
+    while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Native, Vars, data, unwrap_valr};
+use jaq_core::{Compiler, Ctx, Native, Vars, data};
 use jaq_json::Val;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -15,6 +15,23 @@ use wf_engine::{
 };
 
 type Filter = jaq_core::compile::Filter<Native<data::JustLut<Val>>>;
+
+/// jq built-ins a program from configuration may not use.
+const DENIED: &[&str] = &[
+    "env",
+    "halt",
+    "halt_error",
+    "input",
+    "inputs",
+    "stderr",
+    "stderr_empty",
+    "debug",
+    "debug_empty",
+    "$__loc__",
+];
+
+/// Results one run may produce; `repeat` and friends stop here instead of filling memory.
+const MAX_RESULTS: usize = 100_000;
 
 /// Configuration of `step.jq`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -40,10 +57,12 @@ impl Described for JqType {
 
 fn compile(code: &str) -> Result<Filter, String> {
     let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
+        .chain(jaq_std::defs().filter(|d| !DENIED.contains(&d.name)))
         .chain(jaq_json::defs());
+    // Programs come from configuration and run inside the server: no reading the environment,
+    // no stopping the process, no side channels.
     let funs = jaq_core::funs()
-        .chain(jaq_std::funs())
+        .chain(jaq_std::funs().filter(|f| !DENIED.contains(&f.0)))
         .chain(jaq_json::funs());
     let arena = Arena::default();
     let modules = Loader::new(defs)
@@ -95,9 +114,11 @@ impl Jq {
             .map_err(|e| StepError::internal(format!("{e:?}")))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
-        for result in self.filter.id.run((ctx, input)).map(unwrap_valr) {
-            let value = result.map_err(|e| {
-                StepError::invalid_input(format!("jq `{}` failed: {e}", self.expression))
+        for result in self.filter.id.run((ctx, input)) {
+            // Not `unwrap_valr`: jq's `halt` would exit the whole process.
+            let value = result.map_err(|exn| match exn.get_err() {
+                Ok(e) => StepError::invalid_input(format!("jq `{}` failed: {e}", self.expression)),
+                Err(_) => StepError::invalid_input(format!("jq `{}` halted", self.expression)),
             })?;
             let value = serde_json::from_str(&value.to_string()).map_err(|e| {
                 StepError::internal(format!(
@@ -106,6 +127,12 @@ impl Jq {
                 ))
             })?;
             out.push(value);
+            if out.len() > MAX_RESULTS {
+                return Err(StepError::invalid_input(format!(
+                    "jq `{}` produced more than {MAX_RESULTS} results",
+                    self.expression
+                )));
+            }
         }
         Ok(out)
     }
@@ -178,6 +205,20 @@ mod tests {
                 .starts_with("`.items[` is not a valid jq program")
         );
         assert!(compile("nosuchfunction(1)").is_err());
+        assert!(compile("env").is_err(), "the environment is not readable");
+        assert!(compile("$ENV").is_err() || jq("$ENV").eval(&json!({})).is_err());
+        assert!(
+            compile("if . then halt_error else . end").is_err(),
+            "halt must not end the process"
+        );
+        assert!(compile("debug").is_err() && compile("input").is_err());
+        assert!(
+            jq("repeat(1)")
+                .eval(&json!(null))
+                .unwrap_err()
+                .message
+                .contains("more than")
+        );
         let err = jq(".items.name").eval(&json!({"items": [1]})).unwrap_err();
         assert_eq!(err.kind, wf_engine::ErrorKind::InvalidInput);
         assert!(

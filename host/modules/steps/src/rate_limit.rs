@@ -1,5 +1,5 @@
 //! `step.rate_limit`: a token bucket per key (`key_from`, a template); an exhausted bucket fails
-//! the step as `denied` (an HTTP caller gets 403... unless `on_error` says otherwise).
+//! the step as `rate-limited` (an HTTP caller gets 429, unless `on_error` says otherwise).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,8 +51,7 @@ impl Described for RateLimitType {
     const NAME: &'static str = "step.rate_limit";
     const CATEGORY: Category = Category::Pipeline;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str =
-        "Token-bucket rate limit per key; an exhausted bucket fails the step as `denied`.";
+    const DESCRIPTION: &'static str = "Token-bucket rate limit per key; an exhausted bucket fails the step as `rate-limited` (HTTP 429).";
     type Config = RateLimitConfig;
 }
 
@@ -116,6 +115,15 @@ impl Step for RateLimit {
             .key
             .render_string(&crate::scope(ctx))
             .map_err(|e| StepError::invalid_input(e.message))?;
+        // Keys come from requests: long ones are hashed so buckets stay small.
+        let key = if key.len() > 256 {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut hasher);
+            format!("#{:016x}", hasher.finish())
+        } else {
+            key
+        };
         if self.take(&key, Instant::now()) {
             Ok(StepOutput::values(crate::output([(
                 "rate_limit",
@@ -123,7 +131,7 @@ impl Step for RateLimit {
             )])))
         } else {
             Err(StepError::new(
-                ErrorKind::Denied,
+                ErrorKind::RateLimited,
                 format!("rate limit exceeded for key \"{key}\""),
             ))
         }

@@ -409,7 +409,7 @@ async fn rate_limit_denies_past_the_burst() {
     assert_eq!(
         (err.kind, err.message.as_str()),
         (
-            wf_engine::ErrorKind::Denied,
+            wf_engine::ErrorKind::RateLimited,
             "step `limit` failed: rate limit exceeded for key \"ada\""
         )
     );
