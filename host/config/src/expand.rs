@@ -38,6 +38,8 @@ pub enum ExpandError {
     Unterminated,
     #[error("empty variable reference `${{}}`")]
     Empty,
+    #[error("a `${{...}}` inside another is not supported")]
+    Nested,
 }
 
 impl ExpandError {
@@ -55,6 +57,9 @@ impl ExpandError {
                 "close the reference with `}`, or write `$${` for a literal `${`".to_string()
             }
             ExpandError::Empty => "name a variable: `${NAME}`".to_string(),
+            ExpandError::Nested => {
+                "use one variable per reference, with a plain default: `${A:-value}`".to_string()
+            }
         }
     }
 }
@@ -84,6 +89,12 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
             rest = "";
             break;
         };
+        // `${A:-${B}}` would silently leave `${B}` behind: nesting is not supported.
+        if after[..end].contains("${") {
+            errors.push(ExpandError::Nested);
+            rest = &after[end + 1..];
+            continue;
+        }
         match resolve(&after[..end], vars) {
             Ok(value) => out.push_str(&value),
             Err(e) => errors.push(e),
@@ -231,6 +242,10 @@ mod tests {
         assert_eq!(
             expand("${}", &vars(&[])).unwrap().unwrap_err(),
             vec![ExpandError::Empty]
+        );
+        assert_eq!(
+            expand("${A:-${B}}", &vars(&[])).unwrap().unwrap_err()[0],
+            ExpandError::Nested
         );
     }
 }

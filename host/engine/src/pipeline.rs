@@ -340,7 +340,7 @@ impl Pipeline {
             for &observer in &self.observers[i] {
                 self.steps[observer]
                     .step
-                    .observe(&step.name, result.is_ok());
+                    .observe(&step.name, result.as_ref().map(|_| ()).map_err(|e| e.kind));
             }
             match result {
                 Ok(output) => {

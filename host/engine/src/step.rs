@@ -136,6 +136,6 @@ pub trait Step: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Called after each run of a step named by [`Step::observes`], with whether it succeeded.
-    fn observe(&self, _step: &str, _succeeded: bool) {}
+    /// Called after each run of a step named by [`Step::observes`], with its outcome.
+    fn observe(&self, _step: &str, _outcome: Result<(), ErrorKind>) {}
 }

@@ -434,10 +434,37 @@ impl Validator<'_> {
                 .value
                 .pointer("/trigger/type")
                 .and_then(Value::as_str);
-            if let Some(kind) = trigger_type.filter(|k| self.registry.trigger(k).is_none()) {
-                let d = self.unknown_type(Kind::Trigger, kind);
-                self.out
-                    .push(self.at(d, &pipeline.origin.child("/trigger/type")));
+            if let Some(kind) = trigger_type {
+                match self.registry.trigger(kind) {
+                    None => {
+                        let d = self.unknown_type(Kind::Trigger, kind);
+                        self.out
+                            .push(self.at(d, &pipeline.origin.child("/trigger/type")));
+                    }
+                    Some(registered) => {
+                        // The inline trigger in the form its type checks, reported at `config`.
+                        let config = pipeline
+                            .value
+                            .pointer("/trigger/config")
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        if let Some(full) =
+                            self.registry.inline_trigger(kind, &pipeline.name, config)
+                        {
+                            let origin = pipeline.origin.child("/trigger/config");
+                            let subject =
+                                format!("inline `{kind}` trigger of pipeline `{}`", pipeline.name);
+                            let before = self.out.len();
+                            self.typed_config(registered, &full, &origin, &subject, None);
+                            // Pointers into the converted form do not exist in the file: point at
+                            // the trigger's config.
+                            let at = self.config.locate(&origin);
+                            for d in &mut self.out[before..] {
+                                d.location = at;
+                            }
+                        }
+                    }
+                }
             }
             // Compensation runs after the main steps failed: it may read any of them.
             let main: Vec<String> = steps

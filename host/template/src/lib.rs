@@ -131,7 +131,16 @@ impl Template {
     pub fn render(&self, scope: &Scope<'_>) -> Result<Value, TemplateError> {
         match &self.kind {
             Kind::Literal => Ok(Value::String(self.source.to_string())),
-            Kind::Path(path, text) => scope.get(path).cloned().ok_or_else(|| self.missing(text)),
+            Kind::Path(path, text) => match scope.get(path) {
+                Some(value) => Ok(value.clone()),
+                // A whole section (`{{ .trigger }}`) is a map of its own, not a value in place.
+                None => match path.as_slice() {
+                    [Segment::Key(section)] => {
+                        scope.lookup(section).ok_or_else(|| self.missing(text))
+                    }
+                    _ => Err(self.missing(text)),
+                },
+            },
             Kind::Parts(parts) => {
                 let mut out = String::new();
                 for part in parts {
@@ -712,5 +721,25 @@ mod tests {
             .render(&Scope::of(&data()))
             .unwrap_err();
         assert!(err.message.contains("limit is 10000"), "{err}");
+    }
+
+    #[test]
+    fn whole_sections_render() {
+        let current = Map::new();
+        let trigger = json!({"a": 1}).as_object().unwrap().clone();
+        let empty = Map::new();
+        let scope = Scope {
+            current: &current,
+            steps: &empty,
+            trigger: &trigger,
+            meta: &empty,
+        };
+        assert_eq!(
+            Template::compile("{{ .trigger }}")
+                .unwrap()
+                .render(&scope)
+                .unwrap(),
+            json!({"a": 1})
+        );
     }
 }

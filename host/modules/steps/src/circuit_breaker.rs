@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::{
-    BuildContext, Category, CheckContext, ConfigIssue, Described, PipelineContext, Step, StepError,
-    StepOutput, StepType, async_trait,
+    BuildContext, Category, CheckContext, ConfigIssue, Described, ErrorKind, PipelineContext, Step,
+    StepError, StepOutput, StepType, async_trait,
 };
 
 /// Configuration of `step.circuit_breaker`.
@@ -150,7 +150,13 @@ impl Step for CircuitBreaker {
         self.guards.clone()
     }
 
-    fn observe(&self, _step: &str, succeeded: bool) {
+    fn observe(&self, _step: &str, outcome: Result<(), ErrorKind>) {
+        // Only failures of the dependency count: a caller's bad input must not open the circuit.
+        let succeeded = match outcome {
+            Ok(()) => true,
+            Err(ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Internal) => false,
+            Err(_) => return,
+        };
         let Ok(mut state) = self.state.lock() else {
             return;
         };

@@ -470,14 +470,32 @@ async fn jq_outputs_result_and_spreads_one_object() {
 
 #[tokio::test]
 async fn circuit_breaker_opens_after_failures_and_half_opens_after_its_timeout() {
-    let app = app("pipelines:
+    // A tiny upstream: `/fail` answers 503, anything else 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let status = if String::from_utf8_lossy(&buf[..n]).starts_with("GET /fail") {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    let app = app(&format!("pipelines:
   p:
     steps:
       - name: breaker
         type: step.circuit_breaker
-        config: {guards: [check], failure_threshold: 2, success_threshold: 1, timeout: 150ms, service_name: payments}
-      - {name: check, type: step.validate, config: {required_fields: [ok]}}
-");
+        config: {{guards: [check], failure_threshold: 2, success_threshold: 1, timeout: 150ms, service_name: payments}}
+      - {{name: check, type: step.http_call, config: {{url: \"http://{upstream}/{{{{ .path }}}}\"}}}}
+"));
     let pipeline = app.state().pipelines().get("p").unwrap();
     let run = |input: Value| {
         let pipeline = pipeline.clone();
@@ -488,11 +506,11 @@ async fn circuit_breaker_opens_after_failures_and_half_opens_after_its_timeout()
         }
     };
     for _ in 0..2 {
-        let err = run(json!({})).await.unwrap_err();
+        let err = run(json!({"path": "fail"})).await.unwrap_err();
         assert_eq!(err.step.as_deref(), Some("check"));
     }
     // Open: even a good request is refused without calling the guarded step.
-    let err = run(json!({"ok": 1})).await.unwrap_err();
+    let err = run(json!({"path": "ok"})).await.unwrap_err();
     assert_eq!(
         (err.step.as_deref(), err.kind),
         (Some("breaker"), wf_engine::ErrorKind::Unavailable)
@@ -504,12 +522,12 @@ async fn circuit_breaker_opens_after_failures_and_half_opens_after_its_timeout()
     );
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let ctx = run(json!({"ok": 1})).await.unwrap();
+    let ctx = run(json!({"path": "ok"})).await.unwrap();
     assert_eq!(
         ctx.context.steps["breaker"]["circuit_breaker"],
         json!({"state": "half-open", "service": "payments", "allowed": true, "transitioned": true})
     );
-    let ctx = run(json!({"ok": 1})).await.unwrap();
+    let ctx = run(json!({"path": "ok"})).await.unwrap();
     assert_eq!(
         ctx.context.steps["breaker"]["circuit_breaker"]["state"],
         "closed"
