@@ -139,7 +139,7 @@ impl<'v> Loader<'v> {
             .get(source)
             .map(|f| f.text.clone())
             .unwrap_or_default();
-        let (mut value, spans) = match parse(&text, source) {
+        let (mut value, mut spans) = match parse(&text, source) {
             Ok(parsed) => parsed,
             Err(e) => {
                 self.diagnostics.push(
@@ -175,7 +175,7 @@ impl<'v> Loader<'v> {
             return;
         }
 
-        self.expand_variables(&mut value, &spans);
+        self.expand_variables(&mut value, &mut spans);
         self.diagnostics.extend(compiled_app_schema().check(
             &value,
             "",
@@ -215,7 +215,7 @@ impl<'v> Loader<'v> {
     /// Expands `${...}` in module configuration and import paths, reporting each failure where it
     /// is written. Workflows, triggers and pipelines are left alone: the `integration` workflow
     /// and the platform templates use `${...}` as their own run-time placeholders.
-    fn expand_variables(&mut self, value: &mut Value, spans: &SpanIndex) {
+    fn expand_variables(&mut self, value: &mut Value, spans: &mut SpanIndex) {
         if let Some(Value::Array(modules)) = value.get_mut("modules") {
             for (i, module) in modules.iter_mut().enumerate() {
                 let name = module
@@ -237,13 +237,17 @@ impl<'v> Loader<'v> {
         &mut self,
         value: &mut Value,
         pointer: String,
-        spans: &SpanIndex,
+        spans: &mut SpanIndex,
         module: Option<&str>,
     ) {
         match value {
             Value::String(text) => match expand(text, self.vars) {
                 None => {}
-                Some(Ok(expanded)) => *text = expanded,
+                Some(Ok(expanded)) => {
+                    *text = expanded;
+                    // It may be a secret: diagnostics must not quote it.
+                    spans.mark_expanded(&pointer);
+                }
                 Some(Err(errors)) => {
                     for error in errors {
                         let code = match error {
@@ -511,6 +515,36 @@ mod tests {
         assert_eq!(d[0].location.map(|l| (l.line, l.column)), Some((5, 15)));
         assert_eq!(d[0].path.as_deref(), Some("modules[0].config.secret"));
         assert_eq!(d[0].module.as_deref(), Some("auth"));
+    }
+
+    #[test]
+    fn expanded_values_are_never_quoted_in_diagnostics() {
+        let vars: HashMap<String, String> =
+            [("SECRET".to_string(), "hunter2-very-secret".to_string())].into();
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"modules": {"type": "array", "items": {"type": "object", "properties": {"config": {"type": "object", "properties": {"port": {"type": "integer"}}}}}}}
+        });
+        let loaded = load_str(
+            "a.yaml",
+            "modules:\n  - name: m\n    type: t\n    config:\n      port: \"${SECRET}\"\n",
+            &vars,
+        );
+        let spans = &loaded.config.documents[0].spans;
+        let d = CompiledSchema::compile(&schema).unwrap().check(
+            &loaded.config.documents[0].value,
+            "",
+            spans,
+            "x",
+            None,
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(!d[0].message.contains("hunter2"), "{}", d[0].message);
+        assert!(
+            d[0].message.contains("environment variable"),
+            "{}",
+            d[0].message
+        );
     }
 
     #[test]

@@ -101,6 +101,23 @@ impl Site<'_> {
         let pointer = format!("{}{}", self.base, relative);
         let field = field_name(&pointer);
         let instance = error.instance();
+        let quotes_value = !matches!(
+            error.kind(),
+            ValidationErrorKind::AdditionalProperties { .. } | ValidationErrorKind::Required { .. }
+        );
+        if quotes_value && self.spans.is_expanded(&pointer) {
+            // The value came from `${...}`: it may be a secret, so it is never printed.
+            out.push(
+                self.diagnostic(
+                    "invalid-value",
+                    &pointer,
+                    format!("`{field}` is not valid (its value comes from an environment variable and is not shown)"),
+                    false,
+                )
+                .help("check the variable's value against `wf-host schema <type>`"),
+            );
+            return;
+        }
         match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected }
             | ValidationErrorKind::UnevaluatedProperties { unexpected } => {

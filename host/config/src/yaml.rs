@@ -27,6 +27,8 @@ pub struct NodeSpan {
 #[derive(Debug, Default, Clone)]
 pub struct SpanIndex {
     spans: HashMap<String, NodeSpan>,
+    /// Pointers whose strings came from `${...}` expansion (possibly secrets).
+    expanded: std::collections::HashSet<String>,
 }
 
 impl SpanIndex {
@@ -46,6 +48,15 @@ impl SpanIndex {
                 None => return None,
             }
         }
+    }
+
+    pub fn mark_expanded(&mut self, pointer: &str) {
+        self.expanded.insert(pointer.to_string());
+    }
+
+    /// Whether the value at `pointer` came from an environment variable.
+    pub fn is_expanded(&self, pointer: &str) -> bool {
+        self.expanded.contains(pointer)
     }
 
     fn insert(&mut self, pointer: String, span: NodeSpan) {

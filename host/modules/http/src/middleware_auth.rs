@@ -169,6 +169,7 @@ impl HttpMiddleware for AuthMiddleware {
         route_fn(move |mut req: Request| {
             let verdict = self.authenticate(&req);
             let scheme_message = format!("{} authorization required", self.scheme);
+            let scheme = self.scheme.clone();
             let inner = inner.clone();
             async move {
                 match verdict {
@@ -179,8 +180,21 @@ impl HttpMiddleware for AuthMiddleware {
                             Err(never) => match never {},
                         }
                     }
-                    Err("scheme") => text_response(StatusCode::UNAUTHORIZED, &scheme_message),
-                    Err(message) => text_response(StatusCode::UNAUTHORIZED, message),
+                    Err(message) => {
+                        let text = if message == "scheme" {
+                            scheme_message.as_str()
+                        } else {
+                            message
+                        };
+                        let mut response = text_response(StatusCode::UNAUTHORIZED, text);
+                        // RFC 9110: a 401 names the scheme the client should use.
+                        if let Ok(challenge) = http::HeaderValue::from_str(&scheme) {
+                            response
+                                .headers_mut()
+                                .insert(header::WWW_AUTHENTICATE, challenge);
+                        }
+                        response
+                    }
                 }
             }
         })
