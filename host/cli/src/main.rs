@@ -148,15 +148,8 @@ fn main() -> ExitCode {
             files,
             grace_period,
         } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(EXIT_FAILURE);
             };
             runtime.block_on(run(&files, &registry, grace_period))
         }
@@ -169,16 +162,8 @@ fn main() -> ExitCode {
             file,
             pipeline,
             input,
-        } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(EXIT_FAILURE);
             };
             let (code, out, err) = runtime.block_on(wf_host::commands::run_pipeline_command(
                 &file, &pipeline, &input, &registry,
@@ -310,5 +295,16 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The async runtime for commands that run an application; `None` (reported) if it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
     }
 }
