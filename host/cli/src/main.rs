@@ -162,6 +162,7 @@ fn main() -> ExitCode {
             file,
             pipeline,
             input,
+        } => {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(EXIT_FAILURE);
             };
@@ -300,7 +301,10 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
 
 /// The async runtime for commands that run an application; `None` (reported) if it cannot start.
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
