@@ -169,4 +169,16 @@ async fn error_statuses_fail_with_status_and_excerpt_and_5xx_retries() {
         "{}",
         err.message
     );
+
+    let err = run(
+        &format!("      - {{name: big, type: step.http_call, config: {{url: \"{base}/text\", max_response_bytes: 5}}}}\n"),
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("larger than 5 bytes"),
+        "{}",
+        err.message
+    );
 }

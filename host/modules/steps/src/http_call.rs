@@ -38,6 +38,10 @@ pub struct HttpCallConfig {
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: String,
+    /// Largest response body accepted; a larger one fails the step as `unavailable`.
+    #[serde(default = "default_max_response")]
+    #[schemars(range(min = 1))]
+    pub max_response_bytes: usize,
 }
 
 fn default_method() -> String {
@@ -46,6 +50,10 @@ fn default_method() -> String {
 
 fn default_timeout() -> String {
     "30s".to_string()
+}
+
+fn default_max_response() -> usize {
+    10 * 1024 * 1024
 }
 
 /// The part of an error response's body kept in the error message.
@@ -102,6 +110,7 @@ impl StepType for HttpCallType {
                 .map(|b| crate::compile("body", b))
                 .transpose()?,
             timeout,
+            max_response_bytes: config.max_response_bytes,
             client: client(timeout)?,
         }))
     }
@@ -120,6 +129,7 @@ struct HttpCall {
     headers: Vec<(reqwest::header::HeaderName, Template)>,
     body: Option<TemplateValue>,
     timeout: Duration,
+    max_response_bytes: usize,
     client: reqwest::Client,
 }
 
@@ -170,10 +180,22 @@ impl Step for HttpCall {
             .iter()
             .map(|(k, v)| (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
             .collect();
-        let bytes = response
-            .bytes()
+        // Read at most `max_response_bytes`: an upstream must not be able to exhaust memory.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| StepError::unavailable(format!("reading the response of {url}: {e}")))?;
+            .map_err(|e| StepError::unavailable(format!("reading the response of {url}: {e}")))?
+        {
+            if bytes.len() + chunk.len() > self.max_response_bytes {
+                return Err(StepError::unavailable(format!(
+                    "the response of {url} is larger than {} bytes (`max_response_bytes`)",
+                    self.max_response_bytes
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if status.as_u16() >= 400 {
             let text = String::from_utf8_lossy(&bytes);
             let excerpt: String = text.chars().take(EXCERPT).collect();
