@@ -54,6 +54,79 @@ impl CheckContext<'_> {
             .map(|m| m.name.as_str())
             .collect()
     }
+
+    /// The module a config uses for a role (`router`, `broker`, ...): the one named under `key`,
+    /// which must be of one of `types`; else the application's only module of those types; else
+    /// the only one of them in the current module's `dependsOn`. Anything else is an issue that
+    /// says what to write.
+    pub fn choose(
+        &self,
+        configured: Option<&str>,
+        key: &str,
+        types: &[&str],
+    ) -> Result<String, ConfigIssue> {
+        let pointer = format!("/{key}");
+        if let Some(name) = configured {
+            if let Some(issue) = self.require_module(&pointer, name, key) {
+                return Err(issue);
+            }
+            return match self.module_type(name) {
+                Some(t) if types.contains(&t) => Ok(name.to_string()),
+                Some(t) => Err(ConfigIssue::new(
+                    &pointer,
+                    format!("`{name}` is a `{t}` module, not {}", type_list(types)),
+                )),
+                None => Err(ConfigIssue::new(
+                    &pointer,
+                    format!("`{name}` is not a module"),
+                )),
+            };
+        }
+        let candidates = self.modules_of_type(types);
+        let depends_on = self
+            .current_module()
+            .and_then(|m| self.config.module(m))
+            .map(|m| m.depends_on.as_slice())
+            .unwrap_or_default();
+        let preferred: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|c| depends_on.iter().any(|d| d == c))
+            .collect();
+        match (candidates.as_slice(), preferred.as_slice()) {
+            ([only], _) | (_, [only]) => Ok(only.to_string()),
+            ([], _) => Err(ConfigIssue::new(
+                "",
+                format!("there is no {} module for this", type_list(types)),
+            )
+            .help(format!(
+                "add a `{}` module",
+                types.first().copied().unwrap_or_default()
+            ))),
+            (several, _) => Err(ConfigIssue::new(
+                "",
+                format!(
+                    "the application has several {} modules ({}); say which one to use",
+                    type_list(types),
+                    several
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .help(format!("add `{key}: <name>`"))),
+        }
+    }
+}
+
+/// `` `a` or `b` `` for messages.
+fn type_list(types: &[&str]) -> String {
+    types
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// Given to module and step factories.

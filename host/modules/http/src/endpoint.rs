@@ -12,37 +12,7 @@ pub fn choose_router(
     configured: Option<&str>,
     ctx: &CheckContext<'_>,
 ) -> Result<String, ConfigIssue> {
-    if let Some(name) = configured {
-        if let Some(issue) = ctx.require_module("/router", name, "router") {
-            return Err(issue);
-        }
-        if ctx.module_type(name) != Some("http.router") {
-            return Err(ConfigIssue::new(
-                "/router",
-                format!("`{name}` is not an `http.router` module"),
-            ));
-        }
-        return Ok(name.to_string());
-    }
-    match ctx.modules_of_type(&["http.router"]).as_slice() {
-        [only] => Ok(only.to_string()),
-        [] => Err(
-            ConfigIssue::new("", "there is no `http.router` to serve these endpoints on")
-                .help("add an `http.router` module (and an `http.server` for it)"),
-        ),
-        several => Err(ConfigIssue::new(
-            "",
-            format!(
-                "the application has several routers ({}); choose one",
-                several
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-        .help("add `router: <name>` to this module's config")),
-    }
+    ctx.choose(configured, "router", &["http.router"])
 }
 
 /// At build time: the router [`choose_router`] chose. It is built already, because endpoint

@@ -76,46 +76,7 @@ pub(crate) fn choose_broker(
     configured: Option<&str>,
     ctx: &wf_engine::CheckContext<'_>,
 ) -> Result<String, wf_engine::ConfigIssue> {
-    use wf_engine::ConfigIssue;
-    if let Some(name) = configured {
-        if let Some(issue) = ctx.require_module("/broker", name, "broker") {
-            return Err(issue);
-        }
-        return match ctx.module_type(name) {
-            Some(t) if BROKER_TYPES.contains(&t) => Ok(name.to_string()),
-            Some(t) => Err(ConfigIssue::new(
-                "/broker",
-                format!("`{name}` is a `{t}` module, not a message broker"),
-            )),
-            None => Err(ConfigIssue::new(
-                "/broker",
-                format!("`{name}` is not a module"),
-            )),
-        };
-    }
-    let brokers = ctx.modules_of_type(BROKER_TYPES);
-    let depends_on = ctx
-        .current_module()
-        .and_then(|m| ctx.config.module(m))
-        .map(|m| m.depends_on.as_slice())
-        .unwrap_or_default();
-    let preferred: Vec<&str> = brokers
-        .iter()
-        .copied()
-        .filter(|b| depends_on.iter().any(|d| d == b))
-        .collect();
-    match (brokers.as_slice(), preferred.as_slice()) {
-        ([only], _) | (_, [only]) => Ok(only.to_string()),
-        ([], _) => Err(
-            ConfigIssue::new("", "there is no message broker in this application")
-                .help("add a `messaging.broker` module"),
-        ),
-        _ => Err(ConfigIssue::new(
-            "",
-            "the application has several brokers; say which one to use",
-        )
-        .help("add `broker: <name>`")),
-    }
+    ctx.choose(configured, "broker", BROKER_TYPES)
 }
 
 /// Module types that provide a [`MessageBroker`] (including ones later versions add).

@@ -41,26 +41,10 @@ const BROKER_TYPES: &[&str] = &["messaging.broker"];
 
 impl StepType for PublishType {
     fn check(config: &PublishConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        match &config.broker {
-            Some(name) => ctx
-                .require_module("/broker", name, "broker")
-                .into_iter()
-                .collect(),
-            None => match ctx.modules_of_type(BROKER_TYPES).len() {
-                1 => Vec::new(),
-                0 => vec![
-                    ConfigIssue::new("", "there is no message broker to publish to")
-                        .help("add a `messaging.broker` module"),
-                ],
-                _ => vec![
-                    ConfigIssue::new(
-                        "",
-                        "the application has several brokers; say which one to use",
-                    )
-                    .help("add `broker: <name>`"),
-                ],
-            },
-        }
+        ctx.choose(config.broker.as_deref(), "broker", BROKER_TYPES)
+            .err()
+            .into_iter()
+            .collect()
     }
 
     fn build(config: PublishConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
