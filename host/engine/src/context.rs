@@ -63,6 +63,7 @@ impl CheckContext<'_> {
         &self,
         configured: Option<&str>,
         key: &str,
+        role: &str,
         types: &[&str],
     ) -> Result<String, ConfigIssue> {
         let pointer = format!("/{key}");
@@ -74,7 +75,7 @@ impl CheckContext<'_> {
                 Some(t) if types.contains(&t) => Ok(name.to_string()),
                 Some(t) => Err(ConfigIssue::new(
                     &pointer,
-                    format!("`{name}` is a `{t}` module, not {}", type_list(types)),
+                    format!("`{name}` is a `{t}` module, not {}", with_article(role)),
                 )),
                 None => Err(ConfigIssue::new(
                     &pointer,
@@ -95,19 +96,18 @@ impl CheckContext<'_> {
             .collect();
         match (candidates.as_slice(), preferred.as_slice()) {
             ([only], _) | (_, [only]) => Ok(only.to_string()),
-            ([], _) => Err(ConfigIssue::new(
-                "",
-                format!("there is no {} module for this", type_list(types)),
-            )
-            .help(format!(
-                "add a `{}` module",
-                types.first().copied().unwrap_or_default()
-            ))),
+            ([], _) => Err(
+                ConfigIssue::new("", format!("there is no {role} in this application")).help(
+                    format!(
+                        "add a `{}` module",
+                        types.first().copied().unwrap_or_default()
+                    ),
+                ),
+            ),
             (several, _) => Err(ConfigIssue::new(
                 "",
                 format!(
-                    "the application has several {} modules ({}); say which one to use",
-                    type_list(types),
+                    "the application has several {role}s ({}); say which one to use",
                     several
                         .iter()
                         .map(|n| format!("`{n}`"))
@@ -120,13 +120,10 @@ impl CheckContext<'_> {
     }
 }
 
-/// `` `a` or `b` `` for messages.
-fn type_list(types: &[&str]) -> String {
-    types
-        .iter()
-        .map(|t| format!("`{t}`"))
-        .collect::<Vec<_>>()
-        .join(" or ")
+/// "a router", "an HTTP router".
+fn with_article(role: &str) -> String {
+    let vowel = role.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {role}", if vowel { "an" } else { "a" })
 }
 
 /// Given to module and step factories.

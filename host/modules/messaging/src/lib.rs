@@ -76,7 +76,7 @@ pub(crate) fn choose_broker(
     configured: Option<&str>,
     ctx: &wf_engine::CheckContext<'_>,
 ) -> Result<String, wf_engine::ConfigIssue> {
-    ctx.choose(configured, "broker", BROKER_TYPES)
+    ctx.choose(configured, "broker", "message broker", BROKER_TYPES)
 }
 
 /// Module types that provide a [`MessageBroker`] (including ones later versions add).

@@ -41,10 +41,15 @@ const BROKER_TYPES: &[&str] = &["messaging.broker"];
 
 impl StepType for PublishType {
     fn check(config: &PublishConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        ctx.choose(config.broker.as_deref(), "broker", BROKER_TYPES)
-            .err()
-            .into_iter()
-            .collect()
+        ctx.choose(
+            config.broker.as_deref(),
+            "broker",
+            "message broker",
+            BROKER_TYPES,
+        )
+        .err()
+        .into_iter()
+        .collect()
     }
 
     fn build(config: PublishConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
