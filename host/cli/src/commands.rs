@@ -43,7 +43,7 @@ pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepa
         Ok(app) => {
             let warnings = validated.warnings().clone();
             Prepared::Ready {
-                config: into_config(validated),
+                config: validated.into_config(),
                 app,
                 warnings,
             }
@@ -52,15 +52,11 @@ pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepa
             let mut all = validated.warnings().clone();
             all.extend(diagnostics);
             Prepared::Invalid {
-                config: into_config(validated),
+                config: validated.into_config(),
                 diagnostics: all.sorted(),
             }
         }
     }
-}
-
-fn into_config(validated: wf_engine::ValidatedConfig) -> AppConfig {
-    validated.into_config()
 }
 
 /// `wf-host validate`: (exit code, output).

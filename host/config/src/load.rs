@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::schema::app_schema;
 use crate::schema_check::CompiledSchema;
-use crate::source::{Location, SourceId};
+use crate::source::Location;
 use crate::yaml::{SpanIndex, escape_pointer_segment, parse};
 
 /// A loaded configuration and every problem found while loading it. The configuration is as
@@ -447,11 +447,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
-}
-
-/// The source id of a document, for callers that only have its id.
-pub fn source_of(config: &AppConfig, doc: DocId) -> Option<SourceId> {
-    config.documents.get(doc.0).map(|d| d.source)
 }
 
 #[cfg(test)]

@@ -34,10 +34,6 @@ impl CompiledSchema {
         })
     }
 
-    pub fn is_valid(&self, instance: &Value) -> bool {
-        self.validator.is_valid(instance)
-    }
-
     /// Every violation in `instance`, which sits at `base` (a JSON pointer) in a document whose
     /// spans are `spans`. `subject` names what is being checked, e.g. "`http.server` config".
     pub fn check(

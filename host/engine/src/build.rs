@@ -11,7 +11,7 @@ use crate::module::Module;
 use crate::pipeline::{Pipelines, build_pipeline};
 use crate::registry::Registry;
 use crate::services::Services;
-use crate::state::{AppState, ModuleInfo};
+use crate::state::AppState;
 use crate::trigger::Trigger;
 use crate::validate::{ValidatedConfig, issue_diagnostic};
 use wf_config::schema::PipelineEntry;
@@ -100,10 +100,6 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         };
         match (registered.factory)(&decl.config, &mut ctx) {
             Ok(module) => {
-                state.add_module(ModuleInfo {
-                    name: decl.name.clone(),
-                    type_name: decl.type_name.clone(),
-                });
                 modules.push(BuiltModule {
                     name: decl.name.clone(),
                     type_name: decl.type_name.clone(),
@@ -129,13 +125,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
     // Dependency order, except that modules taking outside traffic (servers) start as late as
     // their dependents allow, and so stop first: nothing is served by a half-started or
     // half-stopped application.
-    let position: HashMap<&str, usize> = config
-        .modules
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
+    let position = crate::graph::module_index(config);
     let mut late = vec![false; config.modules.len()];
     for m in &modules {
         if let Some(&i) = position.get(m.name.as_str()) {

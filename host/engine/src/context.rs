@@ -45,6 +45,19 @@ impl CheckContext<'_> {
         })
     }
 
+    /// An issue at `pointer` unless a pipeline named `name` is declared.
+    pub fn require_pipeline(&self, pointer: &str, name: &str) -> Option<ConfigIssue> {
+        if self.config.pipelines.iter().any(|p| p.name == name) {
+            return None;
+        }
+        let names = self.config.pipelines.iter().map(|p| p.name.as_str());
+        let issue = ConfigIssue::new(pointer, format!("no pipeline named `{name}`"));
+        Some(match did_you_mean(name, names) {
+            Some(s) => issue.help(format!("did you mean `{s}`?")),
+            None => issue.help("declare it under `pipelines:`"),
+        })
+    }
+
     /// Names of declared modules whose type is one of `types`, in declaration order.
     pub fn modules_of_type(&self, types: &[&str]) -> Vec<&str> {
         self.config
@@ -173,6 +186,15 @@ pub struct WireContext<'a> {
 }
 
 impl WireContext<'_> {
+    /// The validation view of the configuration, to make the same choices validation made.
+    pub fn check(&self) -> CheckContext<'_> {
+        CheckContext {
+            config: self.config,
+            registry: self.registry,
+            module: None,
+        }
+    }
+
     /// A named pipeline (top-level `pipelines:`).
     pub fn pipeline(&self, name: &str) -> Option<Arc<crate::pipeline::Pipeline>> {
         self.app.pipelines().get(name)

@@ -8,16 +8,21 @@ use wf_config::AppConfig;
 use crate::context::CheckContext;
 use crate::registry::Registry;
 
-/// For each module (by declaration index), the modules it needs first. Unknown names and
-/// self-references are left out; validation reports them.
-pub fn dependency_edges(config: &AppConfig, registry: &Registry) -> Vec<BTreeSet<usize>> {
-    let index: HashMap<&str, usize> = config
+/// Module name → declaration index; the first declaration wins for duplicate names.
+pub fn module_index(config: &AppConfig) -> HashMap<&str, usize> {
+    config
         .modules
         .iter()
         .enumerate()
-        .rev() // the first declaration wins for duplicates
+        .rev()
         .map(|(i, m)| (m.name.as_str(), i))
-        .collect();
+        .collect()
+}
+
+/// For each module (by declaration index), the modules it needs first. Unknown names and
+/// self-references are left out; validation reports them.
+pub fn dependency_edges(config: &AppConfig, registry: &Registry) -> Vec<BTreeSet<usize>> {
+    let index = module_index(config);
     let ctx = CheckContext {
         config,
         registry,

@@ -29,7 +29,7 @@ pub use registry::{
     TriggerType, TypeInfo, WorkflowType,
 };
 pub use services::{ServiceError, ServiceKind, Services};
-pub use state::{AppState, ModuleInfo, RouteInfo};
+pub use state::{AppState, RouteInfo};
 pub use step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
 pub use trigger::Trigger;
 pub use validate::{Invalid, ValidatedConfig, validate};

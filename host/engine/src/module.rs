@@ -1,7 +1,6 @@
 //! The runtime contract every module instance implements.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -19,12 +18,6 @@ pub struct StartContext {
 pub struct StopContext {
     /// In-flight work should be finished (or abandoned) by then; the engine moves on after it.
     pub deadline: Instant,
-}
-
-impl StopContext {
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
 }
 
 /// A running part of an application.

@@ -20,20 +20,12 @@ pub struct RouteInfo {
     pub middlewares: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ModuleInfo {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-}
-
 /// Shared by every module of one application.
 #[derive(Debug)]
 pub struct AppState {
     name: Option<String>,
     ready: AtomicBool,
     types: Arc<[TypeInfo]>,
-    modules: Mutex<Vec<ModuleInfo>>,
     routes: Mutex<Vec<RouteInfo>>,
     /// Set once the app is built; cleared when it stops (modules hold this state, so keeping
     /// their services here would otherwise form a cycle).
@@ -47,7 +39,6 @@ impl AppState {
             name,
             ready: AtomicBool::new(false),
             types,
-            modules: Mutex::default(),
             routes: Mutex::default(),
             services: Mutex::default(),
             pipelines: Mutex::default(),
@@ -70,16 +61,6 @@ impl AppState {
     /// Every type registered in this build.
     pub fn types(&self) -> &[TypeInfo] {
         &self.types
-    }
-
-    pub fn modules(&self) -> Vec<ModuleInfo> {
-        self.modules.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-
-    pub(crate) fn add_module(&self, info: ModuleInfo) {
-        if let Ok(mut modules) = self.modules.lock() {
-            modules.push(info);
-        }
     }
 
     /// Every service of the app, for modules that resolve peers when they start.

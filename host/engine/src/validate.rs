@@ -311,14 +311,6 @@ impl Validator<'_> {
     }
 
     fn dependencies(&mut self) {
-        let index: HashMap<&str, usize> = self
-            .config
-            .modules
-            .iter()
-            .enumerate()
-            .rev() // the first declaration wins for duplicates
-            .map(|(i, m)| (m.name.as_str(), i))
-            .collect();
         let names: Vec<&str> = self
             .config
             .modules
@@ -340,7 +332,7 @@ impl Validator<'_> {
                             &origin,
                         ),
                     );
-                } else if !index.contains_key(dep.as_str()) {
+                } else if self.config.module(dep).is_none() {
                     let d = Diagnostic::error(
                         "unknown-module",
                         format!("`dependsOn` names `{dep}`, which is not a module"),

@@ -42,23 +42,28 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// The section `key` names (`steps`, `trigger`, `meta`), when it applies: sections win over
+    /// same-named `current` keys, except an empty one (a scope over a plain map, before any
+    /// step ran) — then the `current` key is read.
+    fn section(&self, key: &str) -> Option<&'a Map<String, Value>> {
+        let section = match key {
+            "steps" => self.steps,
+            "trigger" => self.trigger,
+            "meta" => self.meta,
+            _ => return None,
+        };
+        (!section.is_empty() || !self.current.contains_key(key)).then_some(section)
+    }
+
     /// Follows `segments`; `None` when something on the way is missing.
     pub fn get(&self, segments: &[Segment]) -> Option<&'a Value> {
         let (first, rest) = segments.split_first()?;
         let Segment::Key(first) = first else {
             return None;
         };
-        let mut node = match first.as_str() {
-            "steps" if !self.steps.is_empty() || !self.current.contains_key("steps") => {
-                Node::Map(self.steps)
-            }
-            "trigger" if !self.trigger.is_empty() || !self.current.contains_key("trigger") => {
-                Node::Map(self.trigger)
-            }
-            "meta" if !self.meta.is_empty() || !self.current.contains_key("meta") => {
-                Node::Map(self.meta)
-            }
-            key => Node::Value(self.current.get(key)?),
+        let mut node = match self.section(first) {
+            Some(map) => Node::Map(map),
+            None => Node::Value(self.current.get(first)?),
         };
         for segment in rest {
             node = match (node, segment) {
@@ -72,7 +77,7 @@ impl<'a> Scope<'a> {
         }
         match node {
             Node::Value(v) => Some(v),
-            // A whole section (`{{ steps }}`) is only reachable through `to_map`.
+            // A whole section (`{{ steps }}`) is a map, not a value: see `lookup`.
             Node::Map(_) => None,
         }
     }
@@ -89,13 +94,10 @@ impl<'a> Scope<'a> {
                     .unwrap_or_else(|_| Segment::Key(s.to_string()))
             })
             .collect();
-        if let [Segment::Key(only)] = segments.as_slice() {
-            match only.as_str() {
-                "steps" => return Some(Value::Object(self.steps.clone())),
-                "trigger" => return Some(Value::Object(self.trigger.clone())),
-                "meta" => return Some(Value::Object(self.meta.clone())),
-                _ => {}
-            }
+        if let [Segment::Key(only)] = segments.as_slice()
+            && let Some(map) = self.section(only)
+        {
+            return Some(Value::Object(map.clone()));
         }
         self.get(&segments).cloned()
     }
@@ -103,14 +105,9 @@ impl<'a> Scope<'a> {
     /// Everything as one map, for the full template engine.
     pub fn to_map(&self) -> Map<String, Value> {
         let mut data = self.current.clone();
-        // Same rule as `get`: a section wins unless it is empty and `current` has the key.
-        for (key, section) in [
-            ("steps", self.steps),
-            ("trigger", self.trigger),
-            ("meta", self.meta),
-        ] {
-            if !section.is_empty() || !data.contains_key(key) {
-                data.insert(key.into(), Value::Object(section.clone()));
+        for key in ["steps", "trigger", "meta"] {
+            if let Some(map) = self.section(key) {
+                data.insert(key.into(), Value::Object(map.clone()));
             }
         }
         data

@@ -55,14 +55,7 @@ impl HttpHandler for CqrsHandler {
         }
         let noun = self.noun;
         route_fn(move |req: Request| {
-            let name = req
-                .uri()
-                .path()
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            let name = crate::exchange::last_segment(req.uri().path()).to_string();
             async move {
                 json_response(
                     StatusCode::NOT_FOUND,

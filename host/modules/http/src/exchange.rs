@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -53,13 +52,46 @@ impl HttpExchange {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the request says its body is JSON.
-    pub fn is_json(&self) -> bool {
+    fn content_type(&self) -> &str {
         self.headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"))
+            .unwrap_or_default()
     }
+
+    /// The body as data: a form body as a map (first value of each field); a JSON body (by
+    /// content type, or starting with `{` or `[`) as its value; `None` for an empty body or
+    /// another format. Invalid JSON is the caller's mistake, with the reason.
+    pub fn parsed_body(&self) -> Result<Option<Value>, String> {
+        if self.body.is_empty() {
+            return Ok(None);
+        }
+        let content_type = self.content_type();
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let mut map = Map::new();
+            for (k, v) in parse_query(&String::from_utf8_lossy(&self.body)) {
+                map.entry(k).or_insert(Value::String(v));
+            }
+            return Ok(Some(Value::Object(map)));
+        }
+        let json = content_type.starts_with("application/json")
+            || content_type.contains("+json")
+            || matches!(self.body.first(), Some(b'{' | b'['));
+        if !json {
+            return Ok(None);
+        }
+        serde_json::from_slice(&self.body)
+            .map(Some)
+            .map_err(|e| format!("request body is not valid JSON: {e}"))
+    }
+}
+
+/// `/api/items/` → `items`: the original's query and command names.
+pub fn last_segment(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
 }
 
 /// Decodes `a=1&b=x%20y` into pairs.
@@ -222,35 +254,13 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     }
 }
 
-/// An empty-bodied response with a status, for steps that only set a status.
-pub fn status_response(status: StatusCode) -> Response {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    response
-}
-
 /// The run's trigger data for a request, or the reason the body is unusable (a 400).
 fn trigger_data(
     exchange: &HttpExchange,
     options: &PipelineRoute,
 ) -> Result<Map<String, Value>, String> {
-    let looks_json =
-        !exchange.body.is_empty() && (exchange.is_json() || exchange.body.first() == Some(&b'{'));
-    let body = if looks_json {
-        Some(
-            serde_json::from_slice::<Value>(&exchange.body)
-                .map_err(|e| format!("request body is not valid JSON: {e}"))?,
-        )
-    } else {
-        None
-    };
-    let last_segment = exchange
-        .path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let body = exchange.parsed_body()?;
+    let last_segment = last_segment(&exchange.path).to_string();
     let mut data = Map::new();
     match options.shape {
         TriggerShape::Fields => {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
 
-use crate::{HttpHandler, Response, RouteService, route_fn};
+use crate::{HttpHandler, Response, RouteService, json_bytes, route_fn};
 
 /// Configuration of `http.handler`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -168,12 +168,6 @@ fn documented_route_issues(config: &HttpHandlerConfig, ctx: &CheckContext<'_>) -
         ConfigIssue::warning("/path", message)
             .help("add or correct the route in the `http` workflow's `routes:`"),
     ]
-}
-
-fn json_bytes(value: &Value) -> Bytes {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
 }
 
 /// The response is built once; each request clones it (a reference count, no copying).

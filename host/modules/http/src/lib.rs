@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use tower::util::BoxCloneSyncService;
 use wf_engine::{Registry, RegistryError, ServiceKind};
@@ -88,10 +89,15 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// A JSON response with a trailing newline (as Go's `json.Encoder` wrote them).
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+/// JSON text with a trailing newline, as Go's `json.Encoder` wrote it.
+pub fn json_bytes(value: &serde_json::Value) -> Bytes {
     let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
+    Bytes::from(body)
+}
+
+/// A JSON response with an already encoded body (see [`json_bytes`]).
+pub fn json_bytes_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -99,6 +105,11 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response 
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    json_bytes_response(status, json_bytes(value))
 }
 
 /// A plain-text response, as Go's `http.Error` wrote them.

@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use bytes::Bytes;
-use http::{HeaderValue, header};
+use http::StatusCode;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
 
 use crate::endpoint::{add_endpoint, choose_router, endpoint_router};
-use crate::{Response, route_fn};
+use crate::{json_bytes, json_bytes_response, route_fn};
 
 /// Configuration of `api.schemas`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -66,20 +64,14 @@ impl ModuleType for ModuleSchemasType {
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
         // The registry cannot change while the app runs: encode once.
-        let mut body = serde_json::to_vec(&serde_json::json!({ "types": ctx.app.types() }))?;
-        body.push(b'\n');
-        let body = Bytes::from(body);
+        let body = json_bytes(&serde_json::json!({ "types": ctx.app.types() }));
         let router = endpoint_router(config.router.as_deref(), ctx)?;
         add_endpoint(
             &router,
             ctx,
             &config.path,
             route_fn(move |_| {
-                let mut response = Response::new(Body::from(body.clone()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                let response = json_bytes_response(StatusCode::OK, body.clone());
                 async move { response }
             }),
         )?;

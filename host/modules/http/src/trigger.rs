@@ -115,17 +115,7 @@ impl TriggerType for HttpTriggerType {
                         .help("point the route at a pipeline with `pipeline: <name>`"),
                     );
                 }
-                Some(name) => {
-                    let names = ctx.config.pipelines.iter().map(|p| p.name.as_str());
-                    let issue = ConfigIssue::new(
-                        format!("/routes/{i}"),
-                        format!("no pipeline named `{name}`"),
-                    );
-                    issues.push(match wf_engine::wf_config::did_you_mean(name, names) {
-                        Some(s) => issue.help(format!("did you mean `{s}`?")),
-                        None => issue.help("declare it under `pipelines:`"),
-                    });
-                }
+                Some(name) => issues.extend(ctx.require_pipeline(&format!("/routes/{i}"), name)),
             }
         }
         issues
@@ -135,15 +125,17 @@ impl TriggerType for HttpTriggerType {
         config: HttpTriggerConfig,
         ctx: &mut WireContext<'_>,
     ) -> anyhow::Result<Arc<dyn Trigger>> {
-        let router = match &config.router {
-            Some(name) => ctx.service::<Router>(name)?,
-            None => ctx
-                .all::<Router>()
-                .into_iter()
-                .map(|(_, r)| r)
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("there is no `http.router` for these routes"))?,
-        };
+        // The same choice validation made (the named router, or the only one).
+        let router_name = ctx
+            .check()
+            .choose(
+                config.router.as_deref(),
+                "router",
+                "router",
+                &["http.router"],
+            )
+            .map_err(|issue| anyhow::anyhow!(issue.message))?;
+        let router = ctx.service::<Router>(&router_name)?;
         for (i, route) in config.routes.into_iter().enumerate() {
             let Some(name) = route.target().map(str::to_string) else {
                 continue;

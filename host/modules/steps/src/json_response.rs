@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -135,22 +135,16 @@ impl Step for JsonResponse {
         let mut output = crate::output([("status", json!(status))]);
         match ctx.extensions.get::<Arc<HttpExchange>>() {
             Some(exchange) => {
+                let status =
+                    StatusCode::from_u16(status).map_err(|e| StepError::internal(e.to_string()))?;
                 let mut response = match &body {
-                    Some(body) => {
-                        let mut bytes = serde_json::to_vec(body)
-                            .map_err(|e| StepError::internal(e.to_string()))?;
-                        bytes.push(b'\n');
-                        let mut r = http::Response::new(Body::from(bytes));
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        );
+                    Some(body) => wf_http::json_response(status, body),
+                    None => {
+                        let mut r = http::Response::new(Body::empty());
+                        *r.status_mut() = status;
                         r
                     }
-                    None => http::Response::new(Body::empty()),
                 };
-                *response.status_mut() =
-                    StatusCode::from_u16(status).map_err(|e| StepError::internal(e.to_string()))?;
                 for (name, template) in &self.headers {
                     let value = template
                         .render_string(&data)

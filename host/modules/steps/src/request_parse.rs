@@ -12,7 +12,6 @@ use wf_engine::{
     async_trait,
 };
 use wf_http::HttpExchange;
-use wf_http::exchange::parse_query;
 
 /// Configuration of `step.request_parse`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -61,24 +60,13 @@ struct RequestParse {
 }
 
 fn parse_body(exchange: &HttpExchange) -> Result<Value, StepError> {
-    if exchange.body.is_empty() {
-        return Ok(Value::Object(Map::new()));
+    match exchange.parsed_body().map_err(StepError::invalid_input)? {
+        Some(body) => Ok(body),
+        None if exchange.body.is_empty() => Ok(Value::Object(Map::new())),
+        None => Err(StepError::invalid_input(
+            "request body is neither JSON nor form data",
+        )),
     }
-    let form = exchange
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if form {
-        let text = String::from_utf8_lossy(&exchange.body);
-        let mut map = Map::new();
-        for (k, v) in parse_query(&text) {
-            map.entry(k).or_insert(Value::String(v));
-        }
-        return Ok(Value::Object(map));
-    }
-    serde_json::from_slice(&exchange.body)
-        .map_err(|e| StepError::invalid_input(format!("request body is not valid JSON: {e}")))
 }
 
 #[async_trait]

@@ -62,16 +62,9 @@ impl Described for SubWorkflowType {
 
 impl StepType for SubWorkflowType {
     fn check(config: &SubWorkflowConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let name = pipeline_name(&config.workflow);
-        if ctx.config.pipelines.iter().any(|p| p.name == name) {
-            return Vec::new();
-        }
-        let names = ctx.config.pipelines.iter().map(|p| p.name.as_str());
-        let issue = ConfigIssue::new("/workflow", format!("no pipeline named `{name}`"));
-        vec![match wf_engine::wf_config::did_you_mean(name, names) {
-            Some(s) => issue.help(format!("did you mean `{s}`?")),
-            None => issue.help("declare it under `pipelines:`"),
-        }]
+        ctx.require_pipeline("/workflow", pipeline_name(&config.workflow))
+            .into_iter()
+            .collect()
     }
 
     fn build(
