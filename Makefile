@@ -4,14 +4,26 @@
 CARGO ?= cargo
 WF_HOST := $(CARGO) run --quiet -p wf-host --
 
-.PHONY: run test lint bench fmt validate-examples check-toolchain
+.PHONY: run test lint bench fmt validate-examples check-toolchain plugins
+
+# Where `make plugins` puts the built components (tests and examples read them from here).
+PLUGINS_DIST := plugins/dist
+PLUGINS_TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),plugins/target)
 
 ## run: build wf-host and run example/hello/app.yaml (http://127.0.0.1:8080/hello)
 run: check-toolchain
 	$(WF_HOST) run example/hello/app.yaml
 
-## test: every test of every crate, then `wf-host validate` on every bundled example
-test: check-toolchain
+## plugins: build the first-party components and test fixtures (wasm32-wasip2) into plugins/dist
+plugins: check-toolchain
+	$(CARGO) build --quiet --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+	@mkdir -p $(PLUGINS_DIST)
+	@for f in hello sentiment alert_classify pii_redact adversary; do \
+	  cp "$(PLUGINS_TARGET)/wasm32-wasip2/release/$$f.wasm" $(PLUGINS_DIST)/ || exit 1; done
+
+## test: every test of every crate (plugins and SDK included), then `wf-host validate` on every bundled example
+test: check-toolchain plugins
+	$(CARGO) test --quiet --manifest-path plugins/Cargo.toml
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) --no-print-directory validate-examples
 
@@ -22,7 +34,9 @@ validate-examples:
 ## lint: formatting and clippy with warnings as errors
 lint: check-toolchain
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --all --manifest-path plugins/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --all-targets -- -D warnings
 
 ## bench: HTTP pipeline vs bare axum under wrk, and executor overhead per step (see docs/benchmarks.md)
 bench: check-toolchain
@@ -30,6 +44,7 @@ bench: check-toolchain
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --all --manifest-path plugins/Cargo.toml
 
 check-toolchain:
 	@command -v $(CARGO) >/dev/null 2>&1 || { \

@@ -1,0 +1,78 @@
+//! Test fixture: a step that misbehaves on request, so the sandbox tests can show that each
+//! limit and each capability holds. `input.mode` picks the misbehaviour.
+
+use wf_sdk::prelude::*;
+use wf_sdk::{HttpRequest, Level};
+
+struct Adversary;
+
+impl Step for Adversary {
+    fn info() -> Info {
+        Info::new("adversary", "Misbehaves on request (sandbox test fixture)")
+    }
+
+    fn run(input: Value, ctx: &Ctx) -> Result<Output, StepError> {
+        let arg = input["arg"].as_str().unwrap_or_default().to_string();
+        match input["mode"].as_str().unwrap_or_default() {
+            "echo" => Ok(json!({ "echo": input, "config": ctx.config() }).into()),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => {
+                eprintln!("about to fail on purpose");
+                panic!("adversary panicked on purpose")
+            }
+            "big-output" => Ok(json!({ "blob": "x".repeat(4 << 20) }).into()),
+            "read-file" => match std::fs::read_to_string(&arg) {
+                Ok(text) => Ok(json!({ "read": text }).into()),
+                Err(e) => Err(StepError::denied(format!("read {arg}: {e}"))),
+            },
+            "list-dir" => match std::fs::read_dir(&arg) {
+                Ok(entries) => Ok(json!({ "entries": entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>() }).into()),
+                Err(e) => Err(StepError::denied(format!("list {arg}: {e}"))),
+            },
+            "write-file" => match std::fs::write(&arg, b"pwned") {
+                Ok(()) => Ok(json!({ "wrote": arg }).into()),
+                Err(e) => Err(StepError::denied(format!("write {arg}: {e}"))),
+            },
+            "connect" => match std::net::TcpStream::connect(arg.as_str()) {
+                Ok(_) => Ok(json!({ "connected": arg }).into()),
+                Err(e) => Err(StepError::denied(format!("connect {arg}: {e}"))),
+            },
+            "env" => Ok(json!({ "value": std::env::var(&arg).ok(), "all": std::env::vars().count() }).into()),
+            "http" => {
+                let response = ctx.http(HttpRequest::get(arg))?;
+                Ok(json!({ "status": response.status, "body": String::from_utf8_lossy(&response.body) }).into())
+            }
+            "state" => {
+                let revision = ctx.state_set(&arg, "counter", &json!(1))?;
+                let entry = ctx.state_get(&arg, "counter")?;
+                Ok(json!({ "revision": revision, "value": entry.map(|e| e.value) }).into())
+            }
+            "publish" => {
+                ctx.publish(&arg, &json!({ "from": "adversary" }))?;
+                Ok(json!({ "published": arg }).into())
+            }
+            "log" => {
+                ctx.log(Level::Warn, format!("adversary says {arg}"));
+                Ok(json!({ "logged": true }).into())
+            }
+            "fail" => Err(StepError::unavailable(format!("failing on purpose: {arg}"))),
+            "branch" => Ok(Output::Branch { target: arg, output: json!({ "branched": true }) }),
+            "now" => Ok(json!({ "now_ms": ctx.now_ms() }).into()),
+            other => Err(StepError::invalid_input(format!("unknown mode `{other}`"))),
+        }
+    }
+}
+
+export_step!(Adversary);
