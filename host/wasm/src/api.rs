@@ -1,0 +1,381 @@
+//! The components API (the original's `/api/dynamic/components`): upload, list, inspect,
+//! delete and roll back components at run time. Uploads are validated before anything
+//! changes, and accepted ones are kept on disk so a restart restores them.
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | `POST` | `{prefix}?name=NAME` | body: the `.wasm` bytes; header `x-wf-grant`: JSON `{config, capabilities, limits}` |
+//! | `PUT` | `{prefix}/{id}` | the same, named by the path |
+//! | `GET` | `{prefix}` | every component |
+//! | `GET` | `{prefix}/{id}` | one component |
+//! | `DELETE` | `{prefix}/{id}?force=true` | refused (409) while a pipeline uses it, unless forced |
+//! | `POST` | `{prefix}/{id}/rollback` | the previous good version becomes live |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Value, json};
+use wf_engine::BuildContext;
+use wf_http::{PathParams, Request, Response, json_response, route_fn};
+
+use crate::components_module::ApiConfig;
+use crate::registry::{
+    ComponentRegistry, Expect, Grant, InstallError, InstallOutcome, Origin, Slot,
+};
+
+/// Adds the API's routes to the configured router.
+pub fn mount(
+    api: &ApiConfig,
+    registry: &Arc<ComponentRegistry>,
+    ctx: &BuildContext<'_>,
+) -> anyhow::Result<()> {
+    let router = wf_http::endpoint::endpoint_router(api.router.as_deref(), ctx)?;
+    let prefix = api.prefix.trim_end_matches('/').to_string();
+    let state = Arc::new(Api {
+        registry: registry.clone(),
+        token: api.token.clone().filter(|t| !t.is_empty()),
+        max_upload: (api.max_upload_mib as usize) << 20,
+    });
+    let routes: [(Method, String, Action); 6] = [
+        (Method::GET, prefix.clone(), Action::List),
+        (Method::POST, prefix.clone(), Action::Upload),
+        (Method::GET, format!("{prefix}/{{id}}"), Action::Get),
+        (Method::PUT, format!("{prefix}/{{id}}"), Action::Upload),
+        (Method::DELETE, format!("{prefix}/{{id}}"), Action::Delete),
+        (
+            Method::POST,
+            format!("{prefix}/{{id}}/rollback"),
+            Action::Rollback,
+        ),
+    ];
+    for (method, path, action) in routes {
+        let state = state.clone();
+        let served = router.add_route(
+            method.clone(),
+            &path,
+            route_fn(move |req| {
+                let state = state.clone();
+                async move { state.handle(action, req).await }
+            }),
+        )?;
+        ctx.app.add_route(wf_engine::RouteInfo {
+            server: None,
+            router: router.name().to_string(),
+            method: method.to_string(),
+            path: served,
+            handler: ctx.name.to_string(),
+            middlewares: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    List,
+    Get,
+    Upload,
+    Delete,
+    Rollback,
+}
+
+struct Api {
+    registry: Arc<ComponentRegistry>,
+    token: Option<String>,
+    max_upload: usize,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, &json!({ "error": message.into() }))
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn query_param(req: &Request, key: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then(|| v.to_string())
+        })
+    })
+}
+
+impl Api {
+    async fn handle(&self, action: Action, req: Request) -> Response {
+        if let Some(token) = &self.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+                let mut response =
+                    error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+        }
+        let id = req
+            .extensions()
+            .get::<PathParams>()
+            .and_then(|p| p.get("id"))
+            .map(str::to_string);
+        match (action, id) {
+            (Action::List, _) => {
+                let all: Vec<Value> = self
+                    .registry
+                    .slots()
+                    .iter()
+                    .map(|s| describe_slot(s))
+                    .collect();
+                json_response(StatusCode::OK, &Value::Array(all))
+            }
+            (Action::Get, Some(id)) => match self
+                .registry
+                .get(&id)
+                .filter(|s| s.live().is_some() || s.rejected().is_some())
+            {
+                Some(slot) => json_response(StatusCode::OK, &describe_slot(&slot)),
+                None => error(StatusCode::NOT_FOUND, format!("no component `{id}`")),
+            },
+            (Action::Upload, id) => {
+                self.upload(id.or_else(|| query_param(&req, "name")), req)
+                    .await
+            }
+            (Action::Delete, Some(id)) => {
+                let force = query_param(&req, "force").is_some_and(|v| v == "true" || v == "1");
+                match self.registry.remove(&id, force) {
+                    Ok(()) => {
+                        remove_upload(&self.registry, &id);
+                        let mut response = Response::new(axum::body::Body::empty());
+                        *response.status_mut() = StatusCode::NO_CONTENT;
+                        response
+                    }
+                    Err(e) => install_error(e),
+                }
+            }
+            (Action::Rollback, Some(id)) => match self.registry.rollback(&id) {
+                Ok(live) => {
+                    if self.registry.get(&id).and_then(|s| s.origin()) == Some(Origin::Upload) {
+                        persist_upload(&self.registry, &id, &live.bytes, None);
+                    }
+                    let slot = self.registry.slot(&id);
+                    json_response(StatusCode::OK, &describe_slot(&slot))
+                }
+                Err(e) => install_error(e),
+            },
+            (_, None) => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    async fn upload(&self, name: Option<String>, req: Request) -> Response {
+        if let Some(name) = &name
+            && let Err(message) = crate::component::check_name(name)
+        {
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+        let grant: Option<Grant> = match req.headers().get("x-wf-grant") {
+            None => None,
+            Some(value) => match value.to_str().ok().map(serde_json::from_str::<Grant>) {
+                Some(Ok(grant)) => Some(grant),
+                Some(Err(e)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("header `x-wf-grant` is not a valid grant: {e}"),
+                    );
+                }
+                None => return error(StatusCode::BAD_REQUEST, "header `x-wf-grant` is not text"),
+            },
+        };
+        let bytes: Bytes = match Limited::new(req.into_body(), self.max_upload)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the component is larger than the {} MiB limit (`api.max_upload_mib`)",
+                        self.max_upload >> 20
+                    ),
+                );
+            }
+            Err(_) => return error(StatusCode::BAD_REQUEST, "could not read the request body"),
+        };
+        if let Err(e) = crate::component::check_format(&bytes) {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
+        }
+        let expect = match &name {
+            Some(name) => Expect::Name(name),
+            None => Expect::Any,
+        };
+        let bytes = Arc::new(bytes.to_vec());
+        let spec = match self.registry.spec(&expect, bytes.clone(), grant.as_ref()) {
+            Ok(spec) => spec,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        match self.registry.install(&expect, spec, Origin::Upload).await {
+            Ok((slot, outcome)) => {
+                persist_upload(&self.registry, &slot.name, &bytes, grant.as_ref());
+                let status = match outcome {
+                    InstallOutcome::Swapped => StatusCode::CREATED,
+                    InstallOutcome::Unchanged => StatusCode::OK,
+                };
+                json_response(status, &describe_slot(&slot))
+            }
+            Err(e) => install_error(e),
+        }
+    }
+}
+
+fn install_error(e: InstallError) -> Response {
+    let status = match &e {
+        InstallError::Load(crate::LoadError::Host(_)) => {
+            tracing::error!("component install failed: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+        InstallError::Load(_) | InstallError::NameMismatch { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        InstallError::NotFound(_) => StatusCode::NOT_FOUND,
+        InstallError::InUse { .. } | InstallError::NoPrevious(_) => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
+}
+
+/// A component as the API shows it.
+pub fn describe_slot(slot: &Slot) -> Value {
+    let live = slot.live();
+    let mut out = json!({
+        "id": slot.name,
+        "name": slot.name,
+        "status": if live.is_some() { "live" } else { "rejected" },
+        "revision": slot.revision(),
+        "origin": slot.origin(),
+        "used_by": slot.references(),
+        "rejected": slot.rejected(),
+        "previous_versions": slot.previous().iter().map(|c| json!({
+            "version": c.info.version,
+            "digest": c.digest,
+        })).collect::<Vec<_>>(),
+    });
+    if let (Some(c), Some(map)) = (live, out.as_object_mut()) {
+        let stats = c.stats.snapshot();
+        let fields = json!({
+            "version": c.info.version,
+            "description": c.info.description,
+            "kind": c.kind,
+            "digest": c.digest,
+            "size": c.size,
+            "loaded_at": crate::registry::rfc3339::format(c.loaded_at),
+            "cached": c.cached,
+            "requested_capabilities": c.info.capabilities,
+            "capabilities": c.capabilities,
+            "limits": c.limits,
+            "config_schema": c.info.config_schema,
+            "invocations": stats.invocations,
+            "errors": stats.errors,
+            "p50_us": stats.p50_us,
+            "p99_us": stats.p99_us,
+        });
+        if let Value::Object(fields) = fields {
+            map.extend(fields);
+        }
+    }
+    out
+}
+
+/// Keeps an accepted upload (bytes, then grant) so a restart restores it. Written to a
+/// temporary name and renamed, so a crash never leaves half a file under the real name.
+fn persist_upload(registry: &ComponentRegistry, name: &str, bytes: &[u8], grant: Option<&Grant>) {
+    let Some(dir) = registry.upload_dir() else {
+        return;
+    };
+    let result = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let write = |file: String, data: &[u8]| -> std::io::Result<()> {
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, data)?;
+            std::fs::rename(&tmp, dir.join(file))
+        };
+        write(format!("{name}.wasm"), bytes)?;
+        if let Some(grant) = grant {
+            write(
+                format!("{name}.grant.json"),
+                &serde_json::to_vec(grant).unwrap_or_default(),
+            )?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(
+            component = name,
+            "cannot keep the uploaded component on disk; it will not survive a restart: {e}"
+        );
+    }
+}
+
+fn remove_upload(registry: &ComponentRegistry, name: &str) {
+    if let Some(dir) = registry.upload_dir() {
+        let _ = std::fs::remove_file(dir.join(format!("{name}.wasm")));
+        let _ = std::fs::remove_file(dir.join(format!("{name}.grant.json")));
+    }
+}
+
+/// Loads the components uploaded before a restart.
+pub async fn restore_uploads(registry: &Arc<ComponentRegistry>) -> anyhow::Result<()> {
+    let Some(dir) = registry.upload_dir().cloned() else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::watch::is_component_file(p))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let grant: Option<Grant> = std::fs::read(dir.join(format!("{name}.grant.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read kept component: {e}");
+                continue;
+            }
+        };
+        let expect = Expect::Name(&name);
+        let result = match registry.spec(&expect, bytes, grant.as_ref()) {
+            Ok(spec) => registry
+                .install(&expect, spec, Origin::Upload)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(component = %name, "kept component not restored: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! What a component may reach, as the app's YAML grants it. Everything is denied by default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Capabilities granted to a component. A call to anything not listed fails with a `denied`
+/// error naming the entry to add.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Hosts outbound HTTP may reach: `api.example.com`, `*.example.com` (subdomains only),
+    /// `api.example.com:8443`, `127.0.0.1:8080`. A host name that resolves to a loopback or
+    /// private address is refused; such addresses are reachable only when listed as addresses
+    /// (or as `localhost`).
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// State buckets the component may read and write.
+    #[serde(default)]
+    pub state: Vec<String>,
+    /// Topics the component may publish to; a trailing `*` matches any suffix (`orders.*`).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Environment variables the component sees, with the host's values at load time.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Host directories mounted read-only.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory a component may read.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host, relative to the working directory.
+    pub host: String,
+    /// Where the component sees it, e.g. `/data`.
+    pub guest: String,
+}
+
+impl Capabilities {
+    /// Both grants together (YAML grants plus those given at upload).
+    pub fn union(&self, other: &Capabilities) -> Capabilities {
+        fn merged<T: Clone + PartialEq>(a: &[T], b: &[T]) -> Vec<T> {
+            let mut out = a.to_vec();
+            for item in b {
+                if !out.contains(item) {
+                    out.push(item.clone());
+                }
+            }
+            out
+        }
+        Capabilities {
+            http: merged(&self.http, &other.http),
+            state: merged(&self.state, &other.state),
+            events: merged(&self.events, &other.events),
+            env: merged(&self.env, &other.env),
+            dirs: merged(&self.dirs, &other.dirs),
+        }
+    }
+
+    pub fn state_allowed(&self, bucket: &str) -> Result<(), String> {
+        if self.state.iter().any(|b| b == bucket) {
+            Ok(())
+        } else {
+            Err(format!(
+                "state bucket `{bucket}` is not granted; add it to `capabilities.state`"
+            ))
+        }
+    }
+
+    pub fn topic_allowed(&self, topic: &str) -> Result<(), String> {
+        let granted = self
+            .events
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => topic.starts_with(prefix),
+                None => pattern == topic,
+            });
+        if granted {
+            Ok(())
+        } else {
+            Err(format!(
+                "topic `{topic}` is not granted; add it to `capabilities.events`"
+            ))
+        }
+    }
+
+    /// Checks a URL against the HTTP allow-list. Address checks on resolved names happen in
+    /// [`GuardedResolver`], at connect time.
+    pub fn url_allowed(&self, url: &reqwest::Url) -> Result<(), String> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "scheme `{}` is not allowed (use http or https)",
+                url.scheme()
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("`{url}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default();
+        if self
+            .http
+            .iter()
+            .filter_map(|entry| HostPattern::parse(entry))
+            .any(|pattern| pattern.matches(&host, port))
+        {
+            Ok(())
+        } else {
+            let shown = match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            };
+            Err(format!(
+                "HTTP to `{shown}` is not granted; add `{shown}` to `capabilities.http`"
+            ))
+        }
+    }
+}
+
+/// One `capabilities.http` entry.
+struct HostPattern {
+    host: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    fn parse(entry: &str) -> Option<HostPattern> {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (host, port) = match entry.rsplit_once(':') {
+            // An IPv6 literal has colons of its own; only `[..]:port` carries a port.
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h.to_string(), p.parse().ok()),
+            _ => (entry.clone(), None),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest.to_string(), true),
+            None => (host, false),
+        };
+        (!host.is_empty()).then_some(HostPattern {
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        let host_ok = if self.wildcard {
+            host.ends_with(&format!(".{}", self.host))
+        } else {
+            host == self.host
+        };
+        host_ok && self.port.is_none_or(|p| Some(p) == port)
+    }
+}
+
+/// Loopback, private, link-local, unspecified and similar addresses: what a component must
+/// not reach through a public-looking name.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // 100.64.0.0/10, carrier-grade NAT
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link local
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A granted name resolved only to internal addresses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` resolves only to loopback or private addresses; grant the address itself in `capabilities.http`"
+)]
+pub struct InternalAddressRefused(pub String);
+
+/// Resolves names for a component's HTTP client and drops internal addresses, so a granted
+/// public name cannot be pointed at the host's own network (DNS rebinding). `localhost` is
+/// resolved only when granted by that name.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    localhost_granted: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_string();
+        let localhost_granted = self.localhost_granted;
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allow_internal = localhost_granted && name.eq_ignore_ascii_case("localhost");
+            let allowed: Vec<SocketAddr> = all
+                .into_iter()
+                .filter(|a| allow_internal || !is_internal(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(InternalAddressRefused(name))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client a component's `http.send` uses: no redirects (a redirect could leave the
+/// allow-list), no proxy from the environment, the guarded resolver.
+pub fn http_client(capabilities: &Capabilities) -> anyhow::Result<reqwest::Client> {
+    let _ = rustls_provider();
+    let localhost_granted = capabilities
+        .http
+        .iter()
+        .filter_map(|e| HostPattern::parse(e))
+        .any(|p| p.host == "localhost");
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { localhost_granted }))
+        .build()?)
+}
+
+fn rustls_provider() -> Result<(), Arc<rustls::crypto::CryptoProvider>> {
+    rustls::crypto::ring::default_provider().install_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(http: &[&str]) -> Capabilities {
+        Capabilities {
+            http: http.iter().map(|s| s.to_string()).collect(),
+            ..Capabilities::default()
+        }
+    }
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).expect("test url")
+    }
+
+    #[test]
+    fn http_allow_list_matches_hosts_ports_and_subdomains() {
+        let c = caps(&[
+            "api.example.com",
+            "*.github.com",
+            "127.0.0.1:8080",
+            "[::1]:9000",
+        ]);
+        assert!(c.url_allowed(&url("https://api.example.com/x")).is_ok());
+        assert!(c.url_allowed(&url("https://raw.github.com/x")).is_ok());
+        assert!(c.url_allowed(&url("https://github.com/x")).is_err());
+        assert!(c.url_allowed(&url("http://127.0.0.1:8080/")).is_ok());
+        assert!(c.url_allowed(&url("http://127.0.0.1:8081/")).is_err());
+        assert!(c.url_allowed(&url("http://[::1]:9000/")).is_ok());
+        assert!(c.url_allowed(&url("http://evil.example.com/")).is_err());
+        assert!(c.url_allowed(&url("file:///etc/passwd")).is_err());
+        let err = caps(&[]).url_allowed(&url("http://10.0.0.1/")).unwrap_err();
+        assert!(
+            err.contains("add `10.0.0.1` to `capabilities.http`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(is_internal(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(!is_internal(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_internal_addresses_unless_localhost_is_granted() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| std::str::FromStr::from_str(n).expect("dns name");
+        let refused = GuardedResolver {
+            localhost_granted: false,
+        }
+        .resolve(name("localhost"))
+        .await
+        .err()
+        .expect("localhost refused");
+        assert!(
+            refused.downcast_ref::<InternalAddressRefused>().is_some(),
+            "{refused}"
+        );
+        let allowed = GuardedResolver {
+            localhost_granted: true,
+        }
+        .resolve(name("localhost"))
+        .await
+        .expect("localhost granted");
+        assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn topics_and_buckets_are_denied_unless_granted() {
+        let c = Capabilities {
+            events: vec!["orders.*".into(), "audit".into()],
+            state: vec!["cache".into()],
+            ..Capabilities::default()
+        };
+        assert!(c.topic_allowed("orders.created").is_ok());
+        assert!(c.topic_allowed("audit").is_ok());
+        assert!(c.topic_allowed("payments").is_err());
+        assert!(c.state_allowed("cache").is_ok());
+        assert!(c.state_allowed("secrets").is_err());
+    }
+}

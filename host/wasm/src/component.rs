@@ -1,0 +1,630 @@
+//! A loaded component version: checked, compiled, linked once (`InstancePre`), described, and
+//! called under its limits with the `fresh` or `reuse` instance policy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::exports::wf::plugin::step as wit_step;
+use crate::bindings::wf::plugin::types as wit;
+use crate::bindings::{StepComponent, StepComponentPre};
+use crate::cache::sha256_hex;
+use crate::capabilities::Capabilities;
+use crate::host::{ComponentEnv, HostServices, HostState};
+use crate::limits::{LimitKind, Limits};
+use crate::runtime::{EPOCH_TICK, Runtime};
+
+/// What a component says about itself (its `describe`), with schemas parsed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub config_schema: Option<Value>,
+    pub input_schema: Option<Value>,
+    pub output_schema: Option<Value>,
+    /// What the component asks for; only the app's YAML (or the upload) grants anything.
+    pub capabilities: Vec<String>,
+}
+
+/// Which world a component implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    Step,
+}
+
+/// Everything needed to load one component version.
+#[derive(Clone)]
+pub struct ComponentSpec {
+    pub bytes: Arc<Vec<u8>>,
+    /// The component's configuration (its `config` import), checked by `validate-config`.
+    pub config: Map<String, Value>,
+    pub capabilities: Capabilities,
+    pub limits: Limits,
+    pub services: HostServices,
+}
+
+/// Why bytes could not become a usable component. Nothing changes when loading fails.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    NotAComponent(String),
+    #[error("the component does not compile: {0}")]
+    Invalid(String),
+    #[error("the component does not fit this host: {0}")]
+    Incompatible(String),
+    #[error("the component's `describe` failed: {0}")]
+    Describe(String),
+    #[error("the component rejected its configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Host(String),
+}
+
+/// How a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The component returned an error of its own.
+    #[error("{message}")]
+    Guest {
+        kind: wf_engine::ErrorKind,
+        message: String,
+    },
+    /// The call broke a limit and was stopped.
+    #[error("limit-exceeded: {}: {detail}; raise `{}` for this component if the work is legitimate", kind.as_str(), kind.setting())]
+    LimitExceeded { kind: LimitKind, detail: String },
+    /// The guest trapped (a Rust panic, an out-of-bounds access, ...).
+    #[error("the component crashed: {message}{}", stderr_suffix(stderr))]
+    Trap { message: String, stderr: String },
+    /// The host could not run the call.
+    #[error("{0}")]
+    Host(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(" (stderr: {stderr})")
+    }
+}
+
+/// Warm instances kept per component version under the `reuse` policy.
+const MAX_IDLE_INSTANCES: usize = 8;
+/// Limits for `describe` and `validate-config` while loading: small, so a bad candidate fails
+/// fast instead of holding up a swap.
+const PROBE_FUEL: u64 = 200_000_000;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Latencies kept for p50/p99.
+const LATENCY_WINDOW: usize = 1024;
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: StepComponent,
+    uses: u32,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Call counters and recent latencies, for the components API.
+#[derive(Default)]
+pub struct Stats {
+    invocations: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<VecDeque<u64>>,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    pub invocations: u64,
+    pub errors: u64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+}
+
+impl Stats {
+    fn record(&self, elapsed: Duration, ok: bool) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut window = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner());
+        if window.len() == LATENCY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(elapsed.as_micros() as u64);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut sorted: Vec<u64> = self
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        sorted.sort_unstable();
+        let percentile =
+            |p: usize| (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) * p) / 100]);
+        StatsSnapshot {
+            invocations: self.invocations.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            p50_us: percentile(50),
+            p99_us: percentile(99),
+        }
+    }
+}
+
+/// One loaded version of a component.
+pub struct LoadedComponent {
+    pub info: ComponentInfo,
+    pub kind: ComponentKind,
+    /// sha256 of the component bytes, lowercase hex.
+    pub digest: String,
+    pub size: usize,
+    pub limits: Limits,
+    pub capabilities: Capabilities,
+    pub loaded_at: SystemTime,
+    /// Whether the machine code came from the cache.
+    pub cached: bool,
+    pub stats: Stats,
+    pub bytes: Arc<Vec<u8>>,
+    runtime: Arc<Runtime>,
+    env: Arc<ComponentEnv>,
+    pre: StepComponentPre<HostState>,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rejects what is not a WebAssembly component before the compiler sees it, with a reason a
+/// person can act on.
+pub fn check_format(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::NotAComponent("the file is empty".into()));
+    }
+    if wasmtime::Engine::detect_precompiled(bytes).is_some() || bytes.starts_with(b"\x7fELF") {
+        return Err(LoadError::NotAComponent(
+            "precompiled native code is never accepted: send the .wasm component; the host compiles and caches it itself".into(),
+        ));
+    }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::NotAComponent(
+            "not a WebAssembly binary (it does not start with `\\0asm`)".into(),
+        ));
+    }
+    match bytes.get(4..8) {
+        Some([0x0d, 0x00, 0x01, 0x00]) => Ok(()),
+        Some([0x01, 0x00, 0x00, 0x00]) => Err(LoadError::NotAComponent(
+            "this is a core WebAssembly module, not a component: build for `wasm32-wasip2` (`wf-plugin build`) or wrap it with `wasm-tools component new`".into(),
+        )),
+        _ => Err(LoadError::NotAComponent(
+            "truncated or unsupported WebAssembly header".into(),
+        )),
+    }
+}
+
+/// `name` as a step type may use it.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid component name (1-64 lowercase letters, digits, `.`, `-`, `_`)"
+        ))
+    }
+}
+
+fn parse_schema(field: &str, text: Option<String>) -> Result<Option<Value>, LoadError> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| LoadError::Describe(format!("`{field}` is not JSON: {e}")))
+    })
+    .transpose()
+}
+
+fn guest_error(error: wit::Error) -> (wf_engine::ErrorKind, String) {
+    use wf_engine::ErrorKind as K;
+    match error {
+        wit::Error::InvalidInput(m) => (K::InvalidInput, m),
+        wit::Error::InvalidConfig(m) => (K::InvalidConfig, m),
+        wit::Error::Denied(m) => (K::Denied, m),
+        wit::Error::Unavailable(m) => (K::Unavailable, m),
+        wit::Error::Internal(m) => (K::Internal, m),
+    }
+}
+
+fn epoch_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+}
+
+/// Where the run goes after a wasm step, with the output to merge.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepOutcome {
+    Next(Map<String, Value>),
+    Branch(String, Map<String, Value>),
+    Stop(Map<String, Value>),
+}
+
+/// The run a call belongs to, as the guest sees it.
+#[derive(Clone, Debug, Default)]
+pub struct CallInfo {
+    pub pipeline: String,
+    pub run_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub trace_parent: Option<String>,
+    /// The step's own configuration, over the component's (what the `config` import returns).
+    pub config: Arc<Map<String, Value>>,
+}
+
+impl LoadedComponent {
+    /// Checks, compiles (or loads cached code), links, and probes `describe` and
+    /// `validate-config` under tight limits.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        spec: ComponentSpec,
+    ) -> Result<LoadedComponent, LoadError> {
+        check_format(&spec.bytes)?;
+        let digest = sha256_hex(&spec.bytes);
+        let (component, cached) = runtime
+            .compile(spec.bytes.clone(), digest.clone())
+            .await
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let pre = StepComponentPre::new(pre).map_err(|e| {
+            LoadError::Incompatible(format!(
+                "it does not export `wf:plugin/step@0.1.0` ({e:#}); build it against the `step-component` world"
+            ))
+        })?;
+        let env = ComponentEnv::new(
+            "(loading)",
+            spec.config.clone(),
+            spec.capabilities.clone(),
+            spec.services.clone(),
+        )
+        .map_err(|e| LoadError::Host(format!("{e:#}")))?;
+        let mut loaded = LoadedComponent {
+            info: ComponentInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                config_schema: None,
+                input_schema: None,
+                output_schema: None,
+                capabilities: Vec::new(),
+            },
+            kind: ComponentKind::Step,
+            size: spec.bytes.len(),
+            digest,
+            limits: spec.limits,
+            capabilities: spec.capabilities,
+            loaded_at: SystemTime::now(),
+            cached,
+            stats: Stats::default(),
+            bytes: spec.bytes,
+            runtime: runtime.clone(),
+            env: Arc::new(env),
+            pre,
+            idle: Mutex::new(Vec::new()),
+        };
+        loaded.info = loaded.probe(&spec.config).await?;
+        // The name only becomes known from `describe`; log lines from now on carry it. The
+        // probe's instance is gone, so the environment is not shared yet.
+        if let Some(env) = Arc::get_mut(&mut loaded.env) {
+            env.name = loaded.info.name.clone();
+        }
+        Ok(loaded)
+    }
+
+    /// `describe` and `validate-config` on a throwaway instance with probe limits.
+    async fn probe(&self, config: &Map<String, Value>) -> Result<ComponentInfo, LoadError> {
+        let probe_limits = Limits {
+            fuel: PROBE_FUEL.min(self.limits.fuel),
+            timeout: PROBE_TIMEOUT.min(self.limits.timeout),
+            ..self.limits.clone()
+        };
+        let mut instance = self
+            .new_instance(&probe_limits)
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        let call = instance
+            .bindings
+            .wf_plugin_step()
+            .call_describe(&mut instance.store);
+        let info = match tokio::time::timeout(probe_limits.timeout, call).await {
+            Err(_) => return Err(LoadError::Describe("timed out".into())),
+            Ok(Err(e)) => {
+                return Err(LoadError::Describe(
+                    classify(e, &mut instance.store, &probe_limits).to_string(),
+                ));
+            }
+            Ok(Ok(info)) => info,
+        };
+        check_name(&info.name).map_err(LoadError::Describe)?;
+        let info = ComponentInfo {
+            config_schema: parse_schema("config-schema", info.config_schema)?,
+            input_schema: parse_schema("input-schema", info.input_schema)?,
+            output_schema: parse_schema("output-schema", info.output_schema)?,
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            capabilities: info.capabilities,
+        };
+        let config_text = Value::Object(config.clone()).to_string();
+        let call = instance
+            .bindings
+            .wf_plugin_step()
+            .call_validate_config(&mut instance.store, &config_text);
+        match tokio::time::timeout(probe_limits.timeout, call).await {
+            Err(_) => Err(LoadError::Config("`validate-config` timed out".into())),
+            Ok(Err(e)) => Err(LoadError::Config(
+                classify(e, &mut instance.store, &probe_limits).to_string(),
+            )),
+            Ok(Ok(Err(e))) => Err(LoadError::Config(guest_error(e).1)),
+            Ok(Ok(Ok(()))) => Ok(info),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    async fn new_instance(&self, limits: &Limits) -> Result<Instance, CallError> {
+        let slot = self
+            .runtime
+            .slots()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CallError::Host("the wasm runtime is shutting down".into()))?;
+        let state = HostState::new(self.env.clone(), limits.memory_bytes)
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        arm(&mut store, limits)?;
+        let bindings = match tokio::time::timeout(
+            limits.timeout,
+            self.pre.instantiate_async(&mut store),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(CallError::LimitExceeded {
+                    kind: LimitKind::Time,
+                    detail: format!("instantiation took longer than {:?}", limits.timeout),
+                });
+            }
+            Ok(Err(e)) => return Err(classify(e, &mut store, limits)),
+            Ok(Ok(bindings)) => bindings,
+        };
+        Ok(Instance {
+            store,
+            bindings,
+            uses: 0,
+            _slot: slot,
+        })
+    }
+
+    async fn instance(&self) -> Result<Instance, CallError> {
+        if self.limits.policy == crate::Policy::Reuse {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(mut instance) = idle {
+                arm(&mut instance.store, &self.limits)?;
+                return Ok(instance);
+            }
+        }
+        self.new_instance(&self.limits).await
+    }
+
+    /// Returns a healthy instance to the warm pool (`reuse`), or drops it.
+    fn release(&self, mut instance: Instance) {
+        instance.uses += 1;
+        if self.limits.policy == crate::Policy::Reuse && instance.uses < self.limits.max_invocations
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.push(instance);
+            }
+        }
+    }
+
+    /// Runs the step on `input` (a JSON object).
+    pub async fn run_step(&self, call: &CallInfo, input: &Value) -> Result<StepOutcome, CallError> {
+        let started = Instant::now();
+        let result = self.run_step_inner(call, input).await;
+        self.stats.record(started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn run_step_inner(
+        &self,
+        call: &CallInfo,
+        input: &Value,
+    ) -> Result<StepOutcome, CallError> {
+        let mut instance = self.instance().await?;
+        let deadline = SystemTime::now() + self.limits.timeout;
+        let invocation = wit_step::Invocation {
+            pipeline: call.pipeline.clone(),
+            run_id: call.run_id.clone(),
+            step: call.step.clone(),
+            attempt: call.attempt,
+            deadline_ms: deadline
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            trace_parent: call.trace_parent.clone(),
+        };
+        {
+            let data = instance.store.data_mut();
+            data.run_id = call.run_id.clone();
+            data.call_config = call.config.clone();
+            data.deadline = tokio::time::Instant::now() + self.limits.timeout;
+        }
+        let input_text = input.to_string();
+        let result = {
+            let future = instance.bindings.wf_plugin_step().call_run(
+                &mut instance.store,
+                &invocation,
+                &input_text,
+            );
+            tokio::time::timeout(self.limits.timeout, future).await
+        };
+        let outcome = match result {
+            // The call was abandoned mid-flight: the instance is unusable and is dropped.
+            Err(_) => {
+                return Err(CallError::LimitExceeded {
+                    kind: LimitKind::Time,
+                    detail: format!("the call took longer than {:?}", self.limits.timeout),
+                });
+            }
+            // A trap poisons the instance: it is dropped, never reused.
+            Ok(Err(e)) => return Err(classify(e, &mut instance.store, &self.limits)),
+            Ok(Ok(Err(e))) => {
+                let (kind, message) = guest_error(e);
+                self.release(instance);
+                return Err(CallError::Guest { kind, message });
+            }
+            Ok(Ok(Ok(outcome))) => outcome,
+        };
+        self.release(instance);
+        let (text, branch) = match &outcome {
+            wit_step::Outcome::Next(t) | wit_step::Outcome::Stop(t) => (t.as_str(), None),
+            wit_step::Outcome::Branch(b) => (b.output.as_str(), Some(b.target.clone())),
+        };
+        if text.len() > self.limits.max_output_bytes {
+            return Err(CallError::LimitExceeded {
+                kind: LimitKind::Output,
+                detail: format!(
+                    "the output is {} KiB, over the {} KiB limit",
+                    text.len() >> 10,
+                    self.limits.max_output_bytes >> 10
+                ),
+            });
+        }
+        let output = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(Value::Null) => Map::new(),
+            Ok(other) => {
+                return Err(CallError::Guest {
+                    kind: wf_engine::ErrorKind::Internal,
+                    message: format!(
+                        "the step's output must be a JSON object, not {}",
+                        json_kind(&other)
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(CallError::Guest {
+                    kind: wf_engine::ErrorKind::Internal,
+                    message: format!("the step's output is not JSON: {e}"),
+                });
+            }
+        };
+        Ok(match (outcome, branch) {
+            (wit_step::Outcome::Stop(_), _) => StepOutcome::Stop(output),
+            (_, Some(target)) => StepOutcome::Branch(target, output),
+            _ => StepOutcome::Next(output),
+        })
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refills fuel and sets the epoch deadline before a call.
+fn arm(store: &mut Store<HostState>, limits: &Limits) -> Result<(), CallError> {
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| CallError::Host(format!("{e:#}")))?;
+    store.set_epoch_deadline(epoch_ticks(limits.timeout));
+    Ok(())
+}
+
+/// Turns a wasmtime error into the limit it broke or the trap it was.
+fn classify(error: wasmtime::Error, store: &mut Store<HostState>, limits: &Limits) -> CallError {
+    let stderr = store.data().stderr.take_text();
+    if store.data().limiter.exceeded {
+        return CallError::LimitExceeded {
+            kind: LimitKind::Memory,
+            detail: format!(
+                "the component tried to grow its memory past {} MiB",
+                limits.memory_bytes >> 20
+            ),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::LimitExceeded {
+            kind: LimitKind::Cpu,
+            detail: format!("the call used all of its {} fuel", limits.fuel),
+        },
+        Some(Trap::Interrupt) => CallError::LimitExceeded {
+            kind: LimitKind::Time,
+            detail: format!("the call ran longer than {:?}", limits.timeout),
+        },
+        _ => CallError::Trap {
+            message: format!("{error:#}")
+                .lines()
+                .next()
+                .unwrap_or("trap")
+                .to_string(),
+            stderr,
+        },
+    }
+}
+
+/// The names a component imports and exports (`wf:plugin/log@0.1.0`, ...), for inspection.
+pub async fn interface_names(
+    runtime: &Arc<Runtime>,
+    bytes: &[u8],
+) -> Result<(Vec<String>, Vec<String>), LoadError> {
+    check_format(bytes)?;
+    let digest = sha256_hex(bytes);
+    let (component, _) = runtime
+        .compile(Arc::new(bytes.to_vec()), digest)
+        .await
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let ty = component.component_type();
+    let engine = runtime.engine();
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    Ok((imports, exports))
+}

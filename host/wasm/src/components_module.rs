@@ -1,0 +1,262 @@
+//! `wasm.components`: an app's WebAssembly components — the runtime and its limits, what each
+//! component is granted, the watched directory (hot swap), uploaded components kept across
+//! restarts, and the components API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, ServiceKind,
+    StartContext, StopContext, async_trait,
+};
+use wf_messaging::MessageBroker;
+
+use crate::host::HostServices;
+use crate::limits::{Limits, LimitsConfig};
+use crate::registry::{ComponentRegistry, Grant};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::watch::DirWatcher;
+
+impl ServiceKind for ComponentRegistry {
+    const LABEL: &'static str = "a component registry";
+}
+
+/// The components API (`/api/dynamic/components`).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The `http.router` to serve it on; optional when the app has one router.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`). Without one,
+    /// the API is open: set it for anything but local development.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Path prefix of the API.
+    #[serde(default = "default_api_prefix")]
+    pub prefix: String,
+    /// Largest accepted upload, in MiB.
+    #[serde(default = "default_max_upload_mib")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_upload_mib: u32,
+}
+
+fn default_api_prefix() -> String {
+    "/api/dynamic/components".to_string()
+}
+
+fn default_max_upload_mib() -> u32 {
+    32
+}
+
+/// Configuration of `wasm.components`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentsConfig {
+    /// A directory of `.wasm` components, relative to this config file. Each is loaded at
+    /// start under the name its `describe` gives, and the directory is watched: a new or
+    /// changed file is validated and swapped in without a restart.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Where uploaded components are kept across restarts and compiled code is cached,
+    /// relative to this config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Limits for every component, unless its entry in `components` overrides them.
+    #[serde(default)]
+    pub defaults: LimitsConfig,
+    /// Per component name: its configuration, capabilities and limits. Nothing is granted to
+    /// a component that is not listed.
+    #[serde(default)]
+    pub components: BTreeMap<String, Grant>,
+    /// Instances that may exist at once across all components; further calls wait.
+    #[serde(default = "default_max_instances")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_instances: u32,
+    /// The message broker components publish to (the `events` capability); optional when the
+    /// app has one.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Serve the components API: upload, list, inspect, delete, roll back.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+fn default_data_dir() -> String {
+    ".wf/wasm".to_string()
+}
+
+fn default_max_instances() -> u32 {
+    256
+}
+
+pub struct ComponentsType;
+
+impl Described for ComponentsType {
+    const NAME: &'static str = "wasm.components";
+    const CATEGORY: Category = Category::Wasm;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str = "WebAssembly components of the app: limits, grants, a hot-swapped directory and the upload API.";
+    type Config = ComponentsConfig;
+}
+
+const BROKER_TYPES: &[&str] = &["messaging.broker"];
+
+impl ModuleType for ComponentsType {
+    fn check(config: &ComponentsConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (name, grant) in &config.components {
+            if let Err(message) = crate::component::check_name(name) {
+                issues.push(ConfigIssue::new(format!("/components/{name}"), message));
+            }
+            if let Err(message) = Limits::merged(&Limits::default(), &grant.limits) {
+                issues.push(ConfigIssue::new(
+                    format!("/components/{name}/limits"),
+                    message,
+                ));
+            }
+        }
+        if let Err(message) = Limits::merged(&Limits::default(), &config.defaults) {
+            issues.push(ConfigIssue::new("/defaults", message));
+        }
+        if let Some(api) = &config.api {
+            if let Err(issue) = wf_http::endpoint::choose_router(api.router.as_deref(), ctx) {
+                issues.push(ConfigIssue {
+                    pointer: format!("/api{}", issue.pointer),
+                    ..issue
+                });
+            }
+            if !api.prefix.starts_with('/') {
+                issues.push(ConfigIssue::new(
+                    "/api/prefix",
+                    "the prefix must start with `/`",
+                ));
+            }
+        }
+        // A named broker must exist; without a name, having none is fine (no `events`).
+        if config.broker.is_some()
+            && let Err(issue) = ctx.choose(
+                config.broker.as_deref(),
+                "broker",
+                "message broker",
+                BROKER_TYPES,
+            )
+        {
+            issues.push(issue);
+        }
+        issues
+    }
+
+    fn references(config: &ComponentsConfig, ctx: &CheckContext<'_>) -> Vec<String> {
+        let mut refs = Vec::new();
+        if let Some(api) = &config.api
+            && let Ok(router) = wf_http::endpoint::choose_router(api.router.as_deref(), ctx)
+        {
+            refs.push(router);
+        }
+        // Any broker is a dependency: components publish to it when granted a topic.
+        if let Ok(broker) = ctx.choose(
+            config.broker.as_deref(),
+            "broker",
+            "message broker",
+            BROKER_TYPES,
+        ) {
+            refs.push(broker);
+        }
+        refs
+    }
+
+    fn build(
+        config: ComponentsConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Module>> {
+        let data_dir = ctx.base_dir.join(&config.data_dir);
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data_dir.join("cache")),
+            max_instances: config.max_instances,
+            pooling: true,
+        })?;
+        let broker = match &config.broker {
+            Some(name) => Some(ctx.service::<dyn MessageBroker>(name)?),
+            None => ctx
+                .all::<dyn MessageBroker>()
+                .into_iter()
+                .map(|(_, b)| b)
+                .next(),
+        };
+        let services = HostServices {
+            broker,
+            ..HostServices::default()
+        };
+        let defaults =
+            Limits::merged(&Limits::default(), &config.defaults).map_err(anyhow::Error::msg)?;
+        let registry = Arc::new(ComponentRegistry::new(
+            runtime,
+            services,
+            defaults,
+            config.components,
+            Some(data_dir.join("components")),
+        ));
+        if let Some(api) = &config.api {
+            crate::api::mount(api, &registry, ctx)?;
+        }
+        ctx.provide(registry.clone());
+        Ok(Arc::new(ComponentsModule {
+            registry,
+            dir: config.dir.map(|d| ctx.base_dir.join(d)),
+            watcher: Mutex::new(None),
+        }))
+    }
+}
+
+struct ComponentsModule {
+    registry: Arc<ComponentRegistry>,
+    dir: Option<PathBuf>,
+    watcher: Mutex<Option<DirWatcher>>,
+}
+
+#[async_trait]
+impl Module for ComponentsModule {
+    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
+        crate::api::restore_uploads(&self.registry).await?;
+        if let Some(dir) = &self.dir {
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "the components directory `{}` does not exist; create it or fix `dir`",
+                    dir.display()
+                );
+            }
+            load_directory(&self.registry, dir).await;
+            let watcher = DirWatcher::start(self.registry.clone(), dir.clone())?;
+            *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, _ctx: &StopContext) -> anyhow::Result<()> {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        Ok(())
+    }
+}
+
+/// Loads every `.wasm` file of `dir`. A file that fails is reported (and shown as rejected)
+/// but does not stop the others or the app.
+pub async fn load_directory(registry: &Arc<ComponentRegistry>, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::watch::is_component_file(p))
+        .collect();
+    paths.sort();
+    for path in paths {
+        crate::watch::load_file(registry, &path).await;
+    }
+}

@@ -1,0 +1,421 @@
+//! The app's components by name: the live version of each, the last good versions for
+//! rollback, and the last rejected candidate. Swapping is an atomic pointer store: calls in
+//! flight keep the version they started with.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::capabilities::Capabilities;
+use crate::component::{ComponentSpec, LoadError, LoadedComponent};
+use crate::host::HostServices;
+use crate::limits::{Limits, LimitsConfig};
+use crate::runtime::Runtime;
+
+/// Good versions kept for rollback besides the live one.
+pub const KEPT_VERSIONS: usize = 3;
+
+/// Where a component came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Origin {
+    /// A file named in the config (`dynamic.component`) or found in a watched directory.
+    File { path: String },
+    /// Uploaded through the components API.
+    Upload,
+}
+
+/// What the YAML grants a component by name, beyond the runtime's defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The component's configuration (its `config` import).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    /// Capabilities granted to it; everything else is denied.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Its limits; unset fields take the defaults.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A candidate that failed validation; the live version (if any) stayed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejection {
+    pub digest: String,
+    pub error: String,
+    #[serde(with = "crate::registry::rfc3339")]
+    pub at: SystemTime,
+}
+
+/// One component name.
+pub struct Slot {
+    pub name: String,
+    live: ArcSwapOption<LoadedComponent>,
+    history: Mutex<Vec<Arc<LoadedComponent>>>,
+    rejected: Mutex<Option<Rejection>>,
+    origin: Mutex<Option<Origin>>,
+    revision: Mutex<u64>,
+    /// Pipelines' steps that use this component (`pipeline/step`), for refusing deletes.
+    references: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Slot {
+    fn new(name: &str) -> Slot {
+        Slot {
+            name: name.to_string(),
+            live: ArcSwapOption::empty(),
+            history: Mutex::new(Vec::new()),
+            rejected: Mutex::new(None),
+            origin: Mutex::new(None),
+            revision: Mutex::new(0),
+            references: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The live version, if one is loaded. Cheap: one atomic load.
+    pub fn live(&self) -> Option<Arc<LoadedComponent>> {
+        self.live.load_full()
+    }
+
+    pub fn add_reference(&self, user: String) {
+        let mut refs = lock(&self.references);
+        if !refs.contains(&user) {
+            refs.push(user);
+        }
+    }
+
+    pub fn references(&self) -> Vec<String> {
+        lock(&self.references).clone()
+    }
+
+    pub fn rejected(&self) -> Option<Rejection> {
+        lock(&self.rejected).clone()
+    }
+
+    pub fn origin(&self) -> Option<Origin> {
+        lock(&self.origin).clone()
+    }
+
+    /// Increases with every swap and rollback.
+    pub fn revision(&self) -> u64 {
+        *lock(&self.revision)
+    }
+
+    /// Older good versions, newest first.
+    pub fn previous(&self) -> Vec<Arc<LoadedComponent>> {
+        lock(&self.history).iter().rev().cloned().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which name a candidate must have.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect<'a> {
+    /// Exactly this name (an upload that names it, a `dynamic.component`).
+    Name(&'a str),
+    /// A file's stem: `hello.wasm` must be `hello`; `pii_redact.wasm` may be `pii-redact`
+    /// (cargo writes `-` as `_` in file names).
+    FileStem(&'a str),
+    /// Whatever `describe` says.
+    Any,
+}
+
+impl Expect<'_> {
+    pub fn accepts(&self, name: &str) -> bool {
+        match self {
+            Expect::Name(expected) => *expected == name,
+            Expect::FileStem(stem) => *stem == name || *stem == name.replace('-', "_"),
+            Expect::Any => true,
+        }
+    }
+
+    /// The slot a rejection is recorded on.
+    pub fn slot_name(&self) -> Option<String> {
+        match self {
+            Expect::Name(name) => Some(name.to_string()),
+            Expect::FileStem(stem) => Some(stem.replace('_', "-")),
+            Expect::Any => None,
+        }
+    }
+}
+
+/// What happened to a candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstallOutcome {
+    /// It is live now.
+    Swapped,
+    /// The same bytes and grants were already live; nothing changed.
+    Unchanged,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(
+        "the component calls itself `{found}` (its `describe`), but it was installed as `{expected}`; rename one of them"
+    )]
+    NameMismatch { expected: String, found: String },
+    #[error("no component `{0}`")]
+    NotFound(String),
+    #[error("component `{name}` is used by {}; stop using it first or delete with force", users.join(", "))]
+    InUse { name: String, users: Vec<String> },
+    #[error("component `{0}` has no earlier version to roll back to")]
+    NoPrevious(String),
+}
+
+/// Every component of one app.
+pub struct ComponentRegistry {
+    runtime: Arc<Runtime>,
+    services: HostServices,
+    defaults: Limits,
+    grants: BTreeMap<String, Grant>,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// Where uploaded components are kept so a restart restores them.
+    upload_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ComponentRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentRegistry").finish_non_exhaustive()
+    }
+}
+
+impl ComponentRegistry {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        services: HostServices,
+        defaults: Limits,
+        grants: BTreeMap<String, Grant>,
+        upload_dir: Option<PathBuf>,
+    ) -> ComponentRegistry {
+        ComponentRegistry {
+            runtime,
+            services,
+            defaults,
+            grants,
+            slots: RwLock::new(BTreeMap::new()),
+            upload_dir,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn upload_dir(&self) -> Option<&PathBuf> {
+        self.upload_dir.as_ref()
+    }
+
+    /// The slot for `name`, created empty if needed, so a step can hold it before the
+    /// component arrives.
+    pub fn slot(&self, name: &str) -> Arc<Slot> {
+        if let Some(slot) = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return slot.clone();
+        }
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Slot::new(name)))
+            .clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every slot that has or had a component, by name.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.live().is_some() || s.rejected().is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// The YAML grant for a component, by name or by file stem (`pii_redact.wasm` finds
+    /// the grant of `pii-redact`).
+    fn grant(&self, expect: &Expect<'_>) -> Grant {
+        let found = match expect {
+            Expect::Name(name) => self.grants.get(*name),
+            Expect::FileStem(stem) => self
+                .grants
+                .get(*stem)
+                .or_else(|| self.grants.get(&stem.replace('_', "-"))),
+            Expect::Any => None,
+        };
+        found.cloned().unwrap_or_default()
+    }
+
+    /// The spec for a component: its YAML grant merged with `extra` (given at upload), over
+    /// the runtime's defaults.
+    pub fn spec(
+        &self,
+        expect: &Expect<'_>,
+        bytes: Arc<Vec<u8>>,
+        extra: Option<&Grant>,
+    ) -> Result<ComponentSpec, LoadError> {
+        let yaml = self.grant(expect);
+        let mut config = yaml.config;
+        let mut capabilities = yaml.capabilities;
+        let mut limits = Limits::merged(&self.defaults, &yaml.limits).map_err(LoadError::Host)?;
+        if let Some(extra) = extra {
+            config.extend(extra.config.clone());
+            capabilities = capabilities.union(&extra.capabilities);
+            limits = Limits::merged(&limits, &extra.limits).map_err(LoadError::Host)?;
+        }
+        Ok(ComponentSpec {
+            bytes,
+            config,
+            capabilities,
+            limits,
+            services: self.services.clone(),
+        })
+    }
+
+    fn reject(&self, slot: Option<String>, digest: String, error: &impl std::fmt::Display) {
+        if let Some(name) = slot {
+            *lock(&self.slot(&name).rejected) = Some(Rejection {
+                digest,
+                error: error.to_string(),
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    /// Validates `spec` and, when it passes, makes it the live version of its name. A failed
+    /// candidate is recorded on the slot it was meant for, and the live version stays.
+    pub async fn install(
+        &self,
+        expect: &Expect<'_>,
+        spec: ComponentSpec,
+        origin: Origin,
+    ) -> Result<(Arc<Slot>, InstallOutcome), InstallError> {
+        let digest = crate::cache::sha256_hex(&spec.bytes);
+        if let Some(name) = expect.slot_name()
+            && let Some(live) = self.get(&name).and_then(|s| s.live())
+            && live.digest == digest
+            && live.capabilities == spec.capabilities
+            && live.limits == spec.limits
+        {
+            return Ok((self.slot(&name), InstallOutcome::Unchanged));
+        }
+        let loaded = match LoadedComponent::load(&self.runtime, spec).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.reject(expect.slot_name(), digest, &error);
+                return Err(error.into());
+            }
+        };
+        let name = loaded.info.name.clone();
+        if !expect.accepts(&name) {
+            let error = InstallError::NameMismatch {
+                expected: expect.slot_name().unwrap_or_default(),
+                found: name,
+            };
+            self.reject(expect.slot_name(), digest, &error);
+            return Err(error);
+        }
+        let slot = self.slot(&name);
+        let new = Arc::new(loaded);
+        if let Some(old) = slot.live.swap(Some(new.clone())) {
+            let mut history = lock(&slot.history);
+            history.push(old);
+            if history.len() > KEPT_VERSIONS {
+                history.remove(0);
+            }
+        }
+        *lock(&slot.rejected) = None;
+        *lock(&slot.origin) = Some(origin);
+        *lock(&slot.revision) += 1;
+        tracing::info!(
+            component = %name,
+            version = %new.info.version,
+            digest = %&new.digest[..12],
+            cached = new.cached,
+            "component is live"
+        );
+        Ok((slot, InstallOutcome::Swapped))
+    }
+
+    /// Makes the previous good version live again.
+    pub fn rollback(&self, name: &str) -> Result<Arc<LoadedComponent>, InstallError> {
+        let slot = self
+            .get(name)
+            .ok_or_else(|| InstallError::NotFound(name.to_string()))?;
+        let previous = lock(&slot.history)
+            .pop()
+            .ok_or_else(|| InstallError::NoPrevious(name.to_string()))?;
+        slot.live.store(Some(previous.clone()));
+        *lock(&slot.revision) += 1;
+        tracing::info!(component = %name, version = %previous.info.version, "rolled back");
+        Ok(previous)
+    }
+
+    /// Unloads `name`. Refused while a pipeline uses it, unless `force`.
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), InstallError> {
+        let slot = self
+            .get(name)
+            .filter(|s| s.live().is_some() || s.rejected().is_some())
+            .ok_or_else(|| InstallError::NotFound(name.to_string()))?;
+        let users = slot.references();
+        if !users.is_empty() && !force {
+            return Err(InstallError::InUse {
+                name: name.to_string(),
+                users,
+            });
+        }
+        slot.live.store(None);
+        lock(&slot.history).clear();
+        *lock(&slot.rejected) = None;
+        *lock(&slot.origin) = None;
+        Ok(())
+    }
+}
+
+/// RFC 3339 timestamps in API output.
+pub(crate) mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*at))
+    }
+
+    pub fn format(at: SystemTime) -> String {
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        wf_config::time::rfc3339(secs)
+    }
+}

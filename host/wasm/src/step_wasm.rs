@@ -1,0 +1,195 @@
+//! `step.wasm`: runs a component's `step` export as a pipeline step. The component is looked
+//! up by name at each run, so it may arrive (by upload or in the watched directory) after the
+//! app started, and a hot swap takes effect on the next run.
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, ErrorKind, Next, PipelineContext,
+    Step, StepError, StepOutput, StepType, async_trait,
+};
+use wf_template::{Scope, TemplateValue};
+
+use crate::component::{CallError, CallInfo, StepOutcome};
+use crate::limits::LimitKind;
+use crate::registry::{ComponentRegistry, Slot};
+
+/// Module types that hold an app's components.
+pub const REGISTRY_TYPES: &[&str] = &["wasm.components"];
+
+/// Configuration of `step.wasm`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmStepConfig {
+    /// The component to run, by the name its `describe` gives. It may be uploaded after the
+    /// app starts; until then, runs of this step fail with an `unavailable` error.
+    pub component: String,
+    /// The component's configuration for this step (what its `config` import returns), over
+    /// the configuration granted to the component in `wasm.components`.
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    /// The input to pass, as JSON with templates; by default the run's current data.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// The `wasm.components` module holding the component; optional when the app has one.
+    #[serde(default)]
+    pub components: Option<String>,
+}
+
+pub struct WasmStepType;
+
+impl Described for WasmStepType {
+    const NAME: &'static str = "step.wasm";
+    const CATEGORY: Category = Category::Wasm;
+    const PLUGIN: &'static str = crate::PLUGIN;
+    const DESCRIPTION: &'static str =
+        "Runs a sandboxed WebAssembly component's step, by component name.";
+    type Config = WasmStepConfig;
+}
+
+impl StepType for WasmStepType {
+    fn check(config: &WasmStepConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues: Vec<ConfigIssue> = ctx
+            .choose(
+                config.components.as_deref(),
+                "components",
+                "component registry",
+                REGISTRY_TYPES,
+            )
+            .err()
+            .map(|issue| issue.help("add a module `- name: wasm\n    type: wasm.components`"))
+            .into_iter()
+            .collect();
+        if let Err(message) = crate::component::check_name(&config.component) {
+            issues.push(ConfigIssue::new("/component", message));
+        }
+        issues
+    }
+
+    fn build(config: WasmStepConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        let registry = registry_for(config.components.as_deref(), ctx)?;
+        let input = config
+            .input
+            .as_ref()
+            .map(TemplateValue::compile)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("`input`: {e}"))?;
+        Ok(Arc::new(WasmStep::new(
+            &registry,
+            &config.component,
+            ctx.name,
+            config.config,
+            input,
+        )))
+    }
+}
+
+/// The app's component registry: the named one, or the only one.
+pub fn registry_for(
+    name: Option<&str>,
+    ctx: &BuildContext<'_>,
+) -> anyhow::Result<Arc<ComponentRegistry>> {
+    match name {
+        Some(name) => Ok(ctx.service::<ComponentRegistry>(name)?),
+        None => ctx
+            .all::<ComponentRegistry>()
+            .into_iter()
+            .map(|(_, r)| r)
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("there is no `wasm.components` module")),
+    }
+}
+
+/// A pipeline step backed by a component slot.
+pub struct WasmStep {
+    slot: Arc<Slot>,
+    config: Arc<Map<String, Value>>,
+    input: Option<TemplateValue>,
+}
+
+impl WasmStep {
+    pub fn new(
+        registry: &ComponentRegistry,
+        component: &str,
+        step: &str,
+        config: Map<String, Value>,
+        input: Option<TemplateValue>,
+    ) -> WasmStep {
+        let slot = registry.slot(component);
+        slot.add_reference(step.to_string());
+        WasmStep {
+            slot,
+            config: Arc::new(config),
+            input,
+        }
+    }
+}
+
+fn meta_str(ctx: &PipelineContext, key: &str) -> String {
+    ctx.meta
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// How a failed call looks to the pipeline: the kind drives retries and the HTTP status.
+pub fn step_error(component: &str, error: CallError) -> StepError {
+    let kind = match &error {
+        CallError::Guest { kind, .. } => *kind,
+        CallError::LimitExceeded {
+            kind: LimitKind::Time,
+            ..
+        } => ErrorKind::Timeout,
+        CallError::LimitExceeded { .. } | CallError::Trap { .. } | CallError::Host(_) => {
+            ErrorKind::Internal
+        }
+    };
+    StepError::new(kind, format!("component `{component}`: {error}"))
+}
+
+#[async_trait]
+impl Step for WasmStep {
+    async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
+        let Some(component) = self.slot.live() else {
+            return Err(StepError::unavailable(format!(
+                "component `{}` is not loaded; upload it (`wf-plugin push`) or put it in the watched directory",
+                self.slot.name
+            )));
+        };
+        let input = match &self.input {
+            Some(template) => template
+                .render(&Scope {
+                    current: &ctx.current,
+                    steps: &ctx.steps,
+                    trigger: &ctx.trigger,
+                    meta: &ctx.meta,
+                })
+                .map_err(|e| StepError::invalid_input(e.message))?,
+            None => Value::Object(ctx.current.clone()),
+        };
+        let call = CallInfo {
+            pipeline: meta_str(ctx, "pipeline"),
+            run_id: meta_str(ctx, "run_id"),
+            step: meta_str(ctx, "step"),
+            attempt: 1,
+            trace_parent: None,
+            config: self.config.clone(),
+        };
+        match component.run_step(&call, &input).await {
+            Ok(StepOutcome::Next(values)) => Ok(StepOutput::values(values)),
+            Ok(StepOutcome::Stop(values)) => Ok(StepOutput {
+                values,
+                next: Next::Stop,
+            }),
+            Ok(StepOutcome::Branch(target, values)) => Ok(StepOutput {
+                values,
+                next: Next::Jump(target),
+            }),
+            Err(error) => Err(step_error(&self.slot.name, error)),
+        }
+    }
+}
