@@ -171,6 +171,8 @@ pub struct LoadedComponent {
     pub size: usize,
     pub limits: Limits,
     pub capabilities: Capabilities,
+    /// The component's configuration as granted (a step's own config goes over it per call).
+    pub config: Map<String, Value>,
     pub loaded_at: SystemTime,
     /// Whether the machine code came from the cache.
     pub cached: bool,
@@ -323,6 +325,7 @@ impl LoadedComponent {
             digest,
             limits: spec.limits,
             capabilities: spec.capabilities,
+            config: spec.config.clone(),
             loaded_at: SystemTime::now(),
             cached,
             stats: Stats::default(),

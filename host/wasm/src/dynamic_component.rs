@@ -64,6 +64,17 @@ fn choose_registry(
 
 impl ModuleType for DynamicComponentType {
     fn check(config: &DynamicComponentConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        if config.source.ends_with(".go") {
+            // The original interpreted Go source; wf runs WebAssembly components instead. The
+            // rest of such a module's configuration is moot until it points at a component.
+            return vec![
+                ConfigIssue::not_implemented(
+                    "/source",
+                    format!("`{}` is Go source: components are WebAssembly components now", config.source),
+                )
+                .help("port it to a component (`wf-plugin new NAME --kind step`) and point `source` at the .wasm"),
+            ];
+        }
         let mut issues: Vec<ConfigIssue> = choose_registry(config, ctx).err().into_iter().collect();
         if !config.source.ends_with(".wasm") {
             issues.push(
@@ -71,7 +82,7 @@ impl ModuleType for DynamicComponentType {
                     "/source",
                     format!("`{}` is not a `.wasm` component", config.source),
                 )
-                .help("components are WebAssembly now: build one with `wf-plugin build`"),
+                .help("build one with `wf-plugin build`"),
             );
         }
         if let Some(id) = &config.component_id

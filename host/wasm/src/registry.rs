@@ -327,6 +327,7 @@ impl ComponentRegistry {
             && live.digest == digest
             && live.capabilities == spec.capabilities
             && live.limits == spec.limits
+            && live.config == spec.config
         {
             return Ok((self.slot(&name), InstallOutcome::Unchanged));
         }

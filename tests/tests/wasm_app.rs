@@ -1,0 +1,569 @@
+//! Components in a running app: `step.wasm` routes, `dynamic.component`, the components API
+//! (upload, list, delete, rollback, bad uploads, token), restarts that restore uploads, the
+//! watched directory, and hot swap under load with no failed request.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wf_config::load_str;
+use wf_engine::{RunningApp, build, validate};
+use wf_tests::{client, example_vars, server_addr};
+
+fn plugin(name: &str) -> Vec<u8> {
+    let path = wf_tests::repo_root()
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()))
+}
+
+/// The same component with a custom section appended: different bytes and digest, same code.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"wf-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wf-wasm-app-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start(dir: &Path, yaml: &str) -> RunningApp {
+    let registry = wf_host::registry().unwrap();
+    let path = dir.join("app.yaml");
+    let validated = validate(load_str(&path, yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    let app = build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
+    app.start(Duration::from_secs(10)).await.unwrap()
+}
+
+fn app_yaml(components: &str) -> String {
+    format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - name: wasm
+    type: wasm.components
+    config:
+{components}
+workflows:
+  http:
+    routes:
+      - method: POST
+        path: /hello
+        steps:
+          - {{name: greet, type: step.wasm, config: {{component: hello}}}}
+"#
+    )
+}
+
+async fn post_hello(base: &str, name: &str) -> (u16, Value) {
+    let response = client()
+        .post(format!("{base}/hello"))
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn upload(base: &str, bytes: Vec<u8>, query: &str, grant: Option<Value>) -> (u16, Value) {
+    let mut request = client()
+        .post(format!("{base}/api/dynamic/components{query}"))
+        .header("authorization", "Bearer s3cret-token")
+        .body(bytes);
+    if let Some(grant) = grant {
+        request = request.header("x-wf-grant", grant.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn api(method: reqwest::Method, url: String) -> (u16, Value) {
+    let response = client()
+        .request(method, url)
+        .header("authorization", "Bearer s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` until it holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+const API: &str = "      api: {token: s3cret-token}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamic_component_serves_a_route_through_step_wasm() {
+    let dir = TempDir::new("dynamic");
+    std::fs::write(dir.0.join("hello.wasm"), plugin("hello")).unwrap();
+    let yaml = r#"
+modules:
+  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: http.router}
+  - {name: wasm, type: wasm.components, config: {data_dir: data}}
+  - name: greeter
+    type: dynamic.component
+    config:
+      source: hello.wasm
+      componentId: hello
+      config: {greeting: howdy}
+workflows:
+  http:
+    routes:
+      - method: POST
+        path: /hello
+        steps:
+          - {name: greet, type: step.wasm, config: {component: hello}}
+"#;
+    let running = start(&dir.0, yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let (status, body) = post_hello(&base, "ada").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"name": "ada", "message": "howdy, ada"}));
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_go_live_survive_restarts_and_are_refused_deletion_while_used() {
+    let dir = TempDir::new("upload");
+    let yaml = app_yaml(&format!("      data_dir: data\n{API}"));
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+
+    // Before the upload the route answers 503 (the log says which component is missing).
+    let (status, body) = post_hello(&base, "ada").await;
+    assert_eq!(status, 503, "{body}");
+
+    // Without the token nothing happens.
+    let response = client()
+        .post(format!("{base}/api/dynamic/components"))
+        .body(plugin("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    let (status, info) = upload(
+        &base,
+        plugin("hello"),
+        "?name=hello",
+        Some(json!({"config": {"greeting": "hi"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(
+        (
+            info["name"].as_str(),
+            info["status"].as_str(),
+            info["kind"].as_str()
+        ),
+        (Some("hello"), Some("live"), Some("step"))
+    );
+    let users = info["used_by"].as_array().unwrap();
+    assert!(
+        users.len() == 1 && users[0].as_str().unwrap().ends_with("greet"),
+        "{info}"
+    );
+    let (status, body) = post_hello(&base, "ada").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"name": "ada", "message": "hi, ada"}))
+    );
+
+    // The same bytes and grant again: nothing changes.
+    let (status, _) = upload(
+        &base,
+        plugin("hello"),
+        "?name=hello",
+        Some(json!({"config": {"greeting": "hi"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (status, list) = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["invocations"], 1);
+    assert!(list[0]["p50_us"].as_u64().is_some());
+    assert_eq!(list[0]["digest"].as_str().unwrap().len(), 64);
+
+    // In use by the route: deletion is refused unless forced.
+    let (status, body) = api(
+        reqwest::Method::DELETE,
+        format!("{base}/api/dynamic/components/hello"),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    running.stop(Duration::from_secs(5)).await;
+
+    // A restart restores the upload, grant included.
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let (status, body) = post_hello(&base, "bo").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"name": "bo", "message": "hi, bo"}))
+    );
+
+    let (status, _) = api(
+        reqwest::Method::DELETE,
+        format!("{base}/api/dynamic/components/hello?force=true"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = post_hello(&base, "bo").await;
+    assert_eq!(status, 503);
+    let (status, _) = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components/hello"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    running.stop(Duration::from_secs(5)).await;
+
+    // Deleted means deleted: not restored by the next start.
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    assert_eq!(post_hello(&base, "cy").await.0, 503);
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_rejected_and_change_nothing() {
+    let dir = TempDir::new("bad");
+    let yaml = app_yaml(
+        "      data_dir: data
+      api: {token: s3cret-token, max_upload_mib: 1}
+",
+    );
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    assert_eq!(
+        upload(&base, plugin("hello"), "?name=hello", None).await.0,
+        201
+    );
+    let before = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components/hello"),
+    )
+    .await
+    .1;
+
+    let hello = plugin("hello");
+    let rt = wf_wasm::Runtime::new(wf_wasm::RuntimeConfig::default()).unwrap();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "garbage",
+            b"not a component at all".to_vec(),
+            415,
+            "not a WebAssembly binary",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            415,
+            "core WebAssembly module",
+        ),
+        (
+            "truncated",
+            hello[..hello.len() / 3].to_vec(),
+            422,
+            "does not compile",
+        ),
+        (
+            "precompiled",
+            rt.engine().precompile_component(&hello).unwrap(),
+            415,
+            "precompiled",
+        ),
+        ("oversized", vec![0u8; 2 << 20], 413, "1 MiB"),
+        (
+            "wrong name",
+            plugin("sentiment"),
+            422,
+            "calls itself `sentiment`",
+        ),
+    ];
+    for (what, bytes, status, reason) in cases {
+        let (got, body) = upload(&base, bytes, "?name=hello", None).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains(reason),
+            "{what}: {body}"
+        );
+        assert_eq!(
+            post_hello(&base, "ada").await.0,
+            200,
+            "{what}: the live version must keep serving"
+        );
+    }
+    let after = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components/hello"),
+    )
+    .await
+    .1;
+    assert_eq!(
+        (before["digest"].clone(), before["revision"].clone()),
+        (after["digest"].clone(), after["revision"].clone())
+    );
+    assert!(
+        after["rejected"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("sentiment"),
+        "{after}"
+    );
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_the_previous_version() {
+    let dir = TempDir::new("rollback");
+    let running = start(&dir.0, &app_yaml(&format!("      data_dir: data\n{API}"))).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    assert_eq!(
+        upload(
+            &base,
+            plugin("hello"),
+            "?name=hello",
+            Some(json!({"config": {"greeting": "v1"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        upload(
+            &base,
+            variant(&plugin("hello"), "2"),
+            "?name=hello",
+            Some(json!({"config": {"greeting": "v2"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(post_hello(&base, "a").await.1["message"], "v2, a");
+    let (status, info) = api(
+        reqwest::Method::POST,
+        format!("{base}/api/dynamic/components/hello/rollback"),
+    )
+    .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(post_hello(&base, "a").await.1["message"], "v1, a");
+    let (status, _) = api(
+        reqwest::Method::POST,
+        format!("{base}/api/dynamic/components/hello/rollback"),
+    )
+    .await;
+    assert_eq!(status, 409);
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watched_directory_hot_swaps_and_keeps_the_old_version_on_a_bad_file() {
+    let dir = TempDir::new("watch");
+    let components = dir.0.join("components");
+    std::fs::create_dir_all(&components).unwrap();
+    std::fs::write(components.join("hello.wasm"), plugin("hello")).unwrap();
+    let yaml = app_yaml(&format!(
+        "      data_dir: data\n      dir: components\n      components:\n        hello: {{config: {{greeting: watched}}}}\n{API}"
+    ));
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    assert_eq!(
+        post_hello(&base, "a").await,
+        (200, json!({"name": "a", "message": "watched, a"}))
+    );
+    let info = |base: String| async move {
+        api(
+            reqwest::Method::GET,
+            format!("{base}/api/dynamic/components/hello"),
+        )
+        .await
+        .1
+    };
+    let first = info(base.clone()).await;
+
+    // A broken file: rejected, the old version keeps serving.
+    std::fs::write(components.join("hello.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            info(base.clone()).await["rejected"].is_object()
+        })
+        .await,
+        "the bad file was never reported"
+    );
+    assert_eq!(post_hello(&base, "b").await.0, 200);
+    assert_eq!(info(base.clone()).await["digest"], first["digest"]);
+
+    // A new good version (written the way editors do: temp file, then rename) goes live.
+    let fixed = variant(&plugin("hello"), "new");
+    std::fs::write(components.join(".hello.wasm.tmp"), &fixed).unwrap();
+    std::fs::rename(
+        components.join(".hello.wasm.tmp"),
+        components.join("hello.wasm"),
+    )
+    .unwrap();
+    let new_digest = wf_wasm::cache::sha256_hex(&fixed);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            info(base.clone()).await["digest"] == json!(new_digest)
+        })
+        .await,
+        "the new version never went live"
+    );
+    assert_eq!(info(base.clone()).await["rejected"], Value::Null);
+    assert_eq!(post_hello(&base, "c").await.0, 200);
+    running.stop(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_fails_no_request() {
+    let dir = TempDir::new("swap");
+    let running = start(
+        &dir.0,
+        &app_yaml(&format!(
+            "      data_dir: data\n      defaults: {{policy: reuse}}\n{API}"
+        )),
+    )
+    .await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    assert_eq!(
+        upload(
+            &base,
+            plugin("hello"),
+            "?name=hello",
+            Some(json!({"config": {"greeting": "v0"}}))
+        )
+        .await
+        .0,
+        201
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let (stop, ok, failed, base) = (stop.clone(), ok.clone(), failed.clone(), base.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = post_hello(&base, &format!("w{worker}")).await;
+                if status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    seen.insert(
+                        body["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .split(',')
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("failed request during swap: {status} {body}");
+                }
+            }
+            seen
+        }));
+    }
+    // Ten swaps, alternating new bytes and new grants, while the load runs.
+    for round in 1..=10 {
+        let bytes = variant(&plugin("hello"), &round.to_string());
+        let (status, body) = upload(
+            &base,
+            bytes,
+            "?name=hello",
+            Some(json!({"config": {"greeting": format!("v{round}")}})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut greetings = std::collections::BTreeSet::new();
+    for task in load {
+        greetings.extend(task.await.unwrap());
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during hot swap"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "too little load to mean anything: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(
+        greetings.contains("v10"),
+        "the last version never served: {greetings:?}"
+    );
+    assert!(
+        greetings.len() >= 3,
+        "swaps were not observed under load: {greetings:?}"
+    );
+    let (_, info) = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components/hello"),
+    )
+    .await;
+    assert_eq!(info["revision"], 11);
+    assert_eq!(info["previous_versions"].as_array().unwrap().len(), 3);
+    running.stop(Duration::from_secs(5)).await;
+}
