@@ -47,11 +47,16 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Limits {
     pub fuel: u64,
+    #[serde(rename = "timeout_ms", serialize_with = "millis")]
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub max_output_bytes: usize,
     pub policy: Policy,
     pub max_invocations: u32,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 impl Default for Limits {
