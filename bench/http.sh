@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# HTTP benchmark: bare axum vs a wf route running request_parse → set → json_response, measured
-# with wrk on loopback in the same run. Prints req/s, p50, p99 and the ratio.
+# HTTP benchmark, every scenario in the same run with the same wrk settings: bare axum; a wf route
+# running request_parse → set → json_response (native); the same route with a wasm step in place
+# of `set`, with warm (`reuse`) and per-call (`fresh`) instances. Then the in-process costs:
+# executor overhead per step and wasm call, compile and swap times. Prints req/s, p50, p99 and
+# ratios against axum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${BENCH_DURATION:-10s}"
@@ -12,6 +15,7 @@ for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "bench needs $tool: install it (Debian: apt-get install $tool)" >&2; exit 1; }
 done
 "$CARGO" build --release -q -p wf-host -p wf-tests --bins
+make --no-print-directory plugins
 
 pids=()
 cleanup() { for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done; }
@@ -31,15 +35,23 @@ measure() { # name url -> "name req/s p50 p99"
 
 "$TARGET/wf-bench-baseline" 127.0.0.1:18090 & pids+=($!)
 BENCH_ADDRESS=127.0.0.1:18091 "$TARGET/wf-host" run bench/http-pipeline.yaml --log-level warn & pids+=($!)
-wait_for http://127.0.0.1:18090/orders/1
-wait_for http://127.0.0.1:18091/orders/1
-curl -s http://127.0.0.1:18090/orders/42; curl -s http://127.0.0.1:18091/orders/42
+BENCH_ADDRESS=127.0.0.1:18092 WASM_POLICY=reuse "$TARGET/wf-host" run bench/wasm-pipeline.yaml --log-level warn & pids+=($!)
+BENCH_ADDRESS=127.0.0.1:18093 WASM_POLICY=fresh "$TARGET/wf-host" run bench/wasm-pipeline.yaml --log-level warn & pids+=($!)
+for port in 18090 18091 18092 18093; do wait_for "http://127.0.0.1:$port/orders/1"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
 
-base=$(measure "axum" http://127.0.0.1:18090/orders/42)
-wf=$(measure "wf-pipeline" http://127.0.0.1:18091/orders/42)
-printf '%-14s %12s %10s %10s\n' scenario req/s p50 p99
-printf '%-14s %12s %10s %10s\n' $base
-printf '%-14s %12s %10s %10s\n' $wf
-awk -v a="$(cut -d' ' -f2 <<<"$base")" -v b="$(cut -d' ' -f2 <<<"$wf")" 'BEGIN { if (a > 0) printf "ratio wf/axum: %.0f%% (target >= 60%%)\n", 100*b/a; else print "wrk reported no rate" }'
+# One server at a time, so each has the machine to itself.
+results=()
+results+=("$(measure axum http://127.0.0.1:18090/orders/42)")
+results+=("$(measure wf-native http://127.0.0.1:18091/orders/42)")
+results+=("$(measure wf-wasm-reuse http://127.0.0.1:18092/orders/42)")
+results+=("$(measure wf-wasm-fresh http://127.0.0.1:18093/orders/42)")
+base_rps=$(cut -d' ' -f2 <<<"${results[0]}")
+printf '%-15s %12s %10s %10s %8s\n' scenario req/s p50 p99 "vs axum"
+for r in "${results[@]}"; do
+  read -r name rps p50 p99 <<<"$r"
+  printf '%-15s %12s %10s %10s %7s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v a="$base_rps" -v b="$rps" 'BEGIN { if (a > 0) printf "%.0f%%", 100*b/a; else print "?" }')"
+done
+echo "targets: wf-native >= 60%, wf-wasm-reuse >= 35%, wf-wasm-fresh >= 7% of axum"
 
 "$TARGET/wf-bench-executor" 10 20000
+"$TARGET/wf-bench-wasm" 20000

@@ -567,3 +567,69 @@ async fn hot_swap_under_load_fails_no_request() {
     assert_eq!(info["previous_versions"].as_array().unwrap().len(), 3);
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_component_is_a_step_type_under_its_own_name() {
+    let dir = TempDir::new("types");
+    let components = dir.0.join("components");
+    std::fs::create_dir_all(&components).unwrap();
+    std::fs::write(components.join("sentiment.wasm"), plugin("sentiment")).unwrap();
+    let yaml = |config: &str| {
+        format!(
+            r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: wasm, type: wasm.components, config: {{dir: components, data_dir: data}}}}
+workflows:
+  http:
+    routes:
+      - method: POST
+        path: /feedback
+        steps:
+          - {{name: score, type: sentiment, config: {config}}}
+"#
+        )
+    };
+    let path = dir.0.join("app.yaml");
+    let mut registry = wf_host::registry().unwrap();
+    let loaded = load_str(&path, &yaml("{field: comment}"), &example_vars());
+    let warnings =
+        wf_wasm::component_types::register_component_types(&loaded.config, &mut registry).await;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let info = registry
+        .find_type("sentiment")
+        .expect("a step type named after the component");
+    assert!(
+        info.description.contains("WebAssembly component"),
+        "{}",
+        info.description
+    );
+
+    // The component's config schema is checked like a built-in's.
+    let bad_yaml = yaml("{field: comment, colour: red}");
+    let Err(bad) = validate(load_str(&path, &bad_yaml, &example_vars()), &registry) else {
+        panic!("an unknown config key must be an error");
+    };
+    let rendered = bad.diagnostics.render(&bad.config.sources);
+    assert!(rendered.contains("colour"), "{rendered}");
+
+    let validated = validate(loaded, &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    let running = build(&validated, &registry)
+        .unwrap()
+        .start(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let response = client()
+        .post(format!("{base}/feedback"))
+        .json(&json!({"comment": "not good, slow and broken"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["sentiment"], "negative", "{body}");
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wf_config::{AppConfig, Diagnostics, ProcessEnv, Vars, load_files};
@@ -399,7 +400,14 @@ pub async fn run_pipeline_command(
             format!("error: no pipeline named `{pipeline}`{hint}\n"),
         );
     };
-    match found.run(data, wf_engine::Extensions::default()).await {
+    // Modules that prepare state (components, brokers) start; servers and triggers do not.
+    let running = match app.start_offline(Duration::from_secs(10)).await {
+        Ok(running) => running,
+        Err(e) => return (EXIT_FAILURE, String::new(), format!("error: {e}\n")),
+    };
+    let result = found.run(data, wf_engine::Extensions::default()).await;
+    running.stop(Duration::from_secs(10)).await;
+    match result {
         Ok(outcome) => {
             let result = Value::Object(outcome.context.current);
             (

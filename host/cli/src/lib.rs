@@ -15,6 +15,30 @@ pub fn registry() -> Result<Registry, RegistryError> {
     Ok(registry)
 }
 
+/// Adds a step type for each WebAssembly step component the configuration in `files` points
+/// at, so pipelines can name components as types (`type: sentiment`). Problems are logged as
+/// warnings; the configuration's own errors are reported by the command that follows.
+pub fn add_component_types(registry: &mut Registry, files: &[std::path::PathBuf]) {
+    let loaded = wf_config::load_files(files, &wf_config::ProcessEnv);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("component step types are not available: {e}");
+            return;
+        }
+    };
+    let warnings = runtime.block_on(wf_wasm::component_types::register_component_types(
+        &loaded.config,
+        registry,
+    ));
+    for warning in warnings {
+        tracing::warn!("component not registered as a step type: {warning}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;

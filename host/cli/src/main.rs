@@ -136,13 +136,22 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref(), cli.log_format);
-    let registry = match wf_host::registry() {
+    let mut registry = match wf_host::registry() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    match &cli.command {
+        Command::Run { files, .. }
+        | Command::Validate { files, .. }
+        | Command::Inspect { files, .. } => wf_host::add_component_types(&mut registry, files),
+        Command::RunPipeline { file, .. } => {
+            wf_host::add_component_types(&mut registry, std::slice::from_ref(file))
+        }
+        Command::Schema { .. } | Command::Types { .. } => {}
+    }
     let code = match cli.command {
         Command::Run {
             files,

@@ -25,8 +25,8 @@ pub use lifecycle::{RunningApp, StartError};
 pub use module::{Module, StartContext, StopContext};
 pub use pipeline::{Pipeline, PipelineError, Pipelines, RunOutcome};
 pub use registry::{
-    Category, ConfigIssue, Described, Kind, ModuleType, Registry, RegistryError, StepType,
-    TriggerType, TypeInfo, WorkflowType,
+    BuildStepFn, Category, ConfigIssue, Described, ExternalStep, Kind, ModuleType, Registry,
+    RegistryError, StepType, TriggerType, TypeInfo, WorkflowType,
 };
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, RouteInfo};

@@ -37,6 +37,17 @@ impl App {
     /// Starts modules in order, then triggers; marks the app ready. On the first failure, stops
     /// what already started (in reverse) and reports which module failed and why.
     pub async fn start(self, grace: Duration) -> Result<RunningApp, StartError> {
+        self.start_with(grace, true).await
+    }
+
+    /// Starts only what does not take traffic, and no triggers: brokers, databases and
+    /// components are ready, but no server binds and nothing starts runs on its own. For running
+    /// one pipeline from the command line (`wf-host run-pipeline`) beside a running app.
+    pub async fn start_offline(self, grace: Duration) -> Result<RunningApp, StartError> {
+        self.start_with(grace, false).await
+    }
+
+    async fn start_with(self, grace: Duration, serve: bool) -> Result<RunningApp, StartError> {
         let ctx = StartContext {
             app: self.state.clone(),
         };
@@ -46,6 +57,9 @@ impl App {
             triggers: Vec::new(),
         };
         for built in self.modules {
+            if !serve && built.module.takes_traffic() {
+                continue;
+            }
             tracing::debug!(module = %built.name, r#type = %built.type_name, "starting module");
             if let Err(source) = built.module.start(&ctx).await {
                 let what = format!("module `{}` (`{}`)", built.name, built.type_name);
@@ -54,7 +68,7 @@ impl App {
             }
             running.modules.push(built);
         }
-        for built in self.triggers {
+        for built in self.triggers.into_iter().filter(|_| serve) {
             if let Err(source) = built.trigger.start(&ctx).await {
                 let what = format!("trigger `{}`", built.label);
                 running.stop(grace).await;

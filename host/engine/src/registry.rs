@@ -234,11 +234,22 @@ type CheckFn =
     Box<dyn Fn(&Value, &CheckContext<'_>) -> anyhow::Result<Vec<ConfigIssue>> + Send + Sync>;
 type BuildModuleFn =
     Box<dyn Fn(&Value, &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> + Send + Sync>;
-type BuildStepFn =
+pub type BuildStepFn =
     Box<dyn Fn(&Value, &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> + Send + Sync>;
 type ConfigureFn = Box<dyn Fn(&Value, &mut WireContext<'_>) -> anyhow::Result<()> + Send + Sync>;
 type ConfigureTriggerFn =
     Box<dyn Fn(&Value, &mut WireContext<'_>) -> anyhow::Result<Arc<dyn Trigger>> + Send + Sync>;
+
+/// A step type defined at run time (see [`Registry::register_external_step`]).
+pub struct ExternalStep {
+    pub name: String,
+    pub description: String,
+    pub category: Category,
+    pub plugin: &'static str,
+    /// JSON Schema of the step's `config`.
+    pub schema: Value,
+    pub factory: BuildStepFn,
+}
 
 /// A registered type with its erased factory.
 pub struct Registered<F> {
@@ -370,6 +381,48 @@ impl Registry {
                 schema,
                 check: checker::<T>(T::check),
                 factory,
+            },
+        );
+        Ok(self)
+    }
+
+    /// Registers a step type known only at run time (a WebAssembly component's `describe`),
+    /// with its config schema and factory. Built-in names win: a clash is refused.
+    ///
+    /// Names and descriptions are leaked into `'static` strings: this happens once per
+    /// component per process, at start-up, like the built-ins' constants.
+    pub fn register_external_step(
+        &mut self,
+        step: ExternalStep,
+    ) -> Result<&mut Self, RegistryError> {
+        let name: &'static str = Box::leak(step.name.into_boxed_str());
+        if self.steps.contains_key(name) {
+            return Err(RegistryError::Duplicate {
+                kind: Kind::Step,
+                name,
+            });
+        }
+        let compiled =
+            CompiledSchema::compile(&step.schema).map_err(|reason| RegistryError::BadSchema {
+                kind: Kind::Step,
+                name,
+                reason,
+            })?;
+        let info = TypeInfo {
+            name,
+            kind: Kind::Step,
+            category: step.category,
+            plugin: step.plugin,
+            description: Box::leak(step.description.into_boxed_str()),
+            schema: step.schema,
+        };
+        self.steps.insert(
+            name,
+            Registered {
+                info,
+                schema: compiled,
+                check: Box::new(|_, _| Ok(Vec::new())),
+                factory: step.factory,
             },
         );
         Ok(self)

@@ -288,6 +288,30 @@ impl LoadedComponent {
         runtime: &Arc<Runtime>,
         spec: ComponentSpec,
     ) -> Result<LoadedComponent, LoadError> {
+        Self::load_checked(runtime, spec, true).await
+    }
+
+    /// What a component says about itself, without checking any configuration (for tools and
+    /// for registering component step types before the app's config is validated).
+    pub async fn describe(
+        runtime: &Arc<Runtime>,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<ComponentInfo, LoadError> {
+        let spec = ComponentSpec {
+            bytes,
+            config: Map::new(),
+            capabilities: Capabilities::default(),
+            limits: Limits::default(),
+            services: HostServices::default(),
+        };
+        Ok(Self::load_checked(runtime, spec, false).await?.info)
+    }
+
+    async fn load_checked(
+        runtime: &Arc<Runtime>,
+        spec: ComponentSpec,
+        validate_config: bool,
+    ) -> Result<LoadedComponent, LoadError> {
         check_format(&spec.bytes)?;
         let digest = sha256_hex(&spec.bytes);
         let (component, cached) = runtime
@@ -335,7 +359,9 @@ impl LoadedComponent {
             pre,
             idle: Mutex::new(Vec::new()),
         };
-        loaded.info = loaded.probe(&spec.config).await?;
+        loaded.info = loaded
+            .probe(validate_config.then_some(&spec.config))
+            .await?;
         // The name only becomes known from `describe`; log lines from now on carry it. The
         // probe's instance is gone, so the environment is not shared yet.
         if let Some(env) = Arc::get_mut(&mut loaded.env) {
@@ -345,7 +371,7 @@ impl LoadedComponent {
     }
 
     /// `describe` and `validate-config` on a throwaway instance with probe limits.
-    async fn probe(&self, config: &Map<String, Value>) -> Result<ComponentInfo, LoadError> {
+    async fn probe(&self, config: Option<&Map<String, Value>>) -> Result<ComponentInfo, LoadError> {
         let probe_limits = Limits {
             fuel: PROBE_FUEL.min(self.limits.fuel),
             timeout: PROBE_TIMEOUT.min(self.limits.timeout),
@@ -377,6 +403,9 @@ impl LoadedComponent {
             version: info.version,
             description: info.description,
             capabilities: info.capabilities,
+        };
+        let Some(config) = config else {
+            return Ok(info);
         };
         let config_text = Value::Object(config.clone()).to_string();
         let call = instance

@@ -114,7 +114,9 @@ pub struct ComponentEnv {
     pub name: String,
     pub config: serde_json::Map<String, serde_json::Value>,
     pub capabilities: Capabilities,
-    pub http: reqwest::Client,
+    /// Built on first use: most components never make HTTP calls, and building a TLS client
+    /// costs milliseconds on every load and swap.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     pub services: HostServices,
     /// Values of the granted `env` keys, read once at load.
     pub env: Vec<(String, String)>,
@@ -134,12 +136,23 @@ impl ComponentEnv {
             .collect();
         Ok(ComponentEnv {
             name: name.to_string(),
-            http: capabilities::http_client(&capabilities)?,
+            http: std::sync::OnceLock::new(),
             config,
             capabilities,
             services,
             env,
         })
+    }
+}
+
+impl ComponentEnv {
+    fn http_client(&self) -> Result<&reqwest::Client, &str> {
+        self.http
+            .get_or_init(|| {
+                capabilities::http_client(&self.capabilities).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 }
 
@@ -346,7 +359,11 @@ impl http::Host for HostState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             types::Error::InvalidInput(format!("bad HTTP method `{}`", request.method))
         })?;
-        let mut builder = self.env.http.request(method, url.clone());
+        let client = self
+            .env
+            .http_client()
+            .map_err(|e| types::Error::Internal(format!("cannot create the HTTP client: {e}")))?;
+        let mut builder = client.request(method, url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }

@@ -11,6 +11,7 @@ mod bindings;
 pub mod cache;
 pub mod capabilities;
 pub mod component;
+pub mod component_types;
 pub mod components_module;
 pub mod dynamic_component;
 pub mod host;

@@ -116,7 +116,7 @@ async fn new_build_test_inspect_push_and_hot_swap() {
     // A running app whose route names the component before it exists.
     let registry = wf_host::registry().unwrap();
     let vars = std::collections::HashMap::<String, String>::new();
-    let loaded = wf_config::load_str(&tmp.0.join("app.yaml"), APP, &vars);
+    let loaded = wf_config::load_str(tmp.0.join("app.yaml"), APP, &vars);
     let validated =
         wf_engine::validate(loaded, &registry).unwrap_or_else(|_| panic!("app is invalid"));
     let app = wf_engine::build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
