@@ -55,3 +55,4 @@ echo "targets: wf-native >= 60%, wf-wasm-reuse >= 35%, wf-wasm-fresh >= 7% of ax
 
 "$TARGET/wf-bench-executor" 10 20000
 "$TARGET/wf-bench-wasm" 20000
+bench/startup.sh

@@ -171,6 +171,25 @@ impl BuildContext<'_> {
     pub fn all<T: ServiceKind + ?Sized>(&self) -> Vec<(&str, Arc<T>)> {
         self.services.all::<T>()
     }
+
+    /// The service a config names, or else the first of its kind. Validation (via
+    /// [`CheckContext::choose`]) has made sure an unnamed one is the only one; `missing` says
+    /// what is absent when there is none ("there is no message broker").
+    pub fn named_or_only<T: ServiceKind + ?Sized>(
+        &self,
+        name: Option<&str>,
+        missing: &str,
+    ) -> anyhow::Result<Arc<T>> {
+        match name {
+            Some(name) => Ok(self.service::<T>(name)?),
+            None => self
+                .all::<T>()
+                .into_iter()
+                .map(|(_, service)| service)
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{missing}")),
+        }
+    }
 }
 
 /// Given to workflow and trigger types after every module is built.

@@ -179,13 +179,10 @@ impl ModuleType for ComponentsType {
             max_instances: config.max_instances,
             pooling: true,
         })?;
-        let broker = match &config.broker {
-            Some(name) => Some(ctx.service::<dyn MessageBroker>(name)?),
-            None => ctx
-                .all::<dyn MessageBroker>()
-                .into_iter()
-                .map(|(_, b)| b)
-                .next(),
+        // Optional: without a broker, components granted topics get `unavailable`.
+        let broker = match config.broker.as_deref() {
+            Some(name) => Some(ctx.named_or_only::<dyn MessageBroker>(Some(name), "")?),
+            None => ctx.named_or_only::<dyn MessageBroker>(None, "").ok(),
         };
         let services = HostServices {
             broker,

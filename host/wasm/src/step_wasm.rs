@@ -92,15 +92,7 @@ pub fn registry_for(
     name: Option<&str>,
     ctx: &BuildContext<'_>,
 ) -> anyhow::Result<Arc<ComponentRegistry>> {
-    match name {
-        Some(name) => Ok(ctx.service::<ComponentRegistry>(name)?),
-        None => ctx
-            .all::<ComponentRegistry>()
-            .into_iter()
-            .map(|(_, r)| r)
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("there is no `wasm.components` module")),
-    }
+    ctx.named_or_only::<ComponentRegistry>(name, "there is no `wasm.components` module")
 }
 
 /// A pipeline step backed by a component slot.

@@ -21,17 +21,10 @@ pub fn endpoint_router(
     configured: Option<&str>,
     ctx: &BuildContext<'_>,
 ) -> anyhow::Result<Arc<Router>> {
-    match configured {
-        Some(name) => Ok(ctx.service::<Router>(name)?),
-        None => ctx
-            .all::<Router>()
-            .into_iter()
-            .map(|(_, r)| r)
-            .next()
-            .ok_or_else(|| {
-                anyhow::anyhow!("there is no `http.router` to serve these endpoints on")
-            }),
-    }
+    ctx.named_or_only::<Router>(
+        configured,
+        "there is no `http.router` to serve these endpoints on",
+    )
 }
 
 /// Adds a GET endpoint to `router` and records it for `wf-host inspect`.

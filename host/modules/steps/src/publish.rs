@@ -53,15 +53,10 @@ impl StepType for PublishType {
     }
 
     fn build(config: PublishConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
-        let broker = match &config.broker {
-            Some(name) => ctx.service::<dyn MessageBroker>(name)?,
-            None => ctx
-                .all::<dyn MessageBroker>()
-                .into_iter()
-                .map(|(_, b)| b)
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("there is no message broker"))?,
-        };
+        let broker = ctx.named_or_only::<dyn MessageBroker>(
+            config.broker.as_deref(),
+            "there is no message broker",
+        )?;
         Ok(Arc::new(Publish {
             topic: crate::compile_str("topic", &config.topic)?,
             payload: config
