@@ -633,3 +633,100 @@ workflows:
     assert_eq!(body["sentiment"], "negative", "{body}");
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_component_keeps_its_state_between_calls_and_restarts_on_swap() {
+    let dir = TempDir::new("module");
+    std::fs::write(dir.0.join("counter.wasm"), plugin("counter")).unwrap();
+    let yaml = format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - name: wasm
+    type: wasm.components
+    config:
+      data_dir: data
+{API}  - name: counter
+    type: dynamic.component
+    config: {{source: counter.wasm, componentId: counter, config: {{start_at: 10}}}}
+workflows:
+  http:
+    routes:
+      - method: POST
+        path: /count
+        steps:
+          - name: bump
+            type: step.wasm
+            config: {{component: counter, operation: increment, input: {{key: "{{{{ .key }}}}"}}}}
+      - method: POST
+        path: /misused
+        steps:
+          - {{name: run, type: step.wasm, config: {{component: counter}}}}
+"#
+    );
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let count = |key: &'static str| {
+        let base = base.clone();
+        async move {
+            let response = client()
+                .post(format!("{base}/count"))
+                .json(&json!({"key": key}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null)["count"].clone(),
+            )
+        }
+    };
+    // One long-lived instance: the count carries from call to call.
+    assert_eq!(count("a").await, (200, json!(11)));
+    assert_eq!(count("a").await, (200, json!(12)));
+    assert_eq!(count("b").await, (200, json!(11)));
+    let (_, info) = api(
+        reqwest::Method::GET,
+        format!("{base}/api/dynamic/components/counter"),
+    )
+    .await;
+    assert_eq!(info["kind"], "module", "{info}");
+
+    // A module used as a step is the app's mistake, said plainly in the log; the caller gets 500.
+    let response = client()
+        .post(format!("{base}/misused"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+
+    // A version whose `start` fails is rejected; the running one keeps its state.
+    let (status, body) = upload(
+        &base,
+        variant(&plugin("counter"), "x"),
+        "?name=counter",
+        Some(json!({"config": {"fail_start": true}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`start` failed"),
+        "{body}"
+    );
+    assert_eq!(count("a").await, (200, json!(13)));
+
+    // A good new version starts fresh (module state lives in the instance) and the old one stops.
+    let (status, body) = upload(
+        &base,
+        variant(&plugin("counter"), "y"),
+        "?name=counter",
+        Some(json!({"config": {"start_at": 100}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(count("a").await, (200, json!(101)));
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -517,3 +517,34 @@ async fn compiled_code_is_cached_by_content_hash() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_component_is_started_invoked_and_stopped() {
+    let counter = load_with("counter", Capabilities::default(), Limits::default()).await;
+    assert_eq!(counter.kind, wf_wasm::component::ComponentKind::Module);
+    // Not a step.
+    assert!(matches!(
+        counter.run_step(&call(), &json!({})).await,
+        Err(CallError::Host(_))
+    ));
+    counter.start_module().await.unwrap();
+    let out = counter
+        .invoke(&call(), "increment", &json!({"key": "k", "by": 5}))
+        .await
+        .unwrap();
+    assert_eq!(out["count"], 5);
+    let out = counter.invoke(&call(), "total", &json!({})).await.unwrap();
+    assert_eq!(
+        (out["total"].clone(), out["starts"].clone()),
+        (json!(5), json!(1))
+    );
+    let (kind, _) = guest_error(counter.invoke(&call(), "explode", &json!({})).await);
+    assert_eq!(kind, ErrorKind::InvalidInput);
+    // Stopped, then invoked again: a new instance is started first.
+    counter.stop_module().await;
+    let out = counter
+        .invoke(&call(), "get", &json!({"key": "k"}))
+        .await
+        .unwrap();
+    assert_eq!(out["count"], 0);
+}

@@ -152,7 +152,7 @@ impl Api {
             }
             (Action::Delete, Some(id)) => {
                 let force = query_param(&req, "force").is_some_and(|v| v == "true" || v == "1");
-                match self.registry.remove(&id, force) {
+                match self.registry.remove(&id, force).await {
                     Ok(()) => {
                         remove_upload(&self.registry, &id);
                         let mut response = Response::new(axum::body::Body::empty());
@@ -162,7 +162,7 @@ impl Api {
                     Err(e) => install_error(e),
                 }
             }
-            (Action::Rollback, Some(id)) => match self.registry.rollback(&id) {
+            (Action::Rollback, Some(id)) => match self.registry.rollback(&id).await {
                 Ok(live) => {
                     if self.registry.get(&id).and_then(|s| s.origin()) == Some(Origin::Upload) {
                         persist_upload(&self.registry, &id, &live.bytes, None);

@@ -12,6 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::{Store, Trap};
 
 use crate::bindings::exports::wf::plugin::step as wit_step;
+use crate::bindings::module_world::{ModuleComponent, ModuleComponentPre};
 use crate::bindings::wf::plugin::types as wit;
 use crate::bindings::{StepComponent, StepComponentPre};
 use crate::cache::sha256_hex;
@@ -37,7 +38,11 @@ pub struct ComponentInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ComponentKind {
+    /// Exports `step`: a pipeline step type.
     Step,
+    /// Exports `module`: one long-lived instance, started and stopped with the app, whose
+    /// operations steps invoke.
+    Module,
 }
 
 /// Everything needed to load one component version.
@@ -62,6 +67,8 @@ pub enum LoadError {
     Incompatible(String),
     #[error("the component's `describe` failed: {0}")]
     Describe(String),
+    #[error("the module component's `start` failed: {0}")]
+    Start(String),
     #[error("the component rejected its configuration: {0}")]
     Config(String),
     #[error("{0}")]
@@ -105,9 +112,49 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Latencies kept for p50/p99.
 const LATENCY_WINDOW: usize = 1024;
 
+/// Linked, ready-to-instantiate code of one version, by world.
+enum Pre {
+    Step(StepComponentPre<HostState>),
+    Module(ModuleComponentPre<HostState>),
+}
+
+/// An instance's exports, by world.
+enum Bindings {
+    Step(StepComponent),
+    Module(ModuleComponent),
+}
+
+impl Bindings {
+    async fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::ComponentInfo> {
+        match self {
+            Bindings::Step(b) => b.wf_plugin_step().call_describe(store).await,
+            Bindings::Module(b) => b.wf_plugin_module().call_describe(store).await,
+        }
+    }
+
+    async fn validate_config(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), wit::Error>> {
+        match self {
+            Bindings::Step(b) => {
+                b.wf_plugin_step()
+                    .call_validate_config(store, &config.to_string())
+                    .await
+            }
+            Bindings::Module(b) => {
+                b.wf_plugin_module()
+                    .call_validate_config(store, &config.to_string())
+                    .await
+            }
+        }
+    }
+}
+
 struct Instance {
     store: Store<HostState>,
-    bindings: StepComponent,
+    bindings: Bindings,
     uses: u32,
     _slot: OwnedSemaphorePermit,
 }
@@ -180,8 +227,11 @@ pub struct LoadedComponent {
     pub bytes: Arc<Vec<u8>>,
     runtime: Arc<Runtime>,
     env: Arc<ComponentEnv>,
-    pre: StepComponentPre<HostState>,
+    pre: Pre,
     idle: Mutex<Vec<Instance>>,
+    /// A module component's one instance, started when the version goes live; calls take
+    /// turns on it. `None` before start, after stop, and after a trap (the next call restarts).
+    module: tokio::sync::Mutex<Option<Instance>>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -322,11 +372,17 @@ impl LoadedComponent {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
-        let pre = StepComponentPre::new(pre).map_err(|e| {
-            LoadError::Incompatible(format!(
-                "it does not export `wf:plugin/step@0.1.0` ({e:#}); build it against the `step-component` world"
-            ))
-        })?;
+        let (pre, kind) = match StepComponentPre::new(pre.clone()) {
+            Ok(step) => (Pre::Step(step), ComponentKind::Step),
+            Err(step_error) => match ModuleComponentPre::new(pre) {
+                Ok(module) => (Pre::Module(module), ComponentKind::Module),
+                Err(_) => {
+                    return Err(LoadError::Incompatible(format!(
+                        "it exports neither `wf:plugin/step@0.1.0` nor `wf:plugin/module@0.1.0` ({step_error:#}); build it against the `step-component` or `module-component` world"
+                    )));
+                }
+            },
+        };
         let env = ComponentEnv::new(
             "(loading)",
             spec.config.clone(),
@@ -344,7 +400,7 @@ impl LoadedComponent {
                 output_schema: None,
                 capabilities: Vec::new(),
             },
-            kind: ComponentKind::Step,
+            kind,
             size: spec.bytes.len(),
             digest,
             limits: spec.limits,
@@ -358,6 +414,7 @@ impl LoadedComponent {
             env: Arc::new(env),
             pre,
             idle: Mutex::new(Vec::new()),
+            module: tokio::sync::Mutex::new(None),
         };
         loaded.info = loaded
             .probe(validate_config.then_some(&spec.config))
@@ -381,10 +438,7 @@ impl LoadedComponent {
             .new_instance(&probe_limits)
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
-        let call = instance
-            .bindings
-            .wf_plugin_step()
-            .call_describe(&mut instance.store);
+        let call = instance.bindings.describe(&mut instance.store);
         let info = match tokio::time::timeout(probe_limits.timeout, call).await {
             Err(_) => return Err(LoadError::Describe("timed out".into())),
             Ok(Err(e)) => {
@@ -410,8 +464,7 @@ impl LoadedComponent {
         let config_text = Value::Object(config.clone()).to_string();
         let call = instance
             .bindings
-            .wf_plugin_step()
-            .call_validate_config(&mut instance.store, &config_text);
+            .validate_config(&mut instance.store, &config_text);
         match tokio::time::timeout(probe_limits.timeout, call).await {
             Err(_) => Err(LoadError::Config("`validate-config` timed out".into())),
             Ok(Err(e)) => Err(LoadError::Config(
@@ -439,12 +492,13 @@ impl LoadedComponent {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         arm(&mut store, limits)?;
-        let bindings = match tokio::time::timeout(
-            limits.timeout,
-            self.pre.instantiate_async(&mut store),
-        )
-        .await
-        {
+        let instantiate = async {
+            Ok::<_, wasmtime::Error>(match &self.pre {
+                Pre::Step(pre) => Bindings::Step(pre.instantiate_async(&mut store).await?),
+                Pre::Module(pre) => Bindings::Module(pre.instantiate_async(&mut store).await?),
+            })
+        };
+        let bindings = match tokio::time::timeout(limits.timeout, instantiate).await {
             Err(_) => {
                 return Err(CallError::LimitExceeded {
                     kind: LimitKind::Time,
@@ -498,9 +552,59 @@ impl LoadedComponent {
         call: &CallInfo,
         input: &Value,
     ) -> Result<StepOutcome, CallError> {
+        if self.kind != ComponentKind::Step {
+            return Err(CallError::Host(format!(
+                "component `{}` is a module, not a step: name one of its operations with `operation:`",
+                self.info.name
+            )));
+        }
         let mut instance = self.instance().await?;
+        let invocation = self.prepare_call(&mut instance, call);
+        let input_text = input.to_string();
+        let result = {
+            let Bindings::Step(bindings) = &instance.bindings else {
+                return Err(CallError::Host(
+                    "a step instance without step exports".into(),
+                ));
+            };
+            let future =
+                bindings
+                    .wf_plugin_step()
+                    .call_run(&mut instance.store, &invocation, &input_text);
+            tokio::time::timeout(self.limits.timeout, future).await
+        };
+        let outcome = match self.settle(result, &mut instance.store) {
+            Ok(Ok(outcome)) => {
+                self.release(instance);
+                outcome
+            }
+            Ok(Err(guest)) => {
+                self.release(instance);
+                return Err(guest);
+            }
+            // A trap or a timeout poisons the instance: it is dropped, never reused.
+            Err(broken) => return Err(broken),
+        };
+        let (text, branch) = match &outcome {
+            wit_step::Outcome::Next(t) | wit_step::Outcome::Stop(t) => (t.as_str(), None),
+            wit_step::Outcome::Branch(b) => (b.output.as_str(), Some(b.target.clone())),
+        };
+        let output = self.output_object(text)?;
+        Ok(match (outcome, branch) {
+            (wit_step::Outcome::Stop(_), _) => StepOutcome::Stop(output),
+            (_, Some(target)) => StepOutcome::Branch(target, output),
+            _ => StepOutcome::Next(output),
+        })
+    }
+
+    /// Sets the call's run, config and deadline on the instance; the guest's invocation record.
+    fn prepare_call(&self, instance: &mut Instance, call: &CallInfo) -> wit_step::Invocation {
         let deadline = SystemTime::now() + self.limits.timeout;
-        let invocation = wit_step::Invocation {
+        let data = instance.store.data_mut();
+        data.run_id = call.run_id.clone();
+        data.call_config = call.config.clone();
+        data.deadline = tokio::time::Instant::now() + self.limits.timeout;
+        wit_step::Invocation {
             pipeline: call.pipeline.clone(),
             run_id: call.run_id.clone(),
             step: call.step.clone(),
@@ -510,44 +614,32 @@ impl LoadedComponent {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             trace_parent: call.trace_parent.clone(),
-        };
-        {
-            let data = instance.store.data_mut();
-            data.run_id = call.run_id.clone();
-            data.call_config = call.config.clone();
-            data.deadline = tokio::time::Instant::now() + self.limits.timeout;
         }
-        let input_text = input.to_string();
-        let result = {
-            let future = instance.bindings.wf_plugin_step().call_run(
-                &mut instance.store,
-                &invocation,
-                &input_text,
-            );
-            tokio::time::timeout(self.limits.timeout, future).await
-        };
-        let outcome = match result {
-            // The call was abandoned mid-flight: the instance is unusable and is dropped.
-            Err(_) => {
-                return Err(CallError::LimitExceeded {
-                    kind: LimitKind::Time,
-                    detail: format!("the call took longer than {:?}", self.limits.timeout),
-                });
-            }
-            // A trap poisons the instance: it is dropped, never reused.
-            Ok(Err(e)) => return Err(classify(e, &mut instance.store, &self.limits)),
+    }
+
+    /// Sorts a call's result: `Ok(Ok)` success, `Ok(Err)` the guest's own error (the instance is
+    /// healthy), `Err` a limit breach or trap (the instance must be dropped).
+    fn settle<T>(
+        &self,
+        result: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
+        store: &mut Store<HostState>,
+    ) -> Result<Result<T, CallError>, CallError> {
+        match result {
+            Err(_) => Err(CallError::LimitExceeded {
+                kind: LimitKind::Time,
+                detail: format!("the call took longer than {:?}", self.limits.timeout),
+            }),
+            Ok(Err(e)) => Err(classify(e, store, &self.limits)),
             Ok(Ok(Err(e))) => {
                 let (kind, message) = guest_error(e);
-                self.release(instance);
-                return Err(CallError::Guest { kind, message });
+                Ok(Err(CallError::Guest { kind, message }))
             }
-            Ok(Ok(Ok(outcome))) => outcome,
-        };
-        self.release(instance);
-        let (text, branch) = match &outcome {
-            wit_step::Outcome::Next(t) | wit_step::Outcome::Stop(t) => (t.as_str(), None),
-            wit_step::Outcome::Branch(b) => (b.output.as_str(), Some(b.target.clone())),
-        };
+            Ok(Ok(Ok(value))) => Ok(Ok(value)),
+        }
+    }
+
+    /// A call's JSON output as an object, within the output limit.
+    fn output_object(&self, text: &str) -> Result<Map<String, Value>, CallError> {
         if text.len() > self.limits.max_output_bytes {
             return Err(CallError::LimitExceeded {
                 kind: LimitKind::Output,
@@ -558,30 +650,127 @@ impl LoadedComponent {
                 ),
             });
         }
-        let output = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(Value::Null) => Map::new(),
-            Ok(other) => {
-                return Err(CallError::Guest {
-                    kind: wf_engine::ErrorKind::Internal,
-                    message: format!(
-                        "the step's output must be a JSON object, not {}",
-                        json_kind(&other)
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(CallError::Guest {
-                    kind: wf_engine::ErrorKind::Internal,
-                    message: format!("the step's output is not JSON: {e}"),
-                });
-            }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Null) => Ok(Map::new()),
+            Ok(other) => Err(CallError::Guest {
+                kind: wf_engine::ErrorKind::Internal,
+                message: format!(
+                    "the output must be a JSON object, not {}",
+                    json_kind(&other)
+                ),
+            }),
+            Err(e) => Err(CallError::Guest {
+                kind: wf_engine::ErrorKind::Internal,
+                message: format!("the output is not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// Starts a module component's instance (when the version goes live). A step component
+    /// has nothing to start.
+    pub async fn start_module(&self) -> Result<(), CallError> {
+        if self.kind != ComponentKind::Module {
+            return Ok(());
+        }
+        let mut slot = self.module.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.started_module_instance().await?);
+        }
+        Ok(())
+    }
+
+    async fn started_module_instance(&self) -> Result<Instance, CallError> {
+        let mut instance = self.new_instance(&self.limits).await?;
+        let result = {
+            let Bindings::Module(bindings) = &instance.bindings else {
+                return Err(CallError::Host(
+                    "a module instance without module exports".into(),
+                ));
+            };
+            let future = bindings.wf_plugin_module().call_start(&mut instance.store);
+            tokio::time::timeout(self.limits.timeout, future).await
         };
-        Ok(match (outcome, branch) {
-            (wit_step::Outcome::Stop(_), _) => StepOutcome::Stop(output),
-            (_, Some(target)) => StepOutcome::Branch(target, output),
-            _ => StepOutcome::Next(output),
-        })
+        self.settle(result, &mut instance.store)??;
+        Ok(instance)
+    }
+
+    /// Stops a module component's instance; calls in progress finish first.
+    pub async fn stop_module(&self) {
+        let Some(mut instance) = self.module.lock().await.take() else {
+            return;
+        };
+        let result = {
+            let Bindings::Module(bindings) = &instance.bindings else {
+                return;
+            };
+            arm(&mut instance.store, &self.limits).ok();
+            let future = bindings.wf_plugin_module().call_stop(&mut instance.store);
+            tokio::time::timeout(self.limits.timeout, future).await
+        };
+        match self.settle(result, &mut instance.store) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(component = %self.info.name, "module component did not stop cleanly: {e}");
+            }
+        }
+    }
+
+    /// Runs one of a module component's operations on its instance. Calls take turns; after a
+    /// trap or a timeout the instance is replaced (and started) on the next call.
+    pub async fn invoke(
+        &self,
+        call: &CallInfo,
+        operation: &str,
+        input: &Value,
+    ) -> Result<Map<String, Value>, CallError> {
+        let started = Instant::now();
+        let result = self.invoke_inner(call, operation, input).await;
+        self.stats.record(started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn invoke_inner(
+        &self,
+        call: &CallInfo,
+        operation: &str,
+        input: &Value,
+    ) -> Result<Map<String, Value>, CallError> {
+        if self.kind != ComponentKind::Module {
+            return Err(CallError::Host(format!(
+                "component `{}` is a step, not a module: remove `operation:`",
+                self.info.name
+            )));
+        }
+        let mut slot = self.module.lock().await;
+        let mut instance = match slot.take() {
+            Some(instance) => instance,
+            None => self.started_module_instance().await?,
+        };
+        arm(&mut instance.store, &self.limits)?;
+        self.prepare_call(&mut instance, call);
+        let input_text = input.to_string();
+        let result = {
+            let Bindings::Module(bindings) = &instance.bindings else {
+                return Err(CallError::Host(
+                    "a module instance without module exports".into(),
+                ));
+            };
+            let future = bindings.wf_plugin_module().call_invoke(
+                &mut instance.store,
+                operation,
+                &input_text,
+            );
+            tokio::time::timeout(self.limits.timeout, future).await
+        };
+        let text = match self.settle(result, &mut instance.store) {
+            Ok(outcome) => {
+                *slot = Some(instance);
+                outcome?
+            }
+            Err(broken) => return Err(broken),
+        };
+        self.output_object(&text)
     }
 }
 

@@ -238,6 +238,7 @@ impl Module for ComponentsModule {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        self.registry.stop_modules().await;
         Ok(())
     }
 }

@@ -347,9 +347,17 @@ impl ComponentRegistry {
             self.reject(expect.slot_name(), digest, &error);
             return Err(error);
         }
+        // A module component starts before it goes live; one that cannot start never does.
+        if let Err(error) = loaded.start_module().await {
+            let error = LoadError::Start(error.to_string());
+            self.reject(Some(name.clone()), digest, &error);
+            return Err(error.into());
+        }
         let slot = self.slot(&name);
         let new = Arc::new(loaded);
         if let Some(old) = slot.live.swap(Some(new.clone())) {
+            // Its calls in progress finish first (they hold its instance).
+            old.stop_module().await;
             let mut history = lock(&slot.history);
             history.push(old);
             if history.len() > KEPT_VERSIONS {
@@ -370,21 +378,27 @@ impl ComponentRegistry {
     }
 
     /// Makes the previous good version live again.
-    pub fn rollback(&self, name: &str) -> Result<Arc<LoadedComponent>, InstallError> {
+    pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedComponent>, InstallError> {
         let slot = self
             .get(name)
             .ok_or_else(|| InstallError::NotFound(name.to_string()))?;
         let previous = lock(&slot.history)
             .pop()
             .ok_or_else(|| InstallError::NoPrevious(name.to_string()))?;
-        slot.live.store(Some(previous.clone()));
+        if let Err(error) = previous.start_module().await {
+            lock(&slot.history).push(previous);
+            return Err(LoadError::Start(error.to_string()).into());
+        }
+        if let Some(current) = slot.live.swap(Some(previous.clone())) {
+            current.stop_module().await;
+        }
         *lock(&slot.revision) += 1;
         tracing::info!(component = %name, version = %previous.info.version, "rolled back");
         Ok(previous)
     }
 
     /// Unloads `name`. Refused while a pipeline uses it, unless `force`.
-    pub fn remove(&self, name: &str, force: bool) -> Result<(), InstallError> {
+    pub async fn remove(&self, name: &str, force: bool) -> Result<(), InstallError> {
         let slot = self
             .get(name)
             .filter(|s| s.live().is_some() || s.rejected().is_some())
@@ -396,11 +410,24 @@ impl ComponentRegistry {
                 users,
             });
         }
-        slot.live.store(None);
+        if let Some(live) = slot.live.swap(None) {
+            live.stop_module().await;
+        }
         lock(&slot.history).clear();
         *lock(&slot.rejected) = None;
         *lock(&slot.origin) = None;
         Ok(())
+    }
+}
+
+impl ComponentRegistry {
+    /// Stops every live module component (when the app stops).
+    pub async fn stop_modules(&self) {
+        for slot in self.slots() {
+            if let Some(live) = slot.live() {
+                live.stop_module().await;
+            }
+        }
     }
 }
 

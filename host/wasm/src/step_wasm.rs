@@ -34,6 +34,9 @@ pub struct WasmStepConfig {
     /// The input to pass, as JSON with templates; by default the run's current data.
     #[serde(default)]
     pub input: Option<Value>,
+    /// For a module component: the operation to invoke (its output is merged like a step's).
+    #[serde(default)]
+    pub operation: Option<String>,
     /// The `wasm.components` module holding the component; optional when the app has one.
     #[serde(default)]
     pub components: Option<String>,
@@ -77,13 +80,9 @@ impl StepType for WasmStepType {
             .map(TemplateValue::compile)
             .transpose()
             .map_err(|e| anyhow::anyhow!("`input`: {e}"))?;
-        Ok(Arc::new(WasmStep::new(
-            &registry,
-            &config.component,
-            ctx.name,
-            config.config,
-            input,
-        )))
+        let mut step = WasmStep::new(&registry, &config.component, ctx.name, config.config, input);
+        step.operation = config.operation;
+        Ok(Arc::new(step))
     }
 }
 
@@ -98,6 +97,8 @@ pub fn registry_for(
 /// A pipeline step backed by a component slot.
 pub struct WasmStep {
     slot: Arc<Slot>,
+    /// Set for a module component: the operation each run invokes.
+    operation: Option<String>,
     config: Arc<Map<String, Value>>,
     input: Option<TemplateValue>,
 }
@@ -114,6 +115,7 @@ impl WasmStep {
         slot.add_reference(step.to_string());
         WasmStep {
             slot,
+            operation: None,
             config: Arc::new(config),
             input,
         }
@@ -171,6 +173,13 @@ impl Step for WasmStep {
             trace_parent: None,
             config: self.config.clone(),
         };
+        if let Some(operation) = &self.operation {
+            return component
+                .invoke(&call, operation, &input)
+                .await
+                .map(StepOutput::values)
+                .map_err(|error| step_error(&self.slot.name, error));
+        }
         match component.run_step(&call, &input).await {
             Ok(StepOutcome::Next(values)) => Ok(StepOutput::values(values)),
             Ok(StepOutcome::Stop(values)) => Ok(StepOutput {
