@@ -18,7 +18,7 @@ run: check-toolchain
 plugins: check-toolchain
 	$(CARGO) build --quiet --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 	@mkdir -p $(PLUGINS_DIST)
-	@for f in hello sentiment alert_classify pii_redact adversary counter; do \
+	@for f in hello sentiment alert_classify pii_redact adversary counter alert_intake; do \
 	  cp "$(PLUGINS_TARGET)/wasm32-wasip2/release/$$f.wasm" $(PLUGINS_DIST)/ || exit 1; done
 
 ## test: every test of every crate (plugins and SDK included), then `wf-host validate` on every bundled example

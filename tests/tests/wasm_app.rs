@@ -730,3 +730,82 @@ workflows:
     assert_eq!(count("a").await, (200, json!(101)));
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_component_starts_pipelines_from_its_route_and_topic() {
+    let dir = TempDir::new("trigger");
+    std::fs::write(dir.0.join("alert_intake.wasm"), plugin("alert_intake")).unwrap();
+    let yaml = r#"
+modules:
+  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: http.router}
+  - {name: bus, type: messaging.broker}
+  - {name: wasm, type: wasm.components, config: {data_dir: data}}
+  - name: intake
+    type: dynamic.component
+    config:
+      source: alert_intake.wasm
+      config: {path: /alerts, topic: alerts.raw}
+pipelines:
+  page-on-call:
+    steps:
+      - {name: page, type: step.set, config: {values: {paged: "{{ .alert.title }}", channel: pager}}}
+  record-alert:
+    steps:
+      - {name: record, type: step.set, config: {values: {recorded: "{{ .alert.title }}"}}}
+"#;
+    let running = start(&dir.0, yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let post = |body: Value| {
+        let base = base.clone();
+        async move {
+            let response = client()
+                .post(format!("{base}/alerts"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = post(json!({"title": "Primary DB down", "severity": "critical"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["pipeline"], "page-on-call", "{body}");
+    assert_eq!(body["runs"][0]["status"], "completed", "{body}");
+    assert_eq!(
+        body["runs"][0]["output"]["paged"], "Primary DB down",
+        "{body}"
+    );
+    assert_eq!(body["runs"][0]["output"]["via"], "http", "{body}");
+    let (_, body) = post(json!({"title": "disk at 70%"})).await;
+    assert_eq!(
+        body["runs"][0]["output"]["recorded"], "disk at 70%",
+        "{body}"
+    );
+    // The component's own input check is the caller's 400.
+    let (status, _) = post(json!(["not", "an", "alert"])).await;
+    assert_eq!(status, 400);
+
+    // The topic source: a message becomes a run; a failing run is a failed delivery.
+    let services = running.state().services().unwrap();
+    let broker = services
+        .get::<dyn wf_messaging::MessageBroker>("bus")
+        .unwrap();
+    let delivery = broker
+        .publish(
+            "alerts.raw",
+            bytes::Bytes::from(json!({"title": "latency up"}).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((delivery.delivered, delivery.failed), (1, 0));
+    let delivery = broker
+        .publish("alerts.raw", bytes::Bytes::from_static(b"not json"))
+        .await
+        .unwrap();
+    assert_eq!(delivery.failed, 1);
+    running.stop(Duration::from_secs(5)).await;
+}

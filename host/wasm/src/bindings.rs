@@ -26,3 +26,21 @@ pub mod module_world {
         },
     });
 }
+
+pub mod trigger_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "trigger-component",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "wf:plugin/types": super::wf::plugin::types,
+            "wf:plugin/log": super::wf::plugin::log,
+            "wf:plugin/config": super::wf::plugin::config,
+            "wf:plugin/state": super::wf::plugin::state,
+            "wf:plugin/http": super::wf::plugin::http,
+            "wf:plugin/events": super::wf::plugin::events,
+            "wf:plugin/clock": super::wf::plugin::clock,
+        },
+    });
+}

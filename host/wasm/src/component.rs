@@ -13,6 +13,8 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::exports::wf::plugin::step as wit_step;
 use crate::bindings::module_world::{ModuleComponent, ModuleComponentPre};
+use crate::bindings::trigger_world::exports::wf::plugin::trigger as wit_trigger;
+use crate::bindings::trigger_world::{TriggerComponent, TriggerComponentPre};
 use crate::bindings::wf::plugin::types as wit;
 use crate::bindings::{StepComponent, StepComponentPre};
 use crate::cache::sha256_hex;
@@ -43,6 +45,24 @@ pub enum ComponentKind {
     /// Exports `module`: one long-lived instance, started and stopped with the app, whose
     /// operations steps invoke.
     Module,
+    /// Exports `trigger`: declares sources (routes, topics) and maps their events to runs.
+    Trigger,
+}
+
+/// Something a trigger component asks the host to watch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TriggerSource {
+    HttpRoute { method: String, path: String },
+    Topic { topic: String },
+    Cron { expression: String },
+}
+
+/// A run a trigger component asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerStart {
+    pub pipeline: String,
+    pub data: Map<String, Value>,
 }
 
 /// Everything needed to load one component version.
@@ -116,12 +136,14 @@ const LATENCY_WINDOW: usize = 1024;
 enum Pre {
     Step(StepComponentPre<HostState>),
     Module(ModuleComponentPre<HostState>),
+    Trigger(TriggerComponentPre<HostState>),
 }
 
 /// An instance's exports, by world.
 enum Bindings {
     Step(StepComponent),
     Module(ModuleComponent),
+    Trigger(TriggerComponent),
 }
 
 impl Bindings {
@@ -129,6 +151,7 @@ impl Bindings {
         match self {
             Bindings::Step(b) => b.wf_plugin_step().call_describe(store).await,
             Bindings::Module(b) => b.wf_plugin_module().call_describe(store).await,
+            Bindings::Trigger(b) => b.wf_plugin_trigger().call_describe(store).await,
         }
     }
 
@@ -145,6 +168,11 @@ impl Bindings {
             }
             Bindings::Module(b) => {
                 b.wf_plugin_module()
+                    .call_validate_config(store, &config.to_string())
+                    .await
+            }
+            Bindings::Trigger(b) => {
+                b.wf_plugin_trigger()
                     .call_validate_config(store, &config.to_string())
                     .await
             }
@@ -229,6 +257,8 @@ pub struct LoadedComponent {
     env: Arc<ComponentEnv>,
     pre: Pre,
     idle: Mutex<Vec<Instance>>,
+    /// What a trigger component watches (read once, at load).
+    pub sources: Vec<TriggerSource>,
     /// A module component's one instance, started when the version goes live; calls take
     /// turns on it. `None` before start, after stop, and after a trap (the next call restarts).
     module: tokio::sync::Mutex<Option<Instance>>,
@@ -374,13 +404,16 @@ impl LoadedComponent {
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         let (pre, kind) = match StepComponentPre::new(pre.clone()) {
             Ok(step) => (Pre::Step(step), ComponentKind::Step),
-            Err(step_error) => match ModuleComponentPre::new(pre) {
+            Err(step_error) => match ModuleComponentPre::new(pre.clone()) {
                 Ok(module) => (Pre::Module(module), ComponentKind::Module),
-                Err(_) => {
-                    return Err(LoadError::Incompatible(format!(
-                        "it exports neither `wf:plugin/step@0.1.0` nor `wf:plugin/module@0.1.0` ({step_error:#}); build it against the `step-component` or `module-component` world"
-                    )));
-                }
+                Err(_) => match TriggerComponentPre::new(pre) {
+                    Ok(trigger) => (Pre::Trigger(trigger), ComponentKind::Trigger),
+                    Err(_) => {
+                        return Err(LoadError::Incompatible(format!(
+                            "it exports none of `wf:plugin/step@0.1.0`, `module@0.1.0`, `trigger@0.1.0` ({step_error:#}); build it against the `step-component`, `module-component` or `trigger-component` world"
+                        )));
+                    }
+                },
             },
         };
         let env = ComponentEnv::new(
@@ -415,10 +448,14 @@ impl LoadedComponent {
             pre,
             idle: Mutex::new(Vec::new()),
             module: tokio::sync::Mutex::new(None),
+            sources: Vec::new(),
         };
         loaded.info = loaded
             .probe(validate_config.then_some(&spec.config))
             .await?;
+        if loaded.kind == ComponentKind::Trigger {
+            loaded.sources = loaded.read_sources().await?;
+        }
         // The name only becomes known from `describe`; log lines from now on carry it. The
         // probe's instance is gone, so the environment is not shared yet.
         if let Some(env) = Arc::get_mut(&mut loaded.env) {
@@ -496,6 +533,7 @@ impl LoadedComponent {
             Ok::<_, wasmtime::Error>(match &self.pre {
                 Pre::Step(pre) => Bindings::Step(pre.instantiate_async(&mut store).await?),
                 Pre::Module(pre) => Bindings::Module(pre.instantiate_async(&mut store).await?),
+                Pre::Trigger(pre) => Bindings::Trigger(pre.instantiate_async(&mut store).await?),
             })
         };
         let bindings = match tokio::time::timeout(limits.timeout, instantiate).await {
@@ -771,6 +809,98 @@ impl LoadedComponent {
             Err(broken) => return Err(broken),
         };
         self.output_object(&text)
+    }
+
+    /// `sources` on a probe instance.
+    async fn read_sources(&self) -> Result<Vec<TriggerSource>, LoadError> {
+        let mut instance = self
+            .new_instance(&self.limits)
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        let Bindings::Trigger(bindings) = &instance.bindings else {
+            return Ok(Vec::new());
+        };
+        let call = bindings
+            .wf_plugin_trigger()
+            .call_sources(&mut instance.store);
+        let sources = match tokio::time::timeout(self.limits.timeout, call).await {
+            Err(_) => return Err(LoadError::Describe("`sources` timed out".into())),
+            Ok(Err(e)) => {
+                return Err(LoadError::Describe(
+                    classify(e, &mut instance.store, &self.limits).to_string(),
+                ));
+            }
+            Ok(Ok(sources)) => sources,
+        };
+        Ok(sources
+            .into_iter()
+            .map(|source| match source {
+                wit_trigger::Source::HttpRoute(route) => TriggerSource::HttpRoute {
+                    method: route.method.to_ascii_uppercase(),
+                    path: route.path,
+                },
+                wit_trigger::Source::Topic(topic) => TriggerSource::Topic { topic },
+                wit_trigger::Source::Cron(expression) => TriggerSource::Cron { expression },
+            })
+            .collect())
+    }
+
+    /// Hands an event on source `source` (an index into [`Self::sources`]) to a trigger
+    /// component; the runs it asks for.
+    pub async fn on_event(
+        &self,
+        source: u32,
+        payload: &Value,
+    ) -> Result<Vec<TriggerStart>, CallError> {
+        let started = Instant::now();
+        let result = self.on_event_inner(source, payload).await;
+        self.stats.record(started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn on_event_inner(
+        &self,
+        source: u32,
+        payload: &Value,
+    ) -> Result<Vec<TriggerStart>, CallError> {
+        if self.kind != ComponentKind::Trigger {
+            return Err(CallError::Host(format!(
+                "component `{}` is not a trigger",
+                self.info.name
+            )));
+        }
+        let mut instance = self.instance().await?;
+        let event = wit_trigger::Event {
+            source,
+            payload: payload.to_string(),
+        };
+        let result = {
+            let Bindings::Trigger(bindings) = &instance.bindings else {
+                return Err(CallError::Host(
+                    "a trigger instance without trigger exports".into(),
+                ));
+            };
+            let future = bindings
+                .wf_plugin_trigger()
+                .call_on_event(&mut instance.store, &event);
+            tokio::time::timeout(self.limits.timeout, future).await
+        };
+        let starts = match self.settle(result, &mut instance.store) {
+            Ok(outcome) => {
+                self.release(instance);
+                outcome?
+            }
+            Err(broken) => return Err(broken),
+        };
+        starts
+            .into_iter()
+            .map(|start| {
+                Ok(TriggerStart {
+                    data: self.output_object(&start.data)?,
+                    pipeline: start.pipeline,
+                })
+            })
+            .collect()
     }
 }
 

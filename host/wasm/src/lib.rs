@@ -20,6 +20,7 @@ pub mod registry;
 pub mod runtime;
 pub mod state_store;
 pub mod step_wasm;
+pub mod trigger_wiring;
 pub mod watch;
 
 pub use capabilities::Capabilities;

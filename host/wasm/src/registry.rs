@@ -347,6 +347,18 @@ impl ComponentRegistry {
             self.reject(expect.slot_name(), digest, &error);
             return Err(error);
         }
+        // A trigger's sources were wired when the app started; a version watching others
+        // would silently miss its events.
+        if let Some(live) = self.get(&name).and_then(|s| s.live())
+            && live.sources != loaded.sources
+        {
+            let error = LoadError::Incompatible(format!(
+                "its sources ({:?}) differ from the running version's ({:?}); restart the app to change what a trigger watches",
+                loaded.sources, live.sources
+            ));
+            self.reject(Some(name.clone()), digest, &error);
+            return Err(error.into());
+        }
         // A module component starts before it goes live; one that cannot start never does.
         if let Err(error) = loaded.start_module().await {
             let error = LoadError::Start(error.to_string());

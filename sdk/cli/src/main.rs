@@ -157,7 +157,7 @@ fn new_project(name: &str, kind: Kind, dir: &Path) -> anyhow::Result<()> {
     wf_wasm::component::check_name(name).map_err(anyhow::Error::msg)?;
     if !matches!(kind, Kind::Step) {
         bail!(
-            "this version of the SDK builds `step` components. Module components run in wf but are written with `wit-bindgen` directly (see plugins/counter); trigger components are not loaded yet"
+            "this version of the SDK builds `step` components. module and trigger components run in wf but are written with `wit-bindgen` directly against wit/plugin.wit (see plugins/counter and plugins/alert-intake)"
         );
     }
     let root = dir.join(name);

@@ -1,0 +1,223 @@
+//! Trigger components at work: each source a trigger component declares is watched by the host
+//! (an HTTP route on the app's router, a topic on its broker), and each event goes to the
+//! component's `on-event`, whose answer names the pipeline runs to start.
+//!
+//! Sources are wired when the app starts; the live version is looked up per event, so a hot swap
+//! takes effect on the next event (the registry refuses a version whose sources differ).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Map, Value, json};
+use wf_engine::{AppState, ErrorKind, Extensions};
+use wf_http::{Request, Response, Router, json_response, route_fn};
+use wf_messaging::{MessageBroker, MessageHandler};
+
+use crate::component::{CallError, TriggerSource, TriggerStart};
+use crate::registry::Slot;
+
+/// Largest request body a trigger route reads.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Where the sources go.
+pub struct Watchers {
+    pub router: Option<Arc<Router>>,
+    pub broker: Option<Arc<dyn MessageBroker>>,
+}
+
+/// Watches every source of the live trigger component in `slot`.
+pub fn wire(
+    slot: &Arc<Slot>,
+    sources: &[TriggerSource],
+    watchers: &Watchers,
+    app: &Arc<AppState>,
+) -> anyhow::Result<()> {
+    for (index, source) in sources.iter().enumerate() {
+        let index = index as u32;
+        match source {
+            TriggerSource::HttpRoute { method, path } => {
+                let router = watchers.router.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("trigger component `{}` declares the route {method} {path}, but the app has no `http.router`", slot.name)
+                })?;
+                let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "trigger component `{}`: bad HTTP method `{method}`",
+                        slot.name
+                    )
+                })?;
+                let (route_slot, route_app) = (slot.clone(), app.clone());
+                let served = router.add_route(
+                    method.clone(),
+                    path,
+                    route_fn(move |req| {
+                        let (slot, app) = (route_slot.clone(), route_app.clone());
+                        async move { http_event(&slot, index, &app, req).await }
+                    }),
+                )?;
+                app.add_route(wf_engine::RouteInfo {
+                    server: None,
+                    router: router.name().to_string(),
+                    method: method.to_string(),
+                    path: served,
+                    handler: format!("trigger component `{}`", slot.name),
+                    middlewares: Vec::new(),
+                });
+            }
+            TriggerSource::Topic { topic } => {
+                let broker = watchers.broker.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("trigger component `{}` subscribes to `{topic}`, but the app has no message broker", slot.name)
+                })?;
+                broker.subscribe(
+                    topic,
+                    &format!("component:{}", slot.name),
+                    Arc::new(TopicEvents {
+                        slot: slot.clone(),
+                        index,
+                        app: app.clone(),
+                    }),
+                )?;
+            }
+            TriggerSource::Cron { expression } => {
+                anyhow::bail!(
+                    "trigger component `{}` asks for the schedule `{expression}`: cron sources need the scheduler, which is not in this build yet",
+                    slot.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one requested run did.
+fn run_report(pipeline: &str, result: Result<Map<String, Value>, String>) -> Value {
+    match result {
+        Ok(output) => json!({"pipeline": pipeline, "status": "completed", "output": output}),
+        Err(error) => json!({"pipeline": pipeline, "status": "failed", "error": error}),
+    }
+}
+
+/// Starts the runs a trigger asked for, one after another; unknown pipelines fail their run.
+async fn start_runs(
+    app: &AppState,
+    component: &str,
+    starts: Vec<TriggerStart>,
+) -> Vec<(String, Result<Map<String, Value>, String>)> {
+    let pipelines = app.pipelines();
+    let mut results = Vec::new();
+    for start in starts {
+        let result = match pipelines.get(&start.pipeline) {
+            None => Err(format!(
+                "component `{component}` asked for pipeline `{}`, which does not exist",
+                start.pipeline
+            )),
+            Some(pipeline) => pipeline
+                .run(start.data, Extensions::default())
+                .await
+                .map(|outcome| outcome.context.current)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(error) = &result {
+            tracing::error!(component, pipeline = %start.pipeline, "triggered run failed: {error}");
+        }
+        results.push((start.pipeline, result));
+    }
+    results
+}
+
+async fn event(
+    slot: &Slot,
+    index: u32,
+    app: &AppState,
+    payload: Value,
+) -> Result<Vec<(String, Result<Map<String, Value>, String>)>, CallError> {
+    let component = slot.live().ok_or_else(|| {
+        CallError::Host(format!("trigger component `{}` is not loaded", slot.name))
+    })?;
+    let starts = component.on_event(index, &payload).await?;
+    Ok(start_runs(app, &slot.name, starts).await)
+}
+
+async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": format!("the request body is larger than {MAX_BODY_BYTES} bytes or unreadable")}),
+            );
+        }
+    };
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), Value::String(v.to_str().ok()?.to_string()))))
+        .collect();
+    let body = serde_json::from_slice::<Value>(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let payload = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "body": body,
+    });
+    match event(slot, index, app, payload).await {
+        Ok(runs) => {
+            let reports: Vec<Value> = runs.into_iter().map(|(p, r)| run_report(&p, r)).collect();
+            json_response(StatusCode::OK, &json!({ "runs": reports }))
+        }
+        Err(CallError::Guest {
+            kind: ErrorKind::InvalidInput,
+            message,
+        }) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": message })),
+        Err(CallError::Guest {
+            kind: ErrorKind::Denied,
+            message,
+        }) => json_response(StatusCode::FORBIDDEN, &json!({ "error": message })),
+        Err(error) => {
+            tracing::error!(component = %slot.name, "trigger event failed: {error}");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "internal error"}),
+            )
+        }
+    }
+}
+
+/// Messages on a trigger component's topic.
+struct TopicEvents {
+    slot: Arc<Slot>,
+    index: u32,
+    app: Arc<AppState>,
+}
+
+#[wf_engine::async_trait]
+impl MessageHandler for TopicEvents {
+    async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()> {
+        let message = serde_json::from_slice::<Value>(&payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&payload).into_owned()));
+        let runs = event(
+            &self.slot,
+            self.index,
+            &self.app,
+            json!({"topic": topic, "message": message}),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("trigger component `{}`: {e}", self.slot.name))?;
+        let failed: Vec<String> = runs
+            .into_iter()
+            .filter_map(|(p, r)| r.err().map(|e| format!("{p}: {e}")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "triggered runs failed: {}",
+                failed.join("; ")
+            ))
+        }
+    }
+}
