@@ -371,12 +371,13 @@ impl LoadedComponent {
         Self::load_checked(runtime, spec, true).await
     }
 
-    /// What a component says about itself, without checking any configuration (for tools and
-    /// for registering component step types before the app's config is validated).
-    pub async fn describe(
+    /// Loads a component without checking any configuration, with no grants and default
+    /// limits: what tools and the registration of component step types need (its `info`,
+    /// `kind` and `sources`).
+    pub async fn inspect(
         runtime: &Arc<Runtime>,
         bytes: Arc<Vec<u8>>,
-    ) -> Result<ComponentInfo, LoadError> {
+    ) -> Result<LoadedComponent, LoadError> {
         let spec = ComponentSpec {
             bytes,
             config: Map::new(),
@@ -384,7 +385,7 @@ impl LoadedComponent {
             limits: Limits::default(),
             services: HostServices::default(),
         };
-        Ok(Self::load_checked(runtime, spec, false).await?.info)
+        Self::load_checked(runtime, spec, false).await
     }
 
     async fn load_checked(

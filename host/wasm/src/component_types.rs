@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use wf_config::AppConfig;
 use wf_engine::{Category, ExternalStep, Registry};
 
-use crate::component::LoadedComponent;
+use crate::component::{ComponentKind, LoadedComponent};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::step_wasm::{WasmStep, registry_for};
 
@@ -87,8 +87,10 @@ pub async fn register_component_types(config: &AppConfig, registry: &mut Registr
                 continue;
             }
         };
-        let info = match LoadedComponent::describe(&runtime, bytes).await {
-            Ok(info) => info,
+        let info = match LoadedComponent::inspect(&runtime, bytes).await {
+            Ok(component) if component.kind == ComponentKind::Step => component.info,
+            // Modules and triggers are not step types.
+            Ok(_) => continue,
             Err(e) => {
                 warnings.push(format!("{}: {e}", path.display()));
                 continue;

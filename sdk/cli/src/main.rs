@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
-use wf_wasm::component::{CallInfo, ComponentSpec, LoadedComponent, StepOutcome};
+use wf_wasm::component::{CallInfo, ComponentKind, ComponentSpec, LoadedComponent, StepOutcome};
 use wf_wasm::{CallError, HostServices, Limits, Runtime, RuntimeConfig};
 
 const TARGET: &str = "wasm32-wasip2";
@@ -54,7 +54,7 @@ enum Command {
     },
     /// Build, then run the fixture cases in `tests/*.json` in the real host runtime.
     #[command(
-        after_help = "A case file: {\"input\": {...}, \"config\": {...}, \"expect\": {...}}\nor, for a failure: {\"input\": {...}, \"error\": \"invalid-input\", \"message_contains\": \"...\"}.\n`expect` must be contained in the step's output.\n\nExample:\n  wf-plugin test --path hello"
+        after_help = "A case file: {\"input\": {...}, \"config\": {...}, \"expect\": {...}}\nor, for a failure: {\"input\": {...}, \"error\": \"invalid-input\", \"message_contains\": \"...\"}.\n`expect` must be contained in the step's output. For a module component, add \"operation\": \"NAME\".\n\nExample:\n  wf-plugin test --path hello"
     )]
     Test {
         /// The component project's directory.
@@ -155,14 +155,12 @@ fn sdk_path() -> anyhow::Result<PathBuf> {
 
 fn new_project(name: &str, kind: Kind, dir: &Path) -> anyhow::Result<()> {
     wf_wasm::component::check_name(name).map_err(anyhow::Error::msg)?;
-    if !matches!(kind, Kind::Step) {
-        bail!(
-            "this version of the SDK builds `step` components. module and trigger components run in wf but are written with `wit-bindgen` directly against wit/plugin.wit (see plugins/counter and plugins/alert-intake)"
-        );
-    }
     let root = dir.join(name);
     if root.exists() {
         bail!("`{}` already exists", root.display());
+    }
+    if !matches!(kind, Kind::Step) {
+        return new_bindgen_project(name, kind, &root);
     }
     let sdk = sdk_path()?;
     let crate_name = name.replace('.', "-");
@@ -241,6 +239,159 @@ mod tests {{
     std::fs::write(root.join(".gitignore"), "/target\n")?;
     println!(
         "created {} (a step component); next: cd {} && wf-plugin build",
+        root.display(),
+        root.display()
+    );
+    Ok(())
+}
+
+/// The WIT contract, copied into module and trigger projects (they use `wit-bindgen` directly).
+const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+const MODULE_TEMPLATE: &str = r#"//! The `NAME` module component: one long-lived instance, started with the app; steps call its
+//! operations with `step.wasm` + `operation:`.
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use std::cell::RefCell;
+
+wit_bindgen::generate!({ path: "wit", world: "module-component" });
+
+use exports::wf::plugin::module::{ComponentInfo, Error, Guest};
+
+thread_local! {
+    /// State kept between calls, for the life of the instance.
+    static CALLS: RefCell<u64> = const { RefCell::new(0) };
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> ComponentInfo {
+        ComponentInfo {
+            name: "NAME".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Counts the calls made to it".into(),
+            config_schema: None,
+            input_schema: None,
+            output_schema: None,
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn validate_config(_config: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn start() -> Result<(), Error> {
+        CALLS.with(|c| *c.borrow_mut() = 0);
+        Ok(())
+    }
+
+    fn stop() -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn invoke(operation: String, _input: String) -> Result<String, Error> {
+        match operation.as_str() {
+            "count" => {
+                let calls = CALLS.with(|c| {
+                    *c.borrow_mut() += 1;
+                    *c.borrow()
+                });
+                Ok(format!("{{\"calls\": {calls}}}"))
+            }
+            other => Err(Error::InvalidInput(format!("unknown operation `{other}`"))),
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Component);
+"#;
+
+const TRIGGER_TEMPLATE: &str = r#"//! The `NAME` trigger component: wf watches the sources it declares and starts the pipelines
+//! its `on-event` names.
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+wit_bindgen::generate!({ path: "wit", world: "trigger-component" });
+
+use exports::wf::plugin::trigger::{ComponentInfo, Error, Event, Guest, Route, Source, Start};
+
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> ComponentInfo {
+        ComponentInfo {
+            name: "NAME".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Starts the `handle-hook` pipeline for every POST /hooks/NAME".into(),
+            config_schema: None,
+            input_schema: None,
+            output_schema: None,
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn validate_config(_config: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn sources() -> Vec<Source> {
+        vec![Source::HttpRoute(Route { method: "POST".into(), path: "/hooks/NAME".into() })]
+    }
+
+    fn on_event(event: Event) -> Result<Vec<Start>, Error> {
+        // `event.payload` is JSON: {method, path, query, headers, body}.
+        Ok(vec![Start { pipeline: "handle-hook".into(), data: event.payload }])
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+export!(Component);
+"#;
+
+/// A module or trigger project: `wit-bindgen` against a copy of the WIT.
+fn new_bindgen_project(name: &str, kind: Kind, root: &Path) -> anyhow::Result<()> {
+    let crate_name = name.replace('.', "-");
+    std::fs::create_dir_all(root.join("src"))?;
+    std::fs::create_dir_all(root.join("wit"))?;
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{crate_name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+wit-bindgen = {{ version = "0.63", default-features = false, features = ["macros", "realloc"] }}
+
+# A project of its own, even inside another workspace.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+"#
+        ),
+    )?;
+    std::fs::write(root.join("wit/plugin.wit"), WIT)?;
+    let (template, what) = match kind {
+        Kind::Module => (MODULE_TEMPLATE, "a module component"),
+        _ => (TRIGGER_TEMPLATE, "a trigger component"),
+    };
+    std::fs::write(root.join("src/lib.rs"), template.replace("NAME", name))?;
+    std::fs::write(root.join(".gitignore"), "/target\n")?;
+    println!(
+        "created {} ({what}); next: cd {} && wf-plugin build",
         root.display(),
         root.display()
     );
@@ -343,11 +494,12 @@ async fn build(path: &Path) -> anyhow::Result<PathBuf> {
         .join(format!("{}.wasm", project.package.replace('-', "_")));
     let bytes =
         std::fs::read(&wasm).with_context(|| format!("cargo built no `{}`", wasm.display()))?;
-    let component = load(bytes.clone(), Map::new()).await?;
+    let component = LoadedComponent::inspect(&runtime().await?, Arc::new(bytes.clone())).await?;
     println!(
-        "built {} {} (step): {} ({} KiB, sha256 {})",
+        "built {} {} ({}): {} ({} KiB, sha256 {})",
         component.info.name,
         component.info.version,
+        kind_name(component.kind),
         wasm.display(),
         bytes.len().div_ceil(1024),
         component.digest
@@ -373,6 +525,14 @@ async fn load(bytes: Vec<u8>, config: Map<String, Value>) -> anyhow::Result<Load
         services: HostServices::default(),
     };
     Ok(LoadedComponent::load(&runtime, spec).await?)
+}
+
+fn kind_name(kind: ComponentKind) -> &'static str {
+    match kind {
+        ComponentKind::Step => "step",
+        ComponentKind::Module => "module",
+        ComponentKind::Trigger => "trigger",
+    }
 }
 
 /// Whether every key of `expected` is in `actual` with a value that contains it in turn.
@@ -421,12 +581,23 @@ async fn test(path: &Path, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             trace_parent: None,
             config: Arc::new(case["config"].as_object().cloned().unwrap_or_default()),
         };
-        let result = component.run_step(&call, &case["input"]).await;
+        // Steps run; module components get `operation` invoked (after `start`).
+        let result = match case.get("operation").and_then(Value::as_str) {
+            Some(operation) => match component.start_module().await {
+                Ok(()) => component.invoke(&call, operation, &case["input"]).await,
+                Err(e) => Err(e),
+            },
+            None => component
+                .run_step(&call, &case["input"])
+                .await
+                .map(|outcome| match outcome {
+                    StepOutcome::Next(out)
+                    | StepOutcome::Stop(out)
+                    | StepOutcome::Branch(_, out) => out,
+                }),
+        };
         let verdict = match (&result, case.get("error").and_then(Value::as_str)) {
-            (
-                Ok(StepOutcome::Next(out) | StepOutcome::Stop(out) | StepOutcome::Branch(_, out)),
-                None,
-            ) => {
+            (Ok(out), None) => {
                 let out = Value::Object(out.clone());
                 let expected = case.get("expect").cloned().unwrap_or(json!({}));
                 if contains(&out, &expected) {
@@ -480,8 +651,9 @@ async fn inspect(file: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
     let runtime = runtime().await?;
     let (imports, exports) = wf_wasm::component::interface_names(&runtime, &bytes).await?;
-    let component = load(bytes, Map::new()).await?;
+    let component = LoadedComponent::inspect(&runtime, Arc::new(bytes)).await?;
     let out = json!({
+        "sources": component.sources,
         "name": component.info.name,
         "version": component.info.version,
         "description": component.info.description,

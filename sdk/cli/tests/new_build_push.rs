@@ -199,3 +199,54 @@ async fn new_build_test_inspect_push_and_hot_swap() {
     );
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn module_and_trigger_projects_build_out_of_the_box() {
+    let tmp = TempDir(std::env::temp_dir().join(format!("wf-plugin-kinds-{}", std::process::id())));
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    for (name, kind) in [("tally", "module"), ("hooks", "trigger")] {
+        assert!(
+            wf_plugin(&["new", name, "--kind", kind], &tmp.0)
+                .status
+                .success()
+        );
+        let project = tmp.0.join(name);
+        assert!(project.join("wit/plugin.wit").exists());
+        let built = wf_plugin(&["build"], &project);
+        assert!(built.status.success(), "{kind}");
+        let stdout = String::from_utf8_lossy(&built.stdout);
+        assert!(
+            stdout.contains(&format!("built {name} 0.1.0 ({kind})")),
+            "{stdout}"
+        );
+    }
+    // The module's fixture cases invoke operations.
+    let tally = tmp.0.join("tally");
+    std::fs::create_dir_all(tally.join("tests")).unwrap();
+    std::fs::write(
+        tally.join("tests/count.json"),
+        json!({"operation": "count", "input": {}, "expect": {"calls": 1}}).to_string(),
+    )
+    .unwrap();
+    let tested = wf_plugin(&["test"], &tally);
+    assert!(tested.status.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.0.join("hooks/target"));
+    let inspected = wf_plugin(
+        &[
+            "inspect",
+            target
+                .join("wasm32-wasip2/release/hooks.wasm")
+                .to_str()
+                .unwrap(),
+        ],
+        &tmp.0,
+    );
+    let info: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(info["kind"], "trigger");
+    assert_eq!(
+        info["sources"],
+        json!([{"kind": "http-route", "method": "POST", "path": "/hooks/hooks"}])
+    );
+}
