@@ -159,9 +159,6 @@ fn new_project(name: &str, kind: Kind, dir: &Path) -> anyhow::Result<()> {
     if root.exists() {
         bail!("`{}` already exists", root.display());
     }
-    if !matches!(kind, Kind::Step) {
-        return new_bindgen_project(name, kind, &root);
-    }
     let sdk = sdk_path()?;
     let crate_name = name.replace('.', "-");
     std::fs::create_dir_all(root.join("src"))?;
@@ -193,202 +190,32 @@ strip = true
             sdk = sdk.display()
         ),
     )?;
-    std::fs::write(
-        root.join("src/lib.rs"),
-        format!(
-            r#"//! The `{name}` step.
-
-use wf_sdk::prelude::*;
-
-struct Component;
-
-impl Step for Component {{
-    fn info() -> Info {{
-        Info::new("{name}", "Greets whoever the input names")
-    }}
-
-    fn run(input: Value, _ctx: &Ctx) -> Result<Output, StepError> {{
-        let who = input["name"].as_str().unwrap_or("world");
-        Ok(json!({{ "message": format!("hello, {{who}}") }}).into())
-    }}
-}}
-
-export_step!(Component);
-
-#[cfg(test)]
-mod tests {{
-    use super::*;
-    use wf_sdk::testing::Harness;
-
-    #[test]
-    fn greets() {{
-        let out = Harness::new().run::<Component>(json!({{"name": "ada"}})).unwrap();
-        assert_eq!(out, Output::Next(json!({{"message": "hello, ada"}})));
-    }}
-}}
-"#
+    let (template, case, what) = match kind {
+        Kind::Step => (
+            STEP_TEMPLATE,
+            Some((
+                "greets",
+                json!({"input": {"name": "ada"}, "expect": {"message": "hello, ada"}}),
+            )),
+            "a step component",
         ),
-    )?;
-    std::fs::write(
-        root.join("tests/greets.json"),
-        serde_json::to_string_pretty(&json!({
-            "input": {"name": "ada"},
-            "expect": {"message": "hello, ada"}
-        }))?,
-    )?;
-    std::fs::write(root.join(".gitignore"), "/target\n")?;
-    println!(
-        "created {} (a step component); next: cd {} && wf-plugin build",
-        root.display(),
-        root.display()
-    );
-    Ok(())
-}
-
-/// The WIT contract, copied into module and trigger projects (they use `wit-bindgen` directly).
-const WIT: &str = include_str!("../../../wit/plugin.wit");
-
-const MODULE_TEMPLATE: &str = r#"//! The `NAME` module component: one long-lived instance, started with the app; steps call its
-//! operations with `step.wasm` + `operation:`.
-
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-
-use std::cell::RefCell;
-
-wit_bindgen::generate!({ path: "wit", world: "module-component" });
-
-use exports::wf::plugin::module::{ComponentInfo, Error, Guest};
-
-thread_local! {
-    /// State kept between calls, for the life of the instance.
-    static CALLS: RefCell<u64> = const { RefCell::new(0) };
-}
-
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> ComponentInfo {
-        ComponentInfo {
-            name: "NAME".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Counts the calls made to it".into(),
-            config_schema: None,
-            input_schema: None,
-            output_schema: None,
-            capabilities: Vec::new(),
-        }
-    }
-
-    fn validate_config(_config: String) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn start() -> Result<(), Error> {
-        CALLS.with(|c| *c.borrow_mut() = 0);
-        Ok(())
-    }
-
-    fn stop() -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn invoke(operation: String, _input: String) -> Result<String, Error> {
-        match operation.as_str() {
-            "count" => {
-                let calls = CALLS.with(|c| {
-                    *c.borrow_mut() += 1;
-                    *c.borrow()
-                });
-                Ok(format!("{{\"calls\": {calls}}}"))
-            }
-            other => Err(Error::InvalidInput(format!("unknown operation `{other}`"))),
-        }
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-export!(Component);
-"#;
-
-const TRIGGER_TEMPLATE: &str = r#"//! The `NAME` trigger component: wf watches the sources it declares and starts the pipelines
-//! its `on-event` names.
-
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-
-wit_bindgen::generate!({ path: "wit", world: "trigger-component" });
-
-use exports::wf::plugin::trigger::{ComponentInfo, Error, Event, Guest, Route, Source, Start};
-
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> ComponentInfo {
-        ComponentInfo {
-            name: "NAME".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Starts the `handle-hook` pipeline for every POST /hooks/NAME".into(),
-            config_schema: None,
-            input_schema: None,
-            output_schema: None,
-            capabilities: Vec::new(),
-        }
-    }
-
-    fn validate_config(_config: String) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn sources() -> Vec<Source> {
-        vec![Source::HttpRoute(Route { method: "POST".into(), path: "/hooks/NAME".into() })]
-    }
-
-    fn on_event(event: Event) -> Result<Vec<Start>, Error> {
-        // `event.payload` is JSON: {method, path, query, headers, body}.
-        Ok(vec![Start { pipeline: "handle-hook".into(), data: event.payload }])
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-export!(Component);
-"#;
-
-/// A module or trigger project: `wit-bindgen` against a copy of the WIT.
-fn new_bindgen_project(name: &str, kind: Kind, root: &Path) -> anyhow::Result<()> {
-    let crate_name = name.replace('.', "-");
-    std::fs::create_dir_all(root.join("src"))?;
-    std::fs::create_dir_all(root.join("wit"))?;
-    std::fs::write(
-        root.join("Cargo.toml"),
-        format!(
-            r#"[package]
-name = "{crate_name}"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-wit-bindgen = {{ version = "0.63", default-features = false, features = ["macros", "realloc"] }}
-
-# A project of its own, even inside another workspace.
-[workspace]
-
-[profile.release]
-opt-level = "s"
-lto = true
-codegen-units = 1
-strip = true
-"#
+        Kind::Module => (
+            MODULE_TEMPLATE,
+            Some((
+                "count",
+                json!({"operation": "count", "input": {}, "expect": {"calls": 1}}),
+            )),
+            "a module component",
         ),
-    )?;
-    std::fs::write(root.join("wit/plugin.wit"), WIT)?;
-    let (template, what) = match kind {
-        Kind::Module => (MODULE_TEMPLATE, "a module component"),
-        _ => (TRIGGER_TEMPLATE, "a trigger component"),
+        Kind::Trigger => (TRIGGER_TEMPLATE, None, "a trigger component"),
     };
     std::fs::write(root.join("src/lib.rs"), template.replace("NAME", name))?;
+    if let Some((case, body)) = case {
+        std::fs::write(
+            root.join(format!("tests/{case}.json")),
+            serde_json::to_string_pretty(&body)?,
+        )?;
+    }
     std::fs::write(root.join(".gitignore"), "/target\n")?;
     println!(
         "created {} ({what}); next: cd {} && wf-plugin build",
@@ -397,6 +224,120 @@ strip = true
     );
     Ok(())
 }
+
+const STEP_TEMPLATE: &str = r#"//! The `NAME` step.
+
+use wf_sdk::prelude::*;
+
+struct Component;
+
+impl Step for Component {
+    fn info() -> Info {
+        Info::new("NAME", "Greets whoever the input names")
+    }
+
+    fn run(input: Value, _ctx: &Ctx) -> Result<Output, StepError> {
+        let who = input["name"].as_str().unwrap_or("world");
+        Ok(json!({ "message": format!("hello, {who}") }).into())
+    }
+}
+
+export_step!(Component);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wf_sdk::testing::Harness;
+
+    #[test]
+    fn greets() {
+        let out = Harness::new().run::<Component>(json!({"name": "ada"})).unwrap();
+        assert_eq!(out, Output::Next(json!({"message": "hello, ada"})));
+    }
+}
+"#;
+
+const MODULE_TEMPLATE: &str = r#"//! The `NAME` module component: one long-lived instance, started with the app; steps call its
+//! operations with `step.wasm` + `operation:`.
+
+use wf_sdk::prelude::*;
+
+struct Component {
+    calls: u64,
+}
+
+impl Module for Component {
+    fn info() -> Info {
+        Info::new("NAME", "Counts the calls made to it")
+    }
+
+    fn start(_ctx: &Ctx) -> Result<Self, StepError> {
+        Ok(Component { calls: 0 })
+    }
+
+    fn invoke(&mut self, operation: &str, _input: Value, _ctx: &Ctx) -> Result<Value, StepError> {
+        match operation {
+            "count" => {
+                self.calls += 1;
+                Ok(json!({ "calls": self.calls }))
+            }
+            other => Err(StepError::invalid_input(format!("unknown operation `{other}`"))),
+        }
+    }
+}
+
+export_module!(Component);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wf_sdk::testing::Harness;
+
+    #[test]
+    fn counts() {
+        let harness = Harness::new();
+        let mut module = harness.start::<Component>().unwrap();
+        assert_eq!(harness.invoke(&mut module, "count", json!({})).unwrap(), json!({"calls": 1}));
+    }
+}
+"#;
+
+const TRIGGER_TEMPLATE: &str = r#"//! The `NAME` trigger component: wf watches the sources it declares and starts the pipelines
+//! its `on_event` names.
+
+use wf_sdk::prelude::*;
+
+struct Component;
+
+impl Trigger for Component {
+    fn info() -> Info {
+        Info::new("NAME", "Starts the `handle-hook` pipeline for every POST /hooks/NAME")
+    }
+
+    fn sources(_ctx: &Ctx) -> Vec<Source> {
+        vec![Source::HttpRoute { method: "POST".into(), path: "/hooks/NAME".into() }]
+    }
+
+    fn on_event(event: Event, _ctx: &Ctx) -> Result<Vec<Start>, StepError> {
+        // `event.payload` is {method, path, query, headers, body}.
+        Ok(vec![Start::new("handle-hook", json!({ "hook": event.payload["body"] }))])
+    }
+}
+
+export_trigger!(Component);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wf_sdk::testing::Harness;
+
+    #[test]
+    fn starts_a_run_per_hook() {
+        let starts = Harness::new().on_event::<Component>(0, json!({"body": {"id": 1}})).unwrap();
+        assert_eq!(starts, vec![Start::new("handle-hook", json!({"hook": {"id": 1}}))]);
+    }
+}
+"#;
 
 /// `cargo metadata` facts about the project at `path`.
 struct Project {

@@ -30,9 +30,13 @@ use std::fmt;
 pub use serde_json::{Value, json};
 
 mod host;
+pub mod module;
 pub mod testing;
+pub mod trigger;
 
 pub use host::{Ctx, HttpRequest, HttpResponse, Level, StateEntry};
+pub use module::Module;
+pub use trigger::{Event, Source, Start, Trigger};
 
 /// The generated bindings of the `wf:plugin` step world. Used by [`export_step!`]; a step
 /// normally needs nothing from here.
@@ -49,7 +53,10 @@ pub mod bindings {
 
 /// Everything a step usually needs.
 pub mod prelude {
-    pub use crate::{Ctx, Info, Output, Step, StepError, Value, export_step, json};
+    pub use crate::{
+        Ctx, Event, Info, Module, Output, Source, Start, Step, StepError, Trigger, Value,
+        export_module, export_step, export_trigger, json,
+    };
 }
 
 /// Why a step failed. The kind decides whether wf retries it and the HTTP status a request
@@ -248,7 +255,11 @@ pub mod __private {
     }
 
     pub fn describe<S: Step>(crate_version: &str) -> ComponentInfo {
-        let info = S::info();
+        describe_info(S::info(), crate_version)
+    }
+
+    /// `info` as the WIT record, the crate's version filling an empty one.
+    pub fn describe_info(info: Info, crate_version: &str) -> ComponentInfo {
         ComponentInfo {
             name: info.name,
             version: if info.version.is_empty() {
@@ -275,9 +286,23 @@ pub mod __private {
     }
 
     pub fn validate_config<S: Step>(config: &str) -> Result<(), Error> {
+        validate_with(config, S::validate_config)
+    }
+
+    /// Parses a config and hands it to a component's check.
+    pub fn validate_with(
+        config: &str,
+        check: fn(&Value) -> Result<(), StepError>,
+    ) -> Result<(), Error> {
         let config: Value = serde_json::from_str(config)
             .map_err(|e| Error::InvalidConfig(format!("config is not JSON: {e}")))?;
-        S::validate_config(&config).map_err(to_wit)
+        check(&config).map_err(to_wit)
+    }
+
+    /// Parses a JSON argument the host passed.
+    pub fn parse_input(text: &str) -> Result<Value, Error> {
+        serde_json::from_str(text)
+            .map_err(|e| Error::InvalidInput(format!("input is not JSON: {e}")))
     }
 
     pub fn run<S: Step>(invocation: Invocation, input: &str) -> Result<Outcome, Error> {

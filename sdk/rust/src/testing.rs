@@ -14,7 +14,10 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use crate::host::{Backend, Invocation};
-use crate::{Ctx, HttpRequest, HttpResponse, Level, Output, StateEntry, Step, StepError};
+use crate::{
+    Ctx, Event, HttpRequest, HttpResponse, Level, Module, Output, Source, Start, StateEntry, Step,
+    StepError, Trigger,
+};
 
 type HttpHandler = Box<dyn Fn(&HttpRequest) -> Result<HttpResponse, StepError>>;
 
@@ -63,21 +66,58 @@ impl Harness {
         self
     }
 
-    /// Runs the step's config check, then the step, on `input`.
-    pub fn run<S: Step>(&self, input: Value) -> Result<Output, StepError> {
-        let config = self.inner.borrow().config.clone();
-        S::validate_config(&config)?;
-        let ctx = Ctx::with_backend(
+    fn ctx(&self, step: String) -> Ctx {
+        Ctx::with_backend(
             Invocation {
                 pipeline: "test".into(),
                 run_id: "test-run".into(),
-                step: S::info().name,
+                step,
                 attempt: 1,
                 deadline_ms: u64::MAX,
             },
             Rc::new(self.clone()),
-        );
-        S::run(input, &ctx)
+        )
+    }
+
+    fn config_value(&self) -> Value {
+        self.inner.borrow().config.clone()
+    }
+
+    /// Runs the step's config check, then the step, on `input`.
+    pub fn run<S: Step>(&self, input: Value) -> Result<Output, StepError> {
+        S::validate_config(&self.config_value())?;
+        S::run(input, &self.ctx(S::info().name))
+    }
+
+    /// A module's config check, then its `start`: the module to invoke.
+    pub fn start<M: Module>(&self) -> Result<M, StepError> {
+        M::validate_config(&self.config_value())?;
+        M::start(&self.ctx(M::info().name))
+    }
+
+    /// One operation of a started module.
+    pub fn invoke<M: Module>(
+        &self,
+        module: &mut M,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, StepError> {
+        module.invoke(operation, input, &self.ctx(M::info().name))
+    }
+
+    /// What a trigger asks the host to watch.
+    pub fn sources<T: Trigger>(&self) -> Result<Vec<Source>, StepError> {
+        T::validate_config(&self.config_value())?;
+        Ok(T::sources(&self.ctx(T::info().name)))
+    }
+
+    /// The runs a trigger starts for an event on source `source`.
+    pub fn on_event<T: Trigger>(
+        &self,
+        source: u32,
+        payload: Value,
+    ) -> Result<Vec<Start>, StepError> {
+        T::on_event(Event { source, payload }, &self.ctx(T::info().name))
     }
 
     /// Events the step published, in order.
