@@ -809,3 +809,86 @@ pipelines:
     assert_eq!(delivery.failed, 1);
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_trigger_component_gets_its_route_while_the_app_runs() {
+    let dir = TempDir::new("trigger-upload");
+    let yaml = format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: bus, type: messaging.broker}}
+  - name: wasm
+    type: wasm.components
+    config:
+      data_dir: data
+{API}pipelines:
+  record-alert:
+    steps:
+      - {{name: record, type: step.set, config: {{values: {{recorded: "{{{{ .alert.title }}}}"}}}}}}
+"#
+    );
+    let running = start(&dir.0, &yaml).await;
+    let base = format!("http://{}", server_addr(&running, "web"));
+    let intake = || async {
+        let response = client()
+            .post(format!("{base}/intake"))
+            .json(&json!({"title": "cpu warm"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(intake().await.0, 404);
+    let grant = json!({"config": {"path": "/intake", "topic": "intake.raw"}});
+    let (status, body) = upload(
+        &base,
+        plugin("alert_intake"),
+        "?name=alert-intake",
+        Some(grant.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["kind"], "trigger");
+    let (status, body) = intake().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"][0]["output"]["recorded"], "cpu warm", "{body}");
+
+    // A new version watching something else is refused; the same sources swap fine.
+    let moved = json!({"config": {"path": "/elsewhere", "topic": "intake.raw"}});
+    let (status, body) = upload(
+        &base,
+        variant(&plugin("alert_intake"), "2"),
+        "?name=alert-intake",
+        Some(moved),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("restart"),
+        "{body}"
+    );
+    let (status, _) = upload(
+        &base,
+        variant(&plugin("alert_intake"), "3"),
+        "?name=alert-intake",
+        Some(grant),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(intake().await.0, 200);
+
+    // Deleted: its route stays but answers 503.
+    let (status, _) = api(
+        reqwest::Method::DELETE,
+        format!("{base}/api/dynamic/components/alert-intake"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(intake().await.0, 503);
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -18,6 +18,7 @@ use crate::host::HostServices;
 use crate::limits::{Limits, LimitsConfig};
 use crate::registry::{ComponentRegistry, Grant};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::trigger_wiring::Watchers;
 use crate::watch::DirWatcher;
 
 impl ServiceKind for ComponentRegistry {
@@ -76,6 +77,9 @@ pub struct ComponentsConfig {
     #[serde(default = "default_max_instances")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_instances: u32,
+    /// The `http.router` trigger components' routes go on; optional when the app has one.
+    #[serde(default)]
+    pub router: Option<String>,
     /// The message broker components publish to (the `events` capability); optional when the
     /// app has one.
     #[serde(default)]
@@ -136,7 +140,13 @@ impl ModuleType for ComponentsType {
                 ));
             }
         }
-        // A named broker must exist; without a name, having none is fine (no `events`).
+        // Named ones must exist; without a name, having none is fine (no `events`, no
+        // trigger routes).
+        if config.router.is_some()
+            && let Err(issue) = wf_http::endpoint::choose_router(config.router.as_deref(), ctx)
+        {
+            issues.push(issue);
+        }
         if config.broker.is_some()
             && let Err(issue) = ctx.choose(
                 config.broker.as_deref(),
@@ -157,7 +167,11 @@ impl ModuleType for ComponentsType {
         {
             refs.push(router);
         }
-        // Any broker is a dependency: components publish to it when granted a topic.
+        // Any router and broker are dependencies: trigger components route and subscribe on
+        // them, and components publish to the broker when granted a topic.
+        if let Ok(router) = wf_http::endpoint::choose_router(config.router.as_deref(), ctx) {
+            refs.push(router);
+        }
         if let Ok(broker) = ctx.choose(
             config.broker.as_deref(),
             "broker",
@@ -179,10 +193,18 @@ impl ModuleType for ComponentsType {
             max_instances: config.max_instances,
             pooling: true,
         })?;
+        let router = match config.router.as_deref() {
+            Some(name) => Some(ctx.named_or_only::<wf_http::Router>(Some(name), "")?),
+            None => ctx.named_or_only::<wf_http::Router>(None, "").ok(),
+        };
         // Optional: without a broker, components granted topics get `unavailable`.
         let broker = match config.broker.as_deref() {
             Some(name) => Some(ctx.named_or_only::<dyn MessageBroker>(Some(name), "")?),
             None => ctx.named_or_only::<dyn MessageBroker>(None, "").ok(),
+        };
+        let watchers = Watchers {
+            router,
+            broker: broker.clone(),
         };
         let services = HostServices {
             broker,
@@ -202,6 +224,7 @@ impl ModuleType for ComponentsType {
         }
         ctx.provide(registry.clone());
         Ok(Arc::new(ComponentsModule {
+            watchers: Mutex::new(Some(watchers)),
             registry,
             dir: config.dir.map(|d| ctx.base_dir.join(d)),
             watcher: Mutex::new(None),
@@ -210,6 +233,8 @@ impl ModuleType for ComponentsType {
 }
 
 struct ComponentsModule {
+    /// Handed to the registry at start, when the app's pipelines exist.
+    watchers: Mutex<Option<Watchers>>,
     registry: Arc<ComponentRegistry>,
     dir: Option<PathBuf>,
     watcher: Mutex<Option<DirWatcher>>,
@@ -217,7 +242,15 @@ struct ComponentsModule {
 
 #[async_trait]
 impl Module for ComponentsModule {
-    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        if let Some(watchers) = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.registry.set_trigger_env(watchers, ctx.app.clone());
+        }
         crate::api::restore_uploads(&self.registry).await?;
         if let Some(dir) = &self.dir {
             if !dir.is_dir() {

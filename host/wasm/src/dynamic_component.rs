@@ -12,12 +12,8 @@ use wf_engine::{
     async_trait,
 };
 
-use wf_messaging::MessageBroker;
-
-use crate::component::ComponentKind;
 use crate::registry::{ComponentRegistry, Expect, Grant, Origin};
 use crate::step_wasm::{REGISTRY_TYPES, registry_for};
-use crate::trigger_wiring::Watchers;
 
 /// Configuration of `dynamic.component`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -40,17 +36,7 @@ pub struct DynamicComponentConfig {
     /// The `wasm.components` module to load it into; optional when the app has one.
     #[serde(default)]
     pub components: Option<String>,
-    /// For a trigger component: the `http.router` its routes go on; optional when the app has
-    /// one.
-    #[serde(default)]
-    pub router: Option<String>,
-    /// For a trigger component: the message broker its topics are read from; optional when the
-    /// app has one.
-    #[serde(default)]
-    pub broker: Option<String>,
 }
-
-const BROKER_TYPES: &[&str] = &["messaging.broker"];
 
 pub struct DynamicComponentType;
 
@@ -84,28 +70,15 @@ impl ModuleType for DynamicComponentType {
             return vec![
                 ConfigIssue::not_implemented(
                     "/source",
-                    format!("`{}` is Go source: components are WebAssembly components now", config.source),
+                    format!(
+                        "`{}` is Go source: components are WebAssembly components now",
+                        config.source
+                    ),
                 )
                 .help("port it to a component (`wf-plugin new NAME --kind step`) and point `source` at the .wasm"),
             ];
         }
         let mut issues: Vec<ConfigIssue> = choose_registry(config, ctx).err().into_iter().collect();
-        // Named ones must exist; unnamed ones are optional.
-        if config.router.is_some()
-            && let Err(issue) = wf_http::endpoint::choose_router(config.router.as_deref(), ctx)
-        {
-            issues.push(issue);
-        }
-        if config.broker.is_some()
-            && let Err(issue) = ctx.choose(
-                config.broker.as_deref(),
-                "broker",
-                "message broker",
-                BROKER_TYPES,
-            )
-        {
-            issues.push(issue);
-        }
         if !config.source.ends_with(".wasm") {
             issues.push(
                 ConfigIssue::new(
@@ -124,40 +97,14 @@ impl ModuleType for DynamicComponentType {
     }
 
     fn references(config: &DynamicComponentConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        // The router and broker are used only if the component turns out to be a trigger;
-        // whichever exist are built first.
-        [
-            choose_registry(config, ctx).ok(),
-            wf_http::endpoint::choose_router(config.router.as_deref(), ctx).ok(),
-            ctx.choose(
-                config.broker.as_deref(),
-                "broker",
-                "message broker",
-                BROKER_TYPES,
-            )
-            .ok(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        choose_registry(config, ctx).ok().into_iter().collect()
     }
 
     fn build(
         config: DynamicComponentConfig,
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
-        let watchers = Watchers {
-            router: match config.router.as_deref() {
-                Some(name) => Some(ctx.named_or_only::<wf_http::Router>(Some(name), "")?),
-                None => ctx.named_or_only::<wf_http::Router>(None, "").ok(),
-            },
-            broker: match config.broker.as_deref() {
-                Some(name) => Some(ctx.named_or_only::<dyn MessageBroker>(Some(name), "")?),
-                None => ctx.named_or_only::<dyn MessageBroker>(None, "").ok(),
-            },
-        };
         Ok(Arc::new(DynamicComponent {
-            watchers,
             registry: registry_for(config.components.as_deref(), ctx)?,
             path: ctx.base_dir.join(&config.source),
             component_id: config.component_id,
@@ -171,7 +118,6 @@ impl ModuleType for DynamicComponentType {
 }
 
 struct DynamicComponent {
-    watchers: Watchers,
     registry: Arc<ComponentRegistry>,
     path: PathBuf,
     component_id: Option<String>,
@@ -180,7 +126,7 @@ struct DynamicComponent {
 
 #[async_trait]
 impl Module for DynamicComponent {
-    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
         let bytes = std::fs::read(&self.path)
             .map_err(|e| anyhow::anyhow!("cannot read component `{}`: {e}", self.path.display()))?;
         let expect = match &self.component_id {
@@ -193,16 +139,10 @@ impl Module for DynamicComponent {
         let origin = Origin::File {
             path: self.path.display().to_string(),
         };
-        let (slot, _) = self
-            .registry
+        self.registry
             .install(&expect, spec, origin)
             .await
             .map_err(|e| anyhow::anyhow!("component `{}`: {e}", self.path.display()))?;
-        if let Some(live) = slot.live()
-            && live.kind == ComponentKind::Trigger
-        {
-            crate::trigger_wiring::wire(&slot, &live.sources, &self.watchers, &ctx.app)?;
-        }
         Ok(())
     }
 }

@@ -12,10 +12,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::capabilities::Capabilities;
-use crate::component::{ComponentSpec, LoadError, LoadedComponent};
+use wf_engine::AppState;
+
+use crate::component::{ComponentKind, ComponentSpec, LoadError, LoadedComponent};
 use crate::host::HostServices;
 use crate::limits::{Limits, LimitsConfig};
 use crate::runtime::Runtime;
+use crate::trigger_wiring::Watchers;
 
 /// Good versions kept for rollback besides the live one.
 pub const KEPT_VERSIONS: usize = 3;
@@ -64,6 +67,8 @@ pub struct Slot {
     revision: Mutex<u64>,
     /// Pipelines' steps that use this component (`pipeline/step`), for refusing deletes.
     references: Mutex<Vec<String>>,
+    /// A trigger component's sources are watched (routes added, topics subscribed).
+    wired: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -84,6 +89,7 @@ impl Slot {
             origin: Mutex::new(None),
             revision: Mutex::new(0),
             references: Mutex::new(Vec::new()),
+            wired: Mutex::new(false),
         }
     }
 
@@ -191,6 +197,9 @@ pub struct ComponentRegistry {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     /// Where uploaded components are kept so a restart restores them.
     upload_dir: Option<PathBuf>,
+    /// Where trigger components' sources are watched, and the app whose pipelines they start;
+    /// set when the app starts.
+    trigger_env: std::sync::OnceLock<(Watchers, Arc<AppState>)>,
 }
 
 impl std::fmt::Debug for ComponentRegistry {
@@ -214,7 +223,30 @@ impl ComponentRegistry {
             grants,
             slots: RwLock::new(BTreeMap::new()),
             upload_dir,
+            trigger_env: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Trigger components installed from now on get their sources watched.
+    pub fn set_trigger_env(&self, watchers: Watchers, app: Arc<AppState>) {
+        let _ = self.trigger_env.set((watchers, app));
+    }
+
+    /// Watches a new trigger component's sources, once per name. Failing (no router, a route
+    /// taken) rejects the candidate.
+    fn wire_trigger(&self, slot: &Arc<Slot>, loaded: &LoadedComponent) -> Result<(), LoadError> {
+        if loaded.kind != ComponentKind::Trigger || *lock(&slot.wired) {
+            return Ok(());
+        }
+        let Some((watchers, app)) = self.trigger_env.get() else {
+            return Err(LoadError::Host(
+                "trigger components can only be installed in a running app".into(),
+            ));
+        };
+        crate::trigger_wiring::wire(slot, &loaded.sources, watchers, app)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        *lock(&slot.wired) = true;
+        Ok(())
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -366,6 +398,11 @@ impl ComponentRegistry {
             return Err(error.into());
         }
         let slot = self.slot(&name);
+        if let Err(error) = self.wire_trigger(&slot, &loaded) {
+            loaded.stop_module().await;
+            self.reject(Some(name.clone()), digest, &error);
+            return Err(error.into());
+        }
         let new = Arc::new(loaded);
         if let Some(old) = slot.live.swap(Some(new.clone())) {
             // Its calls in progress finish first (they hold its instance).

@@ -2,8 +2,10 @@
 //! (an HTTP route on the app's router, a topic on its broker), and each event goes to the
 //! component's `on-event`, whose answer names the pipeline runs to start.
 //!
-//! Sources are wired when the app starts; the live version is looked up per event, so a hot swap
-//! takes effect on the next event (the registry refuses a version whose sources differ).
+//! Sources are wired when a trigger component is first installed in the running app (from
+//! `dynamic.component`, the watched directory or an upload); the live version is looked up per
+//! event, so a hot swap takes effect on the next event (the registry refuses a version whose
+//! sources differ). Routes stay until the app stops: a deleted trigger's route answers 503.
 
 use std::sync::Arc;
 
@@ -140,6 +142,13 @@ async fn event(
 }
 
 async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Response {
+    if slot.live().is_none() {
+        // Deleted since its route was added (routes cannot be removed while the app runs).
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "a service this request needs is unavailable; try again later"}),
+        );
+    }
     let (parts, body) = req.into_parts();
     let body: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
