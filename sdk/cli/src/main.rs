@@ -54,7 +54,7 @@ enum Command {
     },
     /// Build, then run the fixture cases in `tests/*.json` in the real host runtime.
     #[command(
-        after_help = "A case file: {\"input\": {...}, \"config\": {...}, \"expect\": {...}}\nor, for a failure: {\"input\": {...}, \"error\": \"invalid-input\", \"message_contains\": \"...\"}.\n`expect` must be contained in the step's output. For a module component, add \"operation\": \"NAME\".\n\nExample:\n  wf-plugin test --path hello"
+        after_help = "A case file: {\"input\": {...}, \"config\": {...}, \"expect\": {...}}\nor, for a failure: {\"input\": {...}, \"error\": \"invalid-input\", \"message_contains\": \"...\"}.\n`expect` must be contained in the step's output. For a module component, add \"operation\": \"NAME\"; for a trigger, \"input\" is the event payload (\"source\": index, default 0) and the output is {\"starts\": [{\"pipeline\", \"data\"}]}.\n\nExample:\n  wf-plugin test --path hello"
     )]
     Test {
         /// The component project's directory.
@@ -207,7 +207,14 @@ strip = true
             )),
             "a module component",
         ),
-        Kind::Trigger => (TRIGGER_TEMPLATE, None, "a trigger component"),
+        Kind::Trigger => (
+            TRIGGER_TEMPLATE,
+            Some((
+                "hook",
+                json!({"input": {"body": {"id": 1}}, "expect": {"starts": [{"pipeline": "handle-hook", "data": {"hook": {"id": 1}}}]}}),
+            )),
+            "a trigger component",
+        ),
     };
     std::fs::write(root.join("src/lib.rs"), template.replace("NAME", name))?;
     if let Some((case, body)) = case {
@@ -482,6 +489,9 @@ fn contains(actual: &Value, expected: &Value) -> bool {
         (Value::Object(a), Value::Object(e)) => e
             .iter()
             .all(|(k, v)| a.get(k).is_some_and(|av| contains(av, v))),
+        (Value::Array(a), Value::Array(e)) => {
+            a.len() == e.len() && a.iter().zip(e).all(|(av, ev)| contains(av, ev))
+        }
         _ => actual == expected,
     }
 }
@@ -522,12 +532,29 @@ async fn test(path: &Path, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             trace_parent: None,
             config: Arc::new(case["config"].as_object().cloned().unwrap_or_default()),
         };
-        // Steps run; module components get `operation` invoked (after `start`).
+        // Steps run; module components get `operation` invoked (after `start`); trigger
+        // components get `input` as an event on source `source` (0 by default), and their
+        // output is `{"starts": [{"pipeline", "data"}, ...]}`.
         let result = match case.get("operation").and_then(Value::as_str) {
             Some(operation) => match component.start_module().await {
                 Ok(()) => component.invoke(&call, operation, &case["input"]).await,
                 Err(e) => Err(e),
             },
+            None if component.kind == ComponentKind::Trigger => {
+                let source = case["source"].as_u64().unwrap_or(0) as u32;
+                component
+                    .on_event(source, &case["input"])
+                    .await
+                    .map(|starts| {
+                        let starts: Vec<Value> = starts
+                            .into_iter()
+                            .map(|s| json!({"pipeline": s.pipeline, "data": s.data}))
+                            .collect();
+                        let mut out = Map::new();
+                        out.insert("starts".into(), Value::Array(starts));
+                        out
+                    })
+            }
             None => component
                 .run_step(&call, &case["input"])
                 .await

@@ -224,6 +224,10 @@ fn module_and_trigger_projects_build_out_of_the_box() {
     assert!(tally.join("tests/count.json").exists());
     let tested = wf_plugin(&["test"], &tally);
     assert!(tested.status.success());
+    // The trigger's fixture case maps an event to runs.
+    let tested = wf_plugin(&["test"], &tmp.0.join("hooks"));
+    assert!(tested.status.success());
+    assert!(String::from_utf8_lossy(&tested.stdout).contains("1 passed, 0 failed"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.0.join("hooks/target"));
