@@ -892,3 +892,54 @@ modules:
     assert_eq!(intake().await.0, 503);
     running.stop(Duration::from_secs(5)).await;
 }
+
+/// Collects what is published on a topic.
+struct Collect(tokio::sync::mpsc::UnboundedSender<Value>);
+
+#[wf_engine::async_trait]
+impl wf_messaging::MessageHandler for Collect {
+    async fn handle(&self, _topic: &str, payload: bytes::Bytes) -> anyhow::Result<()> {
+        let _ = self.0.send(serde_json::from_slice(&payload)?);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_component_schedule_starts_runs() {
+    let dir = TempDir::new("trigger-cron");
+    std::fs::write(dir.0.join("alert_intake.wasm"), plugin("alert_intake")).unwrap();
+    let yaml = r#"
+modules:
+  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: http.router}
+  - {name: bus, type: messaging.broker}
+  - {name: wasm, type: wasm.components, config: {data_dir: data}}
+  - name: intake
+    type: dynamic.component
+    config:
+      source: alert_intake.wasm
+      config: {heartbeat: "* * * * * *"}
+pipelines:
+  record-alert:
+    steps:
+      - {name: note, type: step.publish, config: {topic: recorded, payload: {title: "{{ .alert.title }}", via: "{{ .via }}"}}}
+"#;
+    let running = start(&dir.0, yaml).await;
+    let services = running.state().services().unwrap();
+    let broker = services
+        .get::<dyn wf_messaging::MessageBroker>("bus")
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    broker
+        .subscribe("recorded", "test", Arc::new(Collect(tx)))
+        .unwrap();
+    // Every second: the first heartbeat comes within about two.
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no scheduled run within 5s");
+    assert_eq!(
+        first,
+        Some(json!({"title": "heartbeat", "via": "schedule"}))
+    );
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -200,6 +200,8 @@ pub struct ComponentRegistry {
     /// Where trigger components' sources are watched, and the app whose pipelines they start;
     /// set when the app starts.
     trigger_env: std::sync::OnceLock<(Watchers, Arc<AppState>)>,
+    /// Trigger components' schedules, stopped with the app.
+    schedules: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ComponentRegistry {
@@ -224,6 +226,7 @@ impl ComponentRegistry {
             slots: RwLock::new(BTreeMap::new()),
             upload_dir,
             trigger_env: std::sync::OnceLock::new(),
+            schedules: Mutex::new(Vec::new()),
         }
     }
 
@@ -243,8 +246,9 @@ impl ComponentRegistry {
                 "trigger components can only be installed in a running app".into(),
             ));
         };
-        crate::trigger_wiring::wire(slot, &loaded.sources, watchers, app)
+        let tasks = crate::trigger_wiring::wire(slot, &loaded.sources, watchers, app)
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        lock(&self.schedules).extend(tasks);
         *lock(&slot.wired) = true;
         Ok(())
     }
@@ -470,8 +474,11 @@ impl ComponentRegistry {
 }
 
 impl ComponentRegistry {
-    /// Stops every live module component (when the app stops).
+    /// Stops trigger schedules and every live module component (when the app stops).
     pub async fn stop_modules(&self) {
+        for task in lock(&self.schedules).drain(..) {
+            task.abort();
+        }
         for slot in self.slots() {
             if let Some(live) = slot.live() {
                 live.stop_module().await;

@@ -1,6 +1,6 @@
 //! Trigger components at work: each source a trigger component declares is watched by the host
-//! (an HTTP route on the app's router, a topic on its broker), and each event goes to the
-//! component's `on-event`, whose answer names the pipeline runs to start.
+//! (an HTTP route on the app's router, a topic on its broker, a cron schedule), and each event
+//! goes to the component's `on-event`, whose answer names the pipeline runs to start.
 //!
 //! Sources are wired when a trigger component is first installed in the running app (from
 //! `dynamic.component`, the watched directory or an upload); the live version is looked up per
@@ -29,13 +29,29 @@ pub struct Watchers {
     pub broker: Option<Arc<dyn MessageBroker>>,
 }
 
-/// Watches every source of the live trigger component in `slot`.
+/// Watches every source of the live trigger component in `slot`. Cron sources run as tasks,
+/// returned so the app can stop them.
 pub fn wire(
     slot: &Arc<Slot>,
     sources: &[TriggerSource],
     watchers: &Watchers,
     app: &Arc<AppState>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    // Parse every schedule first, so a bad one wires nothing.
+    let mut schedules = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        if let TriggerSource::Cron { expression } = source {
+            let cron = croner::parser::CronParser::new()
+                .parse(expression)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "trigger component `{}`: bad cron expression `{expression}`: {e}",
+                        slot.name
+                    )
+                })?;
+            schedules.push((index as u32, cron));
+        }
+    }
     for (index, source) in sources.iter().enumerate() {
         let index = index as u32;
         match source {
@@ -81,15 +97,40 @@ pub fn wire(
                     }),
                 )?;
             }
-            TriggerSource::Cron { expression } => {
-                anyhow::bail!(
-                    "trigger component `{}` asks for the schedule `{expression}`: cron sources need the scheduler, which is not in this build yet",
-                    slot.name
-                );
+            TriggerSource::Cron { .. } => {}
+        }
+    }
+    Ok(schedules
+        .into_iter()
+        .map(|(index, cron)| tokio::spawn(run_schedule(slot.clone(), index, cron, app.clone())))
+        .collect())
+}
+
+/// Fires source `index` at every time `cron` matches (UTC, seconds allowed), until aborted.
+/// Ticks never overlap: one that comes while the previous event still runs is skipped.
+async fn run_schedule(slot: Arc<Slot>, index: u32, cron: croner::Cron, app: Arc<AppState>) {
+    loop {
+        let now = chrono::Utc::now();
+        let Ok(next) = cron.find_next_occurrence(&now, false) else {
+            tracing::warn!(component = %slot.name, "the schedule `{}` never fires again", cron.pattern);
+            return;
+        };
+        tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+        let payload =
+            json!({"scheduled_at": next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+        match event(&slot, index, &app, payload).await {
+            Ok(runs) => {
+                for (pipeline, result) in runs {
+                    if let Err(error) = result {
+                        tracing::error!(component = %slot.name, %pipeline, "scheduled run failed: {error}");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(component = %slot.name, "scheduled event failed: {error}")
             }
         }
     }
-    Ok(())
 }
 
 /// What one requested run did.

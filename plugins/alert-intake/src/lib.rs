@@ -3,7 +3,8 @@
 //! `wit-bindgen` against the `trigger-component` world.
 //!
 //! Config: `path` (default `/alerts`), `topic` (default `alerts.raw`), `pipeline` (default
-//! `record-alert`), `critical_pipeline` (default `page-on-call`).
+//! `record-alert`), `critical_pipeline` (default `page-on-call`), and `heartbeat`: a cron
+//! expression at which a `heartbeat` alert is recorded (none by default).
 
 // Native builds (the workspace's unit tests) compile the code without the component exports.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -64,18 +65,30 @@ impl Guest for AlertIntake {
     }
 
     fn sources() -> Vec<Source> {
-        vec![
+        let mut sources = vec![
             Source::HttpRoute(Route {
                 method: "POST".into(),
                 path: setting("path", "/alerts"),
             }),
             Source::Topic(setting("topic", "alerts.raw")),
-        ]
+        ];
+        let heartbeat = setting("heartbeat", "");
+        if !heartbeat.is_empty() {
+            sources.push(Source::Cron(heartbeat));
+        }
+        sources
     }
 
     fn on_event(event: Event) -> Result<Vec<Start>, Error> {
         let payload: Value =
             serde_json::from_str(&event.payload).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        if event.source == 2 {
+            let alert = json!({"title": "heartbeat", "at": payload["scheduled_at"]});
+            return Ok(vec![Start {
+                pipeline: setting("pipeline", "record-alert"),
+                data: json!({"alert": alert, "via": "schedule"}).to_string(),
+            }]);
+        }
         let alert = alert(&payload)
             .ok_or_else(|| Error::InvalidInput("an alert must be a JSON object".into()))?;
         let pipeline = if is_critical(alert) {
