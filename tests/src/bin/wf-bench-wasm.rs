@@ -1,6 +1,7 @@
 //! Wasm runtime costs, in process: call overhead with warm (`reuse`) and fresh instances
 //! (p50/p99), a cold compile against a cached load, and a hot swap (validate + swap) with the
-//! code cached and cold. Usage: `wf-bench-wasm [CALLS]`; needs `make plugins`.
+//! code cached and cold while another task calls the component in a loop.
+//! Usage: `wf-bench-wasm [CALLS]`; needs `make plugins`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,13 +119,37 @@ fn main() -> anyhow::Result<()> {
 
         // Hot swap through the registry: compile (or cache) + instantiate_pre + describe +
         // validate-config + the pointer swap.
-        let registry = ComponentRegistry::new(
+        let registry = Arc::new(ComponentRegistry::new(
             runtime.clone(),
             HostServices::default(),
             Limits::default(),
             Default::default(),
             None,
-        );
+        ));
+        registry
+            .install(
+                &Expect::Name("hello"),
+                registry.spec(&Expect::Name("hello"), bytes.clone(), None)?,
+                Origin::Upload,
+            )
+            .await?;
+        // Load while swapping: a task calling the live version in a loop, as requests would.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let (registry, stop, call, input) = (registry.clone(), stop.clone(), call.clone(), input.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let live = registry.get("hello").and_then(|s| s.live());
+                    match live {
+                        Some(c) if c.run_step(&call, &input).await.is_ok() => ok += 1,
+                        _ => failed += 1,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (ok, failed)
+            })
+        };
         let mut swap_cold = Vec::new();
         let mut swap_cached = Vec::new();
         for round in 0..rounds {
@@ -154,10 +179,12 @@ fn main() -> anyhow::Result<()> {
                 times.push(started.elapsed());
             }
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (calls_ok, calls_failed) = load.await?;
         swap_cold.sort_unstable();
         swap_cached.sort_unstable();
         println!(
-            "hot swap cold  median {:>9.2?}   cached median {:>9.2?}",
+            "hot swap under load: cold median {:>9.2?}   cached median {:>9.2?}   ({calls_ok} calls meanwhile, {calls_failed} failed)",
             swap_cold[rounds as usize / 2],
             swap_cached[rounds as usize / 2]
         );
