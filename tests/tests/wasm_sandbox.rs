@@ -315,6 +315,10 @@ async fn outbound_http_needs_the_host_on_the_allow_list() {
         Limits::default(),
     )
     .await;
+    // The URL decides the host: a guest may not point the request at another virtual host.
+    let (kind, message) =
+        guest_error(run(&granted, json!({"mode": "http-host", "arg": url})).await);
+    assert_eq!(kind, ErrorKind::Denied, "{message}");
     let out = run(&granted, json!({"mode": "http", "arg": url}))
         .await
         .unwrap();

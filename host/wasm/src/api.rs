@@ -164,8 +164,12 @@ impl Api {
             }
             (Action::Rollback, Some(id)) => match self.registry.rollback(&id).await {
                 Ok(live) => {
-                    if self.registry.get(&id).and_then(|s| s.origin()) == Some(Origin::Upload) {
-                        persist_upload(&self.registry, &id, &live.bytes, None);
+                    if self.registry.get(&id).and_then(|s| s.origin()) == Some(Origin::Upload)
+                        && let Err(e) =
+                            persist_upload(&self.registry, &id, &live.bytes, None, false)
+                    {
+                        tracing::error!(component = %id, "rolled back, but the kept copy on disk is still the newer version: {e}");
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
                     }
                     let slot = self.registry.slot(&id);
                     json_response(StatusCode::OK, &describe_slot(&slot))
@@ -228,7 +232,12 @@ impl Api {
         };
         match self.registry.install(&expect, spec, Origin::Upload).await {
             Ok((slot, outcome)) => {
-                persist_upload(&self.registry, &slot.name, &bytes, grant.as_ref());
+                if let Err(e) =
+                    persist_upload(&self.registry, &slot.name, &bytes, grant.as_ref(), true)
+                {
+                    tracing::error!(component = %slot.name, "the component is live but could not be kept on disk; it will not survive a restart: {e}");
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                }
                 let status = match outcome {
                     InstallOutcome::Swapped => StatusCode::CREATED,
                     InstallOutcome::Unchanged => StatusCode::OK,
@@ -297,40 +306,61 @@ pub fn describe_slot(slot: &Slot) -> Value {
     out
 }
 
-/// Keeps an accepted upload (bytes, then grant) so a restart restores it. Written to a
-/// temporary name and renamed, so a crash never leaves half a file under the real name.
-fn persist_upload(registry: &ComponentRegistry, name: &str, bytes: &[u8], grant: Option<&Grant>) {
+/// Keeps an accepted upload so a restart restores it: the grant first (or its removal: an
+/// upload without one must not inherit the previous version's), then the bytes. Each file is
+/// written under a unique temporary name, synced, then renamed, so a crash leaves either the
+/// old file or the new one.
+fn persist_upload(
+    registry: &ComponentRegistry,
+    name: &str,
+    bytes: &[u8],
+    grant: Option<&Grant>,
+    replace_grant: bool,
+) -> std::io::Result<()> {
     let Some(dir) = registry.upload_dir() else {
-        return;
+        return Ok(());
     };
-    let result = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let write = |file: String, data: &[u8]| -> std::io::Result<()> {
-            let tmp = dir.join(format!(".{file}.tmp"));
-            std::fs::write(&tmp, data)?;
-            std::fs::rename(&tmp, dir.join(file))
-        };
-        write(format!("{name}.wasm"), bytes)?;
-        if let Some(grant) = grant {
-            write(
-                format!("{name}.grant.json"),
-                &serde_json::to_vec(grant).unwrap_or_default(),
-            )?;
-        }
+    std::fs::create_dir_all(dir)?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = |file: String, data: &[u8]| -> std::io::Result<()> {
+        use std::io::Write as _;
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{file}.{}.{n}.tmp", std::process::id()));
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(data)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, dir.join(file))?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::error!(
-            component = name,
-            "cannot keep the uploaded component on disk; it will not survive a restart: {e}"
-        );
+    };
+    let grant_file = format!("{name}.grant.json");
+    if replace_grant {
+        match grant {
+            Some(grant) => write(
+                grant_file,
+                &serde_json::to_vec(grant).map_err(std::io::Error::other)?,
+            )?,
+            None => match std::fs::remove_file(dir.join(&grant_file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            },
+        }
     }
+    write(format!("{name}.wasm"), bytes)?;
+    // The renames are durable once the directory is.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn remove_upload(registry: &ComponentRegistry, name: &str) {
     if let Some(dir) = registry.upload_dir() {
-        let _ = std::fs::remove_file(dir.join(format!("{name}.wasm")));
-        let _ = std::fs::remove_file(dir.join(format!("{name}.grant.json")));
+        for file in [format!("{name}.wasm"), format!("{name}.grant.json")] {
+            match std::fs::remove_file(dir.join(&file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::error!(
+                    component = name,
+                    "cannot delete the kept `{file}`; the component will come back after a restart: {e}"
+                ),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -355,9 +385,17 @@ pub async fn restore_uploads(registry: &Arc<ComponentRegistry>) -> anyhow::Resul
         else {
             continue;
         };
-        let grant: Option<Grant> = std::fs::read(dir.join(format!("{name}.grant.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let grant: Option<Grant> = match std::fs::read(dir.join(format!("{name}.grant.json"))) {
+            Err(_) => None,
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(grant) => Some(grant),
+                Err(e) => {
+                    // Without its grant it would run with other config and capabilities.
+                    tracing::error!(component = %name, "kept component not restored: its grant file is unreadable: {e}");
+                    continue;
+                }
+            },
+        };
         let bytes = match std::fs::read(&path) {
             Ok(b) => Arc::new(b),
             Err(e) => {

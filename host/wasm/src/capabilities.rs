@@ -136,7 +136,10 @@ impl HostPattern {
         let entry = entry.trim().to_ascii_lowercase();
         let (host, port) = match entry.rsplit_once(':') {
             // An IPv6 literal has colons of its own; only `[..]:port` carries a port.
-            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h.to_string(), p.parse().ok()),
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                // A malformed port makes the entry invalid, never "any port".
+                (h.to_string(), Some(p.parse::<u16>().ok()?))
+            }
             _ => (entry.clone(), None),
         };
         let host = host
@@ -181,6 +184,21 @@ pub fn is_internal(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
+            }
+            // Addresses that carry an IPv4 address: NAT64 (64:ff9b::/96), 6to4 (2002::/16)
+            // and the deprecated IPv4-compatible form (::a.b.c.d).
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                return is_internal(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_internal(IpAddr::V4(embedded(s[1], s[2])));
+            }
+            if s[..6] == [0, 0, 0, 0, 0, 0] && (s[6] != 0 || s[7] > 1) {
+                return is_internal(IpAddr::V4(embedded(s[6], s[7])));
             }
             v6.is_loopback()
                 || v6.is_unspecified()
@@ -268,6 +286,7 @@ mod tests {
             "api.example.com",
             "*.github.com",
             "127.0.0.1:8080",
+            "bad.example.com:80800",
             "[::1]:9000",
         ]);
         assert!(c.url_allowed(&url("https://api.example.com/x")).is_ok());
@@ -277,6 +296,8 @@ mod tests {
         assert!(c.url_allowed(&url("http://127.0.0.1:8081/")).is_err());
         assert!(c.url_allowed(&url("http://[::1]:9000/")).is_ok());
         assert!(c.url_allowed(&url("http://evil.example.com/")).is_err());
+        // A malformed port grants nothing (not "any port").
+        assert!(c.url_allowed(&url("http://bad.example.com:8080/")).is_err());
         assert!(c.url_allowed(&url("file:///etc/passwd")).is_err());
         let err = caps(&[]).url_allowed(&url("http://10.0.0.1/")).unwrap_err();
         assert!(
@@ -297,6 +318,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "100.64.0.1",
             "0.0.0.0",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "::127.0.0.1",
         ] {
             assert!(is_internal(ip.parse().expect("ip")), "{ip}");
         }

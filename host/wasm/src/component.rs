@@ -21,7 +21,7 @@ use crate::cache::sha256_hex;
 use crate::capabilities::Capabilities;
 use crate::host::{ComponentEnv, HostServices, HostState};
 use crate::limits::{LimitKind, Limits};
-use crate::runtime::{EPOCH_TICK, Runtime};
+use crate::runtime::Runtime;
 
 /// What a component says about itself (its `describe`), with schemas parsed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -113,6 +113,9 @@ pub enum CallError {
     /// The host could not run the call.
     #[error("{0}")]
     Host(String),
+    /// Every instance slot stayed busy for the whole call timeout (overload).
+    #[error("{0}")]
+    Busy(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -262,6 +265,9 @@ pub struct LoadedComponent {
     /// A module component's one instance, started when the version goes live; calls take
     /// turns on it. `None` before start, after stop, and after a trap (the next call restarts).
     module: tokio::sync::Mutex<Option<Instance>>,
+    /// Set when this version is replaced or removed: its warm instances are dropped (giving
+    /// back their slots) and a stopped module is not restarted by a late call.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -335,10 +341,6 @@ fn guest_error(error: wit::Error) -> (wf_engine::ErrorKind, String) {
         wit::Error::Unavailable(m) => (K::Unavailable, m),
         wit::Error::Internal(m) => (K::Internal, m),
     }
-}
-
-fn epoch_ticks(timeout: Duration) -> u64 {
-    (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
 /// Where the run goes after a wasm step, with the output to merge.
@@ -449,6 +451,7 @@ impl LoadedComponent {
             pre,
             idle: Mutex::new(Vec::new()),
             module: tokio::sync::Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
             sources: Vec::new(),
         };
         loaded.info = loaded
@@ -475,7 +478,10 @@ impl LoadedComponent {
         let mut instance = self
             .new_instance(&probe_limits)
             .await
-            .map_err(|e| LoadError::Describe(e.to_string()))?;
+            .map_err(|e| match e {
+                CallError::Host(m) | CallError::Busy(m) => LoadError::Host(m),
+                other => LoadError::Describe(other.to_string()),
+            })?;
         let call = instance.bindings.describe(&mut instance.store);
         let info = match tokio::time::timeout(probe_limits.timeout, call).await {
             Err(_) => return Err(LoadError::Describe("timed out".into())),
@@ -518,13 +524,21 @@ impl LoadedComponent {
     }
 
     async fn new_instance(&self, limits: &Limits) -> Result<Instance, CallError> {
-        let slot = self
-            .runtime
-            .slots()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| CallError::Host("the wasm runtime is shutting down".into()))?;
+        let slot = match tokio::time::timeout(
+            limits.timeout,
+            self.runtime.slots().clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(CallError::Host("the wasm runtime is shutting down".into())),
+            Err(_) => {
+                return Err(CallError::Busy(format!(
+                    "no free instance slot within {:?}: every one of `max_instances` is in use",
+                    limits.timeout
+                )));
+            }
+        };
         let state = HostState::new(self.env.clone(), limits.memory_bytes)
             .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let mut store = Store::new(self.runtime.engine(), state);
@@ -569,6 +583,9 @@ impl LoadedComponent {
     /// Returns a healthy instance to the warm pool (`reuse`), or drops it.
     fn release(&self, mut instance: Instance) {
         instance.uses += 1;
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         if self.limits.policy == crate::Policy::Reuse && instance.uses < self.limits.max_invocations
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -640,6 +657,8 @@ impl LoadedComponent {
     fn prepare_call(&self, instance: &mut Instance, call: &CallInfo) -> wit_step::Invocation {
         let deadline = SystemTime::now() + self.limits.timeout;
         let data = instance.store.data_mut();
+        // Only this call's stderr is attached to its errors.
+        data.stderr.take_text();
         data.run_id = call.run_id.clone();
         data.call_config = call.config.clone();
         data.deadline = tokio::time::Instant::now() + self.limits.timeout;
@@ -734,6 +753,20 @@ impl LoadedComponent {
         Ok(instance)
     }
 
+    /// Takes this version out of service (swapped out, rolled back from, removed): drops its
+    /// warm instances so their slots return to the pool, and stops a module component (calls
+    /// in progress finish first). A later call on it starts no new module instance.
+    pub async fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.stop_module().await;
+    }
+
+    /// Puts a retired version back in service (a rollback).
+    pub fn reinstate(&self) {
+        self.retired.store(false, Ordering::Relaxed);
+    }
+
     /// Stops a module component's instance; calls in progress finish first.
     pub async fn stop_module(&self) {
         let Some(mut instance) = self.module.lock().await.take() else {
@@ -784,6 +817,12 @@ impl LoadedComponent {
         let mut slot = self.module.lock().await;
         let mut instance = match slot.take() {
             Some(instance) => instance,
+            None if self.retired.load(Ordering::Relaxed) => {
+                return Err(CallError::Busy(format!(
+                    "this version of `{}` was just replaced; try again",
+                    self.info.name
+                )));
+            }
             None => self.started_module_instance().await?,
         };
         arm(&mut instance.store, &self.limits)?;
@@ -871,6 +910,7 @@ impl LoadedComponent {
             )));
         }
         let mut instance = self.instance().await?;
+        self.prepare_call(&mut instance, &CallInfo::default());
         let event = wit_trigger::Event {
             source,
             payload: payload.to_string(),
@@ -921,7 +961,10 @@ fn arm(store: &mut Store<HostState>, limits: &Limits) -> Result<(), CallError> {
     store
         .set_fuel(limits.fuel)
         .map_err(|e| CallError::Host(format!("{e:#}")))?;
-    store.set_epoch_deadline(epoch_ticks(limits.timeout));
+    // Guest code yields to the executor at every epoch tick instead of holding a worker thread
+    // until its deadline; the outer timeout around the call enforces the time limit.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
     Ok(())
 }
 

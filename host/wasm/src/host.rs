@@ -161,23 +161,34 @@ impl ComponentEnv {
 pub struct MemoryLimiter {
     pub max_bytes: usize,
     pub exceeded: bool,
+    /// Linear memory of every memory of the instance together: the limit is per instance,
+    /// however many core modules and memories the component has.
+    pub used_bytes: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        let total = self
+            .used_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_bytes {
             self.exceeded = true;
             return Err(wasmtime::Error::msg(format!(
                 "memory limit of {} MiB reached",
                 self.max_bytes >> 20
             )));
         }
-        Ok(maximum.is_none_or(|m| desired <= m))
+        let allowed = maximum.is_none_or(|m| desired <= m);
+        if allowed {
+            self.used_bytes = total;
+        }
+        Ok(allowed)
     }
 
     fn table_growing(
@@ -231,6 +242,7 @@ impl HostState {
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes,
                 exceeded: false,
+                used_bytes: 0,
             },
             stderr,
             env,
@@ -363,6 +375,16 @@ impl http::Host for HostState {
             .env
             .http_client()
             .map_err(|e| types::Error::Internal(format!("cannot create the HTTP client: {e}")))?;
+        // The URL decides where the request goes: a guest may not redirect it to another
+        // virtual host behind the same address, or talk to a proxy.
+        if let Some((name, _)) = request.headers.iter().find(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            name == "host" || name.starts_with("proxy-")
+        }) {
+            return Err(types::Error::Denied(format!(
+                "the `{name}` header may not be set; the URL names the host"
+            )));
+        }
         let mut builder = client.request(method, url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::capabilities::Capabilities;
 use wf_engine::AppState;
 
-use crate::component::{ComponentKind, ComponentSpec, LoadError, LoadedComponent};
+use crate::component::{ComponentKind, ComponentSpec, LoadError, LoadedComponent, TriggerSource};
 use crate::host::HostServices;
 use crate::limits::{Limits, LimitsConfig};
 use crate::runtime::Runtime;
@@ -67,8 +67,8 @@ pub struct Slot {
     revision: Mutex<u64>,
     /// Pipelines' steps that use this component (`pipeline/step`), for refusing deletes.
     references: Mutex<Vec<String>>,
-    /// A trigger component's sources are watched (routes added, topics subscribed).
-    wired: Mutex<bool>,
+    /// The sources watched for this trigger component (routes added, topics subscribed).
+    wired: Mutex<Option<Vec<TriggerSource>>>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -89,7 +89,7 @@ impl Slot {
             origin: Mutex::new(None),
             revision: Mutex::new(0),
             references: Mutex::new(Vec::new()),
-            wired: Mutex::new(false),
+            wired: Mutex::new(None),
         }
     }
 
@@ -202,6 +202,9 @@ pub struct ComponentRegistry {
     trigger_env: std::sync::OnceLock<(Watchers, Arc<AppState>)>,
     /// Trigger components' schedules, stopped with the app.
     schedules: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Installs, rollbacks and removals take turns, so history, wiring and what is on disk
+    /// follow the order versions went live.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ComponentRegistry {
@@ -227,6 +230,7 @@ impl ComponentRegistry {
             upload_dir,
             trigger_env: std::sync::OnceLock::new(),
             schedules: Mutex::new(Vec::new()),
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -238,7 +242,17 @@ impl ComponentRegistry {
     /// Watches a new trigger component's sources, once per name. Failing (no router, a route
     /// taken) rejects the candidate.
     fn wire_trigger(&self, slot: &Arc<Slot>, loaded: &LoadedComponent) -> Result<(), LoadError> {
-        if loaded.kind != ComponentKind::Trigger || *lock(&slot.wired) {
+        if loaded.kind != ComponentKind::Trigger {
+            return Ok(());
+        }
+        // Watched already (by this name, even if since deleted): the sources must be the same.
+        if let Some(wired) = lock(&slot.wired).as_ref() {
+            if *wired != loaded.sources {
+                return Err(LoadError::Incompatible(format!(
+                    "its sources ({:?}) differ from those already watched for `{}` ({wired:?}); restart the app to change what a trigger watches",
+                    loaded.sources, slot.name
+                )));
+            }
             return Ok(());
         }
         let Some((watchers, app)) = self.trigger_env.get() else {
@@ -249,7 +263,7 @@ impl ComponentRegistry {
         let tasks = crate::trigger_wiring::wire(slot, &loaded.sources, watchers, app)
             .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         lock(&self.schedules).extend(tasks);
-        *lock(&slot.wired) = true;
+        *lock(&slot.wired) = Some(loaded.sources.clone());
         Ok(())
     }
 
@@ -357,6 +371,7 @@ impl ComponentRegistry {
         spec: ComponentSpec,
         origin: Origin,
     ) -> Result<(Arc<Slot>, InstallOutcome), InstallError> {
+        let _turn = self.changes.lock().await;
         let digest = crate::cache::sha256_hex(&spec.bytes);
         if let Some(name) = expect.slot_name()
             && let Some(live) = self.get(&name).and_then(|s| s.live())
@@ -383,18 +398,6 @@ impl ComponentRegistry {
             self.reject(expect.slot_name(), digest, &error);
             return Err(error);
         }
-        // A trigger's sources were wired when the app started; a version watching others
-        // would silently miss its events.
-        if let Some(live) = self.get(&name).and_then(|s| s.live())
-            && live.sources != loaded.sources
-        {
-            let error = LoadError::Incompatible(format!(
-                "its sources ({:?}) differ from the running version's ({:?}); restart the app to change what a trigger watches",
-                loaded.sources, live.sources
-            ));
-            self.reject(Some(name.clone()), digest, &error);
-            return Err(error.into());
-        }
         // A module component starts before it goes live; one that cannot start never does.
         if let Err(error) = loaded.start_module().await {
             let error = LoadError::Start(error.to_string());
@@ -410,7 +413,7 @@ impl ComponentRegistry {
         let new = Arc::new(loaded);
         if let Some(old) = slot.live.swap(Some(new.clone())) {
             // Its calls in progress finish first (they hold its instance).
-            old.stop_module().await;
+            old.retire().await;
             let mut history = lock(&slot.history);
             history.push(old);
             if history.len() > KEPT_VERSIONS {
@@ -432,18 +435,20 @@ impl ComponentRegistry {
 
     /// Makes the previous good version live again.
     pub async fn rollback(&self, name: &str) -> Result<Arc<LoadedComponent>, InstallError> {
+        let _turn = self.changes.lock().await;
         let slot = self
             .get(name)
             .ok_or_else(|| InstallError::NotFound(name.to_string()))?;
         let previous = lock(&slot.history)
             .pop()
             .ok_or_else(|| InstallError::NoPrevious(name.to_string()))?;
+        previous.reinstate();
         if let Err(error) = previous.start_module().await {
             lock(&slot.history).push(previous);
             return Err(LoadError::Start(error.to_string()).into());
         }
         if let Some(current) = slot.live.swap(Some(previous.clone())) {
-            current.stop_module().await;
+            current.retire().await;
         }
         *lock(&slot.revision) += 1;
         tracing::info!(component = %name, version = %previous.info.version, "rolled back");
@@ -452,6 +457,7 @@ impl ComponentRegistry {
 
     /// Unloads `name`. Refused while a pipeline uses it, unless `force`.
     pub async fn remove(&self, name: &str, force: bool) -> Result<(), InstallError> {
+        let _turn = self.changes.lock().await;
         let slot = self
             .get(name)
             .filter(|s| s.live().is_some() || s.rejected().is_some())
@@ -464,7 +470,7 @@ impl ComponentRegistry {
             });
         }
         if let Some(live) = slot.live.swap(None) {
-            live.stop_module().await;
+            live.retire().await;
         }
         lock(&slot.history).clear();
         *lock(&slot.rejected) = None;

@@ -77,7 +77,11 @@ fn pooling_config(max_instances: u32) -> PoolingAllocationConfig {
         .total_memories(max_instances * 2)
         .total_tables(max_instances * 8)
         .total_stacks(max_instances)
-        .max_memory_size((MAX_MEMORY_MIB as usize) << 20);
+        .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+        // One component must not take the whole pool.
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(8)
+        .max_tables_per_component(32);
     pool
 }
 

@@ -138,6 +138,8 @@ pub fn step_error(component: &str, error: CallError) -> StepError {
             kind: LimitKind::Time,
             ..
         } => ErrorKind::Timeout,
+        // Overloaded or mid-swap: transient, worth a retry (503).
+        CallError::Busy(_) => ErrorKind::Unavailable,
         CallError::LimitExceeded { .. } | CallError::Trap { .. } | CallError::Host(_) => {
             ErrorKind::Internal
         }

@@ -200,9 +200,16 @@ async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Re
             );
         }
     };
+    // Credentials stay with the host: a trigger sees the request, not the caller's secrets.
     let headers: Map<String, Value> = parts
         .headers
         .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            )
+        })
         .filter_map(|(k, v)| Some((k.to_string(), Value::String(v.to_str().ok()?.to_string()))))
         .collect();
     let body = serde_json::from_slice::<Value>(&body)

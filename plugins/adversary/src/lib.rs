@@ -54,6 +54,12 @@ impl Step for Adversary {
                 let response = ctx.http(HttpRequest::get(arg))?;
                 Ok(json!({ "status": response.status, "body": String::from_utf8_lossy(&response.body) }).into())
             }
+            "http-host" => {
+                let mut request = HttpRequest::get(arg);
+                request.headers.push(("Host".into(), "internal-admin.corp".into()));
+                let response = ctx.http(request)?;
+                Ok(json!({ "status": response.status }).into())
+            }
             "state" => {
                 let revision = ctx.state_set(&arg, "counter", &json!(1))?;
                 let entry = ctx.state_get(&arg, "counter")?;

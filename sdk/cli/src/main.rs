@@ -584,7 +584,7 @@ async fn test(path: &Path, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default(),
                     CallError::LimitExceeded { .. } => "limit-exceeded".into(),
                     CallError::Trap { .. } => "trap".into(),
-                    CallError::Host(_) => "host".into(),
+                    CallError::Host(_) | CallError::Busy(_) => "host".into(),
                 };
                 let needle = case
                     .get("message_contains")
