@@ -16,6 +16,9 @@ run: check-toolchain
 
 ## plugins: build the first-party components and test fixtures (wasm32-wasip2) into plugins/dist
 plugins: check-toolchain
+	@# rust-toolchain.toml names the target, but a toolchain installed before it may lack it.
+	@if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then \
+	  rustup target add wasm32-wasip2; fi
 	$(CARGO) build --quiet --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 	@mkdir -p $(PLUGINS_DIST)
 	@for f in hello sentiment alert_classify pii_redact adversary counter alert_intake; do \
