@@ -746,6 +746,10 @@ modules:
     config:
       source: alert_intake.wasm
       config: {path: /alerts, topic: alerts.raw}
+      capabilities:
+        routes: ["POST /alerts"]
+        subscribe: [alerts.raw]
+        pipelines: [page-on-call, record-alert]
 pipelines:
   page-on-call:
     steps:
@@ -844,7 +848,25 @@ modules:
         )
     };
     assert_eq!(intake().await.0, 404);
-    let grant = json!({"config": {"path": "/intake", "topic": "intake.raw"}});
+    let capabilities = json!({"routes": ["POST /intake"], "subscribe": ["intake.raw"], "pipelines": ["record-alert"]});
+    // Without the grants, the route and topic are refused.
+    let (status, body) = upload(
+        &base,
+        plugin("alert_intake"),
+        "?name=alert-intake",
+        Some(json!({"config": {"path": "/intake", "topic": "intake.raw"}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("capabilities.routes"),
+        "{body}"
+    );
+    let grant =
+        json!({"config": {"path": "/intake", "topic": "intake.raw"}, "capabilities": capabilities});
     let (status, body) = upload(
         &base,
         plugin("alert_intake"),
@@ -857,9 +879,25 @@ modules:
     let (status, body) = intake().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runs"][0]["output"]["recorded"], "cpu warm", "{body}");
+    // A critical alert asks for `page-on-call`, which this grant does not include.
+    let response = client()
+        .post(format!("{base}/intake"))
+        .json(&json!({"title": "db down"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["runs"][0]["status"], "failed", "{body}");
+    assert!(
+        body["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("capabilities.pipelines"),
+        "{body}"
+    );
 
     // A new version watching something else is refused; the same sources swap fine.
-    let moved = json!({"config": {"path": "/elsewhere", "topic": "intake.raw"}});
+    let moved = json!({"config": {"path": "/elsewhere", "topic": "intake.raw"}, "capabilities": capabilities});
     let (status, body) = upload(
         &base,
         variant(&plugin("alert_intake"), "2"),
@@ -919,6 +957,7 @@ modules:
     config:
       source: alert_intake.wasm
       config: {heartbeat: "* * * * * *"}
+      capabilities: {routes: ["POST /alerts"], subscribe: [alerts.raw], pipelines: [record-alert]}
 pipelines:
   record-alert:
     steps:

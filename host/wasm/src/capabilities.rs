@@ -29,6 +29,16 @@ pub struct Capabilities {
     /// Host directories mounted read-only.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// Trigger components: HTTP routes they may serve, as `METHOD /path` (`/path` alone: any
+    /// method).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Trigger components: topics they may listen to; a trailing `*` matches any suffix.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Trigger components: pipelines they may start (`*`: any).
+    #[serde(default)]
+    pub pipelines: Vec<String>,
 }
 
 /// A host directory a component may read.
@@ -59,6 +69,46 @@ impl Capabilities {
             events: merged(&self.events, &other.events),
             env: merged(&self.env, &other.env),
             dirs: merged(&self.dirs, &other.dirs),
+            routes: merged(&self.routes, &other.routes),
+            subscribe: merged(&self.subscribe, &other.subscribe),
+            pipelines: merged(&self.pipelines, &other.pipelines),
+        }
+    }
+
+    pub fn route_allowed(&self, method: &str, path: &str) -> Result<(), String> {
+        let granted = self
+            .routes
+            .iter()
+            .any(|entry| match entry.trim().split_once(' ') {
+                Some((m, p)) => m.eq_ignore_ascii_case(method) && p.trim() == path,
+                None => entry.trim() == path,
+            });
+        if granted {
+            Ok(())
+        } else {
+            Err(format!(
+                "the route `{method} {path}` is not granted; add it to `capabilities.routes`"
+            ))
+        }
+    }
+
+    pub fn subscribe_allowed(&self, topic: &str) -> Result<(), String> {
+        if matches_pattern(&self.subscribe, topic) {
+            Ok(())
+        } else {
+            Err(format!(
+                "listening to `{topic}` is not granted; add it to `capabilities.subscribe`"
+            ))
+        }
+    }
+
+    pub fn pipeline_allowed(&self, pipeline: &str) -> Result<(), String> {
+        if self.pipelines.iter().any(|p| p == "*" || p == pipeline) {
+            Ok(())
+        } else {
+            Err(format!(
+                "starting pipeline `{pipeline}` is not granted; add it to `capabilities.pipelines`"
+            ))
         }
     }
 
@@ -73,14 +123,7 @@ impl Capabilities {
     }
 
     pub fn topic_allowed(&self, topic: &str) -> Result<(), String> {
-        let granted = self
-            .events
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => topic.starts_with(prefix),
-                None => pattern == topic,
-            });
-        if granted {
+        if matches_pattern(&self.events, topic) {
             Ok(())
         } else {
             Err(format!(
@@ -122,6 +165,16 @@ impl Capabilities {
             ))
         }
     }
+}
+
+/// Whether `topic` matches one of `patterns` (exact, or a prefix ending in `*`).
+fn matches_pattern(patterns: &[String], topic: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => pattern == topic,
+        })
 }
 
 /// One `capabilities.http` entry.

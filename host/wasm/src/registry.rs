@@ -253,15 +253,22 @@ impl ComponentRegistry {
                     loaded.sources, slot.name
                 )));
             }
-            return Ok(());
+            // A new version must still be granted what it watches.
+            return crate::trigger_wiring::check_sources(
+                &slot.name,
+                &loaded.sources,
+                &loaded.capabilities,
+            )
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")));
         }
         let Some((watchers, app)) = self.trigger_env.get() else {
             return Err(LoadError::Host(
                 "trigger components can only be installed in a running app".into(),
             ));
         };
-        let tasks = crate::trigger_wiring::wire(slot, &loaded.sources, watchers, app)
-            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let tasks =
+            crate::trigger_wiring::wire(slot, &loaded.sources, &loaded.capabilities, watchers, app)
+                .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         lock(&self.schedules).extend(tasks);
         *lock(&slot.wired) = Some(loaded.sources.clone());
         Ok(())

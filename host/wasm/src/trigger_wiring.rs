@@ -17,6 +17,7 @@ use wf_engine::{AppState, ErrorKind, Extensions};
 use wf_http::{Request, Response, Router, json_response, route_fn};
 use wf_messaging::{MessageBroker, MessageHandler};
 
+use crate::capabilities::Capabilities;
 use crate::component::{CallError, TriggerSource, TriggerStart};
 use crate::registry::Slot;
 
@@ -29,14 +30,33 @@ pub struct Watchers {
     pub broker: Option<Arc<dyn MessageBroker>>,
 }
 
+/// Routes and topics are capabilities like any other: every source must be granted.
+pub fn check_sources(
+    component: &str,
+    sources: &[TriggerSource],
+    capabilities: &Capabilities,
+) -> anyhow::Result<()> {
+    for source in sources {
+        let check = match source {
+            TriggerSource::HttpRoute { method, path } => capabilities.route_allowed(method, path),
+            TriggerSource::Topic { topic } => capabilities.subscribe_allowed(topic),
+            TriggerSource::Cron { .. } => Ok(()),
+        };
+        check.map_err(|e| anyhow::anyhow!("trigger component `{component}`: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Watches every source of the live trigger component in `slot`. Cron sources run as tasks,
 /// returned so the app can stop them.
 pub fn wire(
     slot: &Arc<Slot>,
     sources: &[TriggerSource],
+    capabilities: &Capabilities,
     watchers: &Watchers,
     app: &Arc<AppState>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    check_sources(&slot.name, sources, capabilities)?;
     // Parse every schedule first, so a bad one wires nothing.
     let mut schedules = Vec::new();
     for (index, source) in sources.iter().enumerate() {
@@ -145,11 +165,18 @@ fn run_report(pipeline: &str, result: Result<Map<String, Value>, String>) -> Val
 async fn start_runs(
     app: &AppState,
     component: &str,
+    capabilities: &Capabilities,
     starts: Vec<TriggerStart>,
 ) -> Vec<(String, Result<Map<String, Value>, String>)> {
     let pipelines = app.pipelines();
     let mut results = Vec::new();
     for start in starts {
+        if let Err(denied) = capabilities.pipeline_allowed(&start.pipeline) {
+            let error = format!("component `{component}`: {denied}");
+            tracing::error!(component, pipeline = %start.pipeline, "triggered run refused: {error}");
+            results.push((start.pipeline, Err(error)));
+            continue;
+        }
         let result = match pipelines.get(&start.pipeline) {
             None => Err(format!(
                 "component `{component}` asked for pipeline `{}`, which does not exist",
@@ -179,7 +206,7 @@ async fn event(
         CallError::Host(format!("trigger component `{}` is not loaded", slot.name))
     })?;
     let starts = component.on_event(index, &payload).await?;
-    Ok(start_runs(app, &slot.name, starts).await)
+    Ok(start_runs(app, &slot.name, &component.capabilities, starts).await)
 }
 
 async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Response {
