@@ -236,6 +236,7 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
     if !warnings.is_empty() {
         eprint!("{}", warnings.render(&config.sources));
     }
+    let signal = shutdown_signal();
     let running = match app.start(grace).await {
         Ok(running) => running,
         Err(e) => {
@@ -248,7 +249,7 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
         modules = config.modules.len(),
         "ready"
     );
-    let signal = shutdown_signal().await;
+    let signal = signal.await;
     tracing::info!(%signal, grace = ?grace, "stopping");
     let failures = running.stop(grace).await;
     if failures == 0 {
@@ -261,25 +262,42 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM and names which arrived.
-async fn shutdown_signal() -> &'static str {
+/// Registers the SIGINT and SIGTERM handlers now — before the app starts, so a signal that
+/// arrives while it starts is handled (after start) instead of killing the process — and
+/// returns what to await for the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, interrupt) {
+                (Some(mut term), Some(mut interrupt)) => tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                },
+                (Some(mut term), None) => {
+                    term.recv().await;
+                    "SIGTERM"
+                }
+                (None, Some(mut interrupt)) => {
+                    interrupt.recv().await;
+                    "SIGINT"
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 
