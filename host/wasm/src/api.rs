@@ -221,11 +221,19 @@ impl Api {
         if let Err(e) = crate::component::check_format(&bytes) {
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
         }
-        let expect = match &name {
-            Some(name) => Expect::Name(name),
-            None => Expect::Any,
-        };
         let bytes = Arc::new(bytes.to_vec());
+        // Unnamed: learn the name first, so the YAML grant for it applies now, as it will
+        // when the kept copy is restored by name after a restart.
+        let name = match name {
+            Some(name) => name,
+            None => match crate::LoadedComponent::inspect(self.registry.runtime(), bytes.clone())
+                .await
+            {
+                Ok(component) => component.info.name.clone(),
+                Err(e) => return install_error(e.into()),
+            },
+        };
+        let expect = Expect::Name(&name);
         let spec = match self.registry.spec(&expect, bytes.clone(), grant.as_ref()) {
             Ok(spec) => spec,
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
