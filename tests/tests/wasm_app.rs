@@ -731,34 +731,46 @@ workflows:
     running.stop(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_component_starts_pipelines_from_its_route_and_topic() {
-    let dir = TempDir::new("trigger");
+/// An app with a broker and the `alert-intake` trigger component (written into `dir`), with
+/// the component's YAML lines (`config`, `capabilities`) and the app's pipelines.
+fn intake_app(dir: &TempDir, component: &str, pipelines: &str) -> String {
     std::fs::write(dir.0.join("alert_intake.wasm"), plugin("alert_intake")).unwrap();
-    let yaml = r#"
+    format!(
+        r#"
 modules:
-  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
-  - {name: routes, type: http.router}
-  - {name: bus, type: messaging.broker}
-  - {name: wasm, type: wasm.components, config: {data_dir: data}}
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: bus, type: messaging.broker}}
+  - {{name: wasm, type: wasm.components, config: {{data_dir: data}}}}
   - name: intake
     type: dynamic.component
     config:
       source: alert_intake.wasm
-      config: {path: /alerts, topic: alerts.raw}
+{component}
+pipelines:
+{pipelines}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_component_starts_pipelines_from_its_route_and_topic() {
+    let dir = TempDir::new("trigger");
+    let yaml = intake_app(
+        &dir,
+        r#"      config: {path: /alerts, topic: alerts.raw}
       capabilities:
         routes: ["POST /alerts"]
         subscribe: [alerts.raw]
-        pipelines: [page-on-call, record-alert]
-pipelines:
-  page-on-call:
+        pipelines: [page-on-call, record-alert]"#,
+        r#"  page-on-call:
     steps:
       - {name: page, type: step.set, config: {values: {paged: "{{ .alert.title }}", channel: pager}}}
   record-alert:
     steps:
-      - {name: record, type: step.set, config: {values: {recorded: "{{ .alert.title }}"}}}
-"#;
-    let running = start(&dir.0, yaml).await;
+      - {name: record, type: step.set, config: {values: {recorded: "{{ .alert.title }}"}}}"#,
+    );
+    let running = start(&dir.0, &yaml).await;
     let base = format!("http://{}", server_addr(&running, "web"));
     let post = |body: Value| {
         let base = base.clone();
@@ -945,25 +957,15 @@ impl wf_messaging::MessageHandler for Collect {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_component_schedule_starts_runs() {
     let dir = TempDir::new("trigger-cron");
-    std::fs::write(dir.0.join("alert_intake.wasm"), plugin("alert_intake")).unwrap();
-    let yaml = r#"
-modules:
-  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
-  - {name: routes, type: http.router}
-  - {name: bus, type: messaging.broker}
-  - {name: wasm, type: wasm.components, config: {data_dir: data}}
-  - name: intake
-    type: dynamic.component
-    config:
-      source: alert_intake.wasm
-      config: {heartbeat: "* * * * * *"}
-      capabilities: {routes: ["POST /alerts"], subscribe: [alerts.raw], pipelines: [record-alert]}
-pipelines:
-  record-alert:
+    let yaml = intake_app(
+        &dir,
+        r#"      config: {heartbeat: "* * * * * *"}
+      capabilities: {routes: ["POST /alerts"], subscribe: [alerts.raw], pipelines: [record-alert]}"#,
+        r#"  record-alert:
     steps:
-      - {name: note, type: step.publish, config: {topic: recorded, payload: {title: "{{ .alert.title }}", via: "{{ .via }}"}}}
-"#;
-    let running = start(&dir.0, yaml).await;
+      - {name: note, type: step.publish, config: {topic: recorded, payload: {title: "{{ .alert.title }}", via: "{{ .via }}"}}}"#,
+    );
+    let running = start(&dir.0, &yaml).await;
     let services = running.state().services().unwrap();
     let broker = services
         .get::<dyn wf_messaging::MessageBroker>("bus")

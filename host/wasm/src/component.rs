@@ -424,8 +424,7 @@ impl LoadedComponent {
             spec.config.clone(),
             spec.capabilities.clone(),
             spec.services.clone(),
-        )
-        .map_err(|e| LoadError::Host(format!("{e:#}")))?;
+        );
         let mut loaded = LoadedComponent {
             info: ComponentInfo {
                 name: String::new(),

@@ -128,24 +128,22 @@ impl ComponentEnv {
         config: serde_json::Map<String, serde_json::Value>,
         capabilities: Capabilities,
         services: HostServices,
-    ) -> anyhow::Result<ComponentEnv> {
+    ) -> ComponentEnv {
         let env = capabilities
             .env
             .iter()
             .filter_map(|key| std::env::var(key).ok().map(|v| (key.clone(), v)))
             .collect();
-        Ok(ComponentEnv {
+        ComponentEnv {
             name: name.to_string(),
             http: std::sync::OnceLock::new(),
             config,
             capabilities,
             services,
             env,
-        })
+        }
     }
-}
 
-impl ComponentEnv {
     fn http_client(&self) -> Result<&reqwest::Client, &str> {
         self.http
             .get_or_init(|| {

@@ -64,7 +64,7 @@ pub struct Slot {
     history: Mutex<Vec<Arc<LoadedComponent>>>,
     rejected: Mutex<Option<Rejection>>,
     origin: Mutex<Option<Origin>>,
-    revision: Mutex<u64>,
+    revision: std::sync::atomic::AtomicU64,
     /// Pipelines' steps that use this component (`pipeline/step`), for refusing deletes.
     references: Mutex<Vec<String>>,
     /// The sources watched for this trigger component (routes added, topics subscribed).
@@ -87,7 +87,7 @@ impl Slot {
             history: Mutex::new(Vec::new()),
             rejected: Mutex::new(None),
             origin: Mutex::new(None),
-            revision: Mutex::new(0),
+            revision: std::sync::atomic::AtomicU64::new(0),
             references: Mutex::new(Vec::new()),
             wired: Mutex::new(None),
         }
@@ -119,7 +119,7 @@ impl Slot {
 
     /// Increases with every swap and rollback.
     pub fn revision(&self) -> u64 {
-        *lock(&self.revision)
+        self.revision.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Older good versions, newest first.
@@ -429,7 +429,8 @@ impl ComponentRegistry {
         }
         *lock(&slot.rejected) = None;
         *lock(&slot.origin) = Some(origin);
-        *lock(&slot.revision) += 1;
+        slot.revision
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             component = %name,
             version = %new.info.version,
@@ -457,7 +458,8 @@ impl ComponentRegistry {
         if let Some(current) = slot.live.swap(Some(previous.clone())) {
             current.retire().await;
         }
-        *lock(&slot.revision) += 1;
+        slot.revision
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(component = %name, version = %previous.info.version, "rolled back");
         Ok(previous)
     }

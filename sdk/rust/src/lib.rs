@@ -29,6 +29,29 @@ use std::fmt;
 
 pub use serde_json::{Value, json};
 
+/// Bindings of the module or trigger world, reusing the step world's host interfaces (one set
+/// of imports and types for every kind of component).
+macro_rules! world_sharing_host_interfaces {
+    ($world:literal, $export_macro:literal, $bindings_module:literal) => {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: $world,
+            with: {
+                "wf:plugin/types@0.1.0": crate::bindings::wf::plugin::types,
+                "wf:plugin/log@0.1.0": crate::bindings::wf::plugin::log,
+                "wf:plugin/config@0.1.0": crate::bindings::wf::plugin::config,
+                "wf:plugin/state@0.1.0": crate::bindings::wf::plugin::state,
+                "wf:plugin/http@0.1.0": crate::bindings::wf::plugin::http,
+                "wf:plugin/events@0.1.0": crate::bindings::wf::plugin::events,
+                "wf:plugin/clock@0.1.0": crate::bindings::wf::plugin::clock,
+            },
+            pub_export_macro: true,
+            export_macro_name: $export_macro,
+            default_bindings_module: $bindings_module,
+        });
+    };
+}
+
 mod host;
 pub mod module;
 pub mod testing;
@@ -49,6 +72,26 @@ pub mod bindings {
         export_macro_name: "__export_step_component",
         default_bindings_module: "wf_sdk::bindings",
     });
+}
+
+/// The `describe` and `validate-config` every world exports, for a type implementing
+/// `$kind` (`Step`, `Module` or `Trigger`: each has `info` and `validate_config`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __describe_and_validate {
+    ($kind:path, $component:ty) => {
+        fn describe() -> $crate::bindings::wf::plugin::types::ComponentInfo {
+            $crate::__private::describe_info(
+                <$component as $kind>::info(),
+                env!("CARGO_PKG_VERSION"),
+            )
+        }
+        fn validate_config(
+            config: ::std::string::String,
+        ) -> ::std::result::Result<(), $crate::bindings::wf::plugin::types::Error> {
+            $crate::__private::validate_with(&config, <$component as $kind>::validate_config)
+        }
+    };
 }
 
 /// Everything a step usually needs.
@@ -200,15 +243,7 @@ macro_rules! export_step {
             #[allow(dead_code)]
             struct WfSdkGuest;
             impl $crate::bindings::exports::wf::plugin::step::Guest for WfSdkGuest {
-                fn describe() -> $crate::bindings::exports::wf::plugin::step::ComponentInfo {
-                    $crate::__private::describe::<$step>(env!("CARGO_PKG_VERSION"))
-                }
-                fn validate_config(
-                    config: ::std::string::String,
-                ) -> ::std::result::Result<(), $crate::bindings::exports::wf::plugin::step::Error>
-                {
-                    $crate::__private::validate_config::<$step>(&config)
-                }
+                $crate::__describe_and_validate!($crate::Step, $step);
                 fn run(
                     invocation: $crate::bindings::exports::wf::plugin::step::Invocation,
                     input: ::std::string::String,
@@ -254,10 +289,6 @@ pub mod __private {
         schema.map(|s| s.to_string())
     }
 
-    pub fn describe<S: Step>(crate_version: &str) -> ComponentInfo {
-        describe_info(S::info(), crate_version)
-    }
-
     /// `info` as the WIT record, the crate's version filling an empty one.
     pub fn describe_info(info: Info, crate_version: &str) -> ComponentInfo {
         ComponentInfo {
@@ -283,10 +314,6 @@ pub mod __private {
             StepError::Unavailable(m) => Error::Unavailable(m),
             StepError::Internal(m) => Error::Internal(m),
         }
-    }
-
-    pub fn validate_config<S: Step>(config: &str) -> Result<(), Error> {
-        validate_with(config, S::validate_config)
     }
 
     /// Parses a config and hands it to a component's check.

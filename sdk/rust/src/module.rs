@@ -32,22 +32,11 @@ use crate::{Ctx, Info, StepError};
 /// Bindings of the `module-component` world; the host interfaces are the step world's.
 #[doc(hidden)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "module-component",
-        with: {
-            "wf:plugin/types@0.1.0": crate::bindings::wf::plugin::types,
-            "wf:plugin/log@0.1.0": crate::bindings::wf::plugin::log,
-            "wf:plugin/config@0.1.0": crate::bindings::wf::plugin::config,
-            "wf:plugin/state@0.1.0": crate::bindings::wf::plugin::state,
-            "wf:plugin/http@0.1.0": crate::bindings::wf::plugin::http,
-            "wf:plugin/events@0.1.0": crate::bindings::wf::plugin::events,
-            "wf:plugin/clock@0.1.0": crate::bindings::wf::plugin::clock,
-        },
-        pub_export_macro: true,
-        export_macro_name: "__export_module_component",
-        default_bindings_module: "wf_sdk::module::bindings",
-    });
+    world_sharing_host_interfaces!(
+        "module-component",
+        "__export_module_component",
+        "wf_sdk::module::bindings"
+    );
 }
 
 /// A module component.
@@ -132,20 +121,7 @@ macro_rules! export_module {
             #[allow(dead_code)]
             struct WfSdkGuest;
             impl $crate::module::bindings::exports::wf::plugin::module::Guest for WfSdkGuest {
-                fn describe() -> $crate::bindings::wf::plugin::types::ComponentInfo {
-                    $crate::__private::describe_info(
-                        <$module as $crate::Module>::info(),
-                        env!("CARGO_PKG_VERSION"),
-                    )
-                }
-                fn validate_config(
-                    config: ::std::string::String,
-                ) -> ::std::result::Result<(), $crate::bindings::wf::plugin::types::Error> {
-                    $crate::__private::validate_with(
-                        &config,
-                        <$module as $crate::Module>::validate_config,
-                    )
-                }
+                $crate::__describe_and_validate!($crate::Module, $module);
                 fn start() -> ::std::result::Result<(), $crate::bindings::wf::plugin::types::Error>
                 {
                     $crate::module::start::<$module>(&STATE)

@@ -27,22 +27,11 @@ use crate::{Ctx, Info, StepError};
 /// Bindings of the `trigger-component` world; the host interfaces are the step world's.
 #[doc(hidden)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "trigger-component",
-        with: {
-            "wf:plugin/types@0.1.0": crate::bindings::wf::plugin::types,
-            "wf:plugin/log@0.1.0": crate::bindings::wf::plugin::log,
-            "wf:plugin/config@0.1.0": crate::bindings::wf::plugin::config,
-            "wf:plugin/state@0.1.0": crate::bindings::wf::plugin::state,
-            "wf:plugin/http@0.1.0": crate::bindings::wf::plugin::http,
-            "wf:plugin/events@0.1.0": crate::bindings::wf::plugin::events,
-            "wf:plugin/clock@0.1.0": crate::bindings::wf::plugin::clock,
-        },
-        pub_export_macro: true,
-        export_macro_name: "__export_trigger_component",
-        default_bindings_module: "wf_sdk::trigger::bindings",
-    });
+    world_sharing_host_interfaces!(
+        "trigger-component",
+        "__export_trigger_component",
+        "wf_sdk::trigger::bindings"
+    );
 }
 
 use bindings::exports::wf::plugin::trigger as wit;
@@ -153,20 +142,7 @@ macro_rules! export_trigger {
             #[allow(dead_code)]
             struct WfSdkGuest;
             impl $crate::trigger::bindings::exports::wf::plugin::trigger::Guest for WfSdkGuest {
-                fn describe() -> $crate::bindings::wf::plugin::types::ComponentInfo {
-                    $crate::__private::describe_info(
-                        <$trigger as $crate::Trigger>::info(),
-                        env!("CARGO_PKG_VERSION"),
-                    )
-                }
-                fn validate_config(
-                    config: ::std::string::String,
-                ) -> ::std::result::Result<(), $crate::bindings::wf::plugin::types::Error> {
-                    $crate::__private::validate_with(
-                        &config,
-                        <$trigger as $crate::Trigger>::validate_config,
-                    )
-                }
+                $crate::__describe_and_validate!($crate::Trigger, $trigger);
                 fn sources()
                 -> ::std::vec::Vec<$crate::trigger::bindings::exports::wf::plugin::trigger::Source>
                 {
