@@ -50,6 +50,18 @@ pub struct PipelineContext {
     pub extensions: Extensions,
 }
 
+impl PipelineContext {
+    /// What templates see of the run, viewed in place (no copy).
+    pub fn scope(&self) -> wf_template::Scope<'_> {
+        wf_template::Scope {
+            current: &self.current,
+            steps: &self.steps,
+            trigger: &self.trigger,
+            meta: &self.meta,
+        }
+    }
+}
+
 /// Where the run goes after a step.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Next {

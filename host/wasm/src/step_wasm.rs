@@ -11,7 +11,7 @@ use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, ErrorKind, Next, PipelineContext,
     Step, StepError, StepOutput, StepType, async_trait,
 };
-use wf_template::{Scope, TemplateValue};
+use wf_template::TemplateValue;
 
 use crate::component::{CallError, CallInfo, StepOutcome};
 use crate::limits::LimitKind;
@@ -158,12 +158,7 @@ impl Step for WasmStep {
         };
         let input = match &self.input {
             Some(template) => template
-                .render(&Scope {
-                    current: &ctx.current,
-                    steps: &ctx.steps,
-                    trigger: &ctx.trigger,
-                    meta: &ctx.meta,
-                })
+                .render(&ctx.scope())
                 .map_err(|e| StepError::invalid_input(e.message))?,
             None => Value::Object(ctx.current.clone()),
         };

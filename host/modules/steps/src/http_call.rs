@@ -136,7 +136,7 @@ struct HttpCall {
 #[async_trait]
 impl Step for HttpCall {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let scope = crate::scope(ctx);
+        let scope = ctx.scope();
         let url = self
             .url
             .render_string(&scope)

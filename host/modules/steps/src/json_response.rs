@@ -131,7 +131,7 @@ impl Step for JsonResponse {
             (None, Some(body)) => Some(crate::render(body, ctx)?),
             (None, None) => None,
         };
-        let data = crate::scope(ctx);
+        let data = ctx.scope();
         let mut output = crate::output([("status", json!(status))]);
         match ctx.extensions.get::<Arc<HttpExchange>>() {
             Some(exchange) => {

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 use wf_engine::{PipelineContext, Registry, RegistryError, StepError};
-use wf_template::{Scope, Template, TemplateValue};
+use wf_template::{Template, TemplateValue};
 
 pub mod circuit_breaker;
 pub mod conditional;
@@ -51,26 +51,16 @@ pub(crate) fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
     Template::compile(text).map_err(|e| anyhow::anyhow!("`{field}`: {e}"))
 }
 
-/// What templates see of a run, viewed in place.
-pub(crate) fn scope(ctx: &PipelineContext) -> Scope<'_> {
-    Scope {
-        current: &ctx.current,
-        steps: &ctx.steps,
-        trigger: &ctx.trigger,
-        meta: &ctx.meta,
-    }
-}
-
 /// A run-time template failure: the input did not have what the template reads.
 pub(crate) fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
     template
-        .render(&scope(ctx))
+        .render(&ctx.scope())
         .map_err(|e| StepError::invalid_input(e.message))
 }
 
 /// The value at a dotted path (`steps.parse.body`) in what templates see.
 pub(crate) fn resolve_path(ctx: &PipelineContext, path: &str) -> Option<Value> {
-    scope(ctx).lookup(path)
+    ctx.scope().lookup(path)
 }
 
 /// A map output.

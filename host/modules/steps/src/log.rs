@@ -68,7 +68,7 @@ impl Step for Log {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let message = self
             .message
-            .render_string(&crate::scope(ctx))
+            .render_string(&ctx.scope())
             .map_err(|e| StepError::invalid_input(e.message))?;
         let run_id = ctx
             .meta

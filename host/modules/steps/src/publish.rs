@@ -80,7 +80,7 @@ impl Step for Publish {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let topic = self
             .topic
-            .render_string(&crate::scope(ctx))
+            .render_string(&ctx.scope())
             .map_err(|e| StepError::invalid_input(e.message))?;
         let payload = match &self.payload {
             Some(template) => crate::render(template, ctx)?,

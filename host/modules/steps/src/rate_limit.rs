@@ -113,7 +113,7 @@ impl Step for RateLimit {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let key = self
             .key
-            .render_string(&crate::scope(ctx))
+            .render_string(&ctx.scope())
             .map_err(|e| StepError::invalid_input(e.message))?;
         // Keys come from requests: long ones are hashed so buckets stay small.
         let key = if key.len() > 256 {
