@@ -88,3 +88,40 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// Polls `check` until it holds, for at most `limit` (tests bound every wait).
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Validates, builds and starts an app from YAML text (panicking with the rendered
+/// diagnostics when it is invalid).
+pub async fn start_yaml(yaml: &str) -> RunningApp {
+    let registry = wf_host::registry().expect("registry");
+    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    let app = build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
+    app.start(std::time::Duration::from_secs(10))
+        .await
+        .expect("the app starts")
+}
+
+/// The rendered diagnostics of YAML text that must not validate.
+pub fn invalid_yaml(yaml: &str) -> String {
+    let registry = wf_host::registry().expect("registry");
+    match validate(load_str("app.yaml", yaml, &example_vars()), &registry) {
+        Ok(_) => panic!("the config validated"),
+        Err(i) => i.diagnostics.render(&i.config.sources),
+    }
+}

@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wf_config::load_str;
 use wf_engine::{RunningApp, build, validate};
-use wf_tests::{client, example_vars, server_addr};
+use wf_tests::{client, eventually, example_vars, server_addr};
 
 fn plugin(name: &str) -> Vec<u8> {
     let path = wf_tests::repo_root()
@@ -119,22 +119,6 @@ async fn api(method: reqwest::Method, url: String) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `check` until it holds, for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 const API: &str = "      api: {token: s3cret-token}\n";
@@ -740,7 +724,7 @@ fn intake_app(dir: &TempDir, component: &str, pipelines: &str) -> String {
 modules:
   - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
   - {{name: routes, type: http.router}}
-  - {{name: bus, type: messaging.broker}}
+  - {{name: bus, type: messaging.broker, config: {{delivery: sync}}}}
   - {{name: wasm, type: wasm.components, config: {{data_dir: data}}}}
   - name: intake
     type: dynamic.component
@@ -805,7 +789,8 @@ async fn a_trigger_component_starts_pipelines_from_its_route_and_topic() {
     let (status, _) = post(json!(["not", "an", "alert"])).await;
     assert_eq!(status, 400);
 
-    // The topic source: a message becomes a run; a failing run is a failed delivery.
+    // The topic source (synchronous delivery): a message becomes a run; a failing run is a
+    // failed delivery.
     let services = running.state().services().unwrap();
     let broker = services
         .get::<dyn wf_messaging::MessageBroker>("bus")

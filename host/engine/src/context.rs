@@ -58,6 +58,35 @@ impl CheckContext<'_> {
         })
     }
 
+    /// Checks what a trigger entry starts: `pipeline: <name>`, or the original's `workflow:`
+    /// (`pipeline:<name>` or a pipeline's name). A `workflow:` naming something that is not a
+    /// pipeline (a state machine, ...) is reported as not implemented.
+    pub fn check_trigger_target(
+        &self,
+        pointer: &str,
+        pipeline: Option<&str>,
+        workflow: Option<&str>,
+    ) -> Option<ConfigIssue> {
+        match trigger_target(pipeline, workflow) {
+            None => Some(
+                ConfigIssue::new(pointer, "the entry names no pipeline").help("add `pipeline: <name>`"),
+            ),
+            Some(name) if self.config.pipelines.iter().any(|p| p.name == name) => None,
+            Some(name)
+                if pipeline.is_none() && workflow.is_some_and(|w| !w.starts_with("pipeline:")) =>
+            {
+                Some(
+                    ConfigIssue::not_implemented(
+                        format!("{pointer}/workflow"),
+                        format!("starting workflow `{name}` (not a pipeline) from a trigger is not implemented in this build yet"),
+                    )
+                    .help("point the entry at a pipeline with `pipeline: <name>`"),
+                )
+            }
+            Some(name) => self.require_pipeline(pointer, name),
+        }
+    }
+
     /// Names of declared modules whose type is one of `types`, in declaration order.
     pub fn modules_of_type(&self, types: &[&str]) -> Vec<&str> {
         self.config
@@ -264,4 +293,10 @@ impl WireContext<'_> {
     pub fn issue(&mut self, issue: ConfigIssue) {
         self.issues.push(issue);
     }
+}
+
+/// The pipeline a trigger entry starts: `pipeline`, else the original's `workflow` with an
+/// optional `pipeline:` prefix.
+pub fn trigger_target<'a>(pipeline: Option<&'a str>, workflow: Option<&'a str>) -> Option<&'a str> {
+    pipeline.or_else(|| workflow.map(|w| w.strip_prefix("pipeline:").unwrap_or(w)))
 }

@@ -5,9 +5,11 @@
 //! Loaded ──validate──▶ ValidatedConfig ──build──▶ App ──start──▶ RunningApp ──stop
 //! ```
 
+pub mod backoff;
 pub mod build;
 pub mod catalogue;
 pub mod context;
+pub mod events;
 pub mod graph;
 pub mod lifecycle;
 pub mod module;

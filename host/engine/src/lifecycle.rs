@@ -123,6 +123,7 @@ impl RunningApp {
             }
         }
         self.state.set_services(None);
+        self.state.run_events().clear();
         failures
     }
 }

@@ -22,6 +22,7 @@ use wf_config::schema::{OnError, PipelineEntry, RetryEntry, StepEntry};
 use wf_config::time::rfc3339_now;
 
 use crate::context::BuildContext;
+use crate::events::{self, QuietRun, RunEvents};
 use crate::registry::{ConfigIssue, Registry};
 use crate::services::Services;
 use crate::state::AppState;
@@ -58,6 +59,8 @@ pub struct Pipeline {
     /// For each step index, the steps told of its outcome.
     observers: Vec<Vec<usize>>,
     index: HashMap<String, usize>,
+    /// Where lifecycle events go (see [`crate::events`]).
+    events: Arc<RunEvents>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -197,6 +200,7 @@ pub fn build_pipeline(
         branches,
         observers,
         index,
+        events: app.run_events().clone(),
     })
 }
 
@@ -290,7 +294,7 @@ impl Pipeline {
         extensions: Extensions,
     ) -> Result<RunOutcome, PipelineError> {
         let started = Instant::now();
-        let deadline = self.timeout.map(|t| started + t);
+        let quiet = extensions.get::<QuietRun>().is_some();
         let mut ctx = PipelineContext {
             current: trigger.clone(),
             trigger,
@@ -302,7 +306,60 @@ impl Pipeline {
         ctx.meta
             .insert("run_id".into(), json!(uuid::Uuid::new_v4().to_string()));
         ctx.meta.insert("started_at".into(), json!(rfc3339_now()));
+        let events = (!quiet).then_some(&*self.events);
+        if let Some(events) = events {
+            events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));
+        }
+        let result = self.execute(&mut ctx, started, events).await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(()) => {
+                ctx.meta.insert("completed_at".into(), json!(rfc3339_now()));
+                if let Some(events) = events {
+                    events.emit_with(events::WORKFLOW_COMPLETED, || {
+                        let mut event = self.event_base(&ctx);
+                        event.insert("duration_ms".into(), json!(duration_ms));
+                        event.insert("result".into(), Value::Object(ctx.current.clone()));
+                        event
+                    });
+                }
+                Ok(RunOutcome { context: ctx })
+            }
+            Err(error) => {
+                if let Some(events) = events {
+                    events.emit_with(events::WORKFLOW_FAILED, || {
+                        let mut event = self.event_base(&ctx);
+                        event.insert("duration_ms".into(), json!(duration_ms));
+                        event.insert("error".into(), json!(error.message));
+                        event.insert("step".into(), json!(error.step));
+                        event
+                    });
+                }
+                Err(error)
+            }
+        }
+    }
 
+    /// The fields every lifecycle event of a run carries.
+    fn event_base(&self, ctx: &PipelineContext) -> Map<String, Value> {
+        let mut event = Map::new();
+        event.insert("pipeline".into(), json!(self.name));
+        for key in ["run_id", "started_at"] {
+            if let Some(v) = ctx.meta.get(key) {
+                event.insert(key.into(), v.clone());
+            }
+        }
+        event
+    }
+
+    /// The steps of one run, from the first to the end or the first unhandled failure.
+    async fn execute(
+        &self,
+        ctx: &mut PipelineContext,
+        started: Instant,
+        events: Option<&RunEvents>,
+    ) -> Result<(), PipelineError> {
+        let deadline = self.timeout.map(|t| started + t);
         let mut chosen: HashSet<usize> = HashSet::new();
         let mut skipped_branches: HashSet<usize> = HashSet::new();
         let mut executed: u32 = 0;
@@ -336,7 +393,7 @@ impl Pipeline {
                 ));
             }
             let step = &self.steps[i];
-            let result = self.run_step(step, &ctx, deadline).await;
+            let result = self.run_step_observed(step, ctx, deadline, events).await;
             for &observer in &self.observers[i] {
                 self.steps[observer]
                     .step
@@ -345,7 +402,7 @@ impl Pipeline {
             match result {
                 Ok(output) => {
                     let next = output.next.clone();
-                    merge(&mut ctx, &step.name, output.values);
+                    merge(ctx, &step.name, output.values);
                     // Every branch of this step is skipped unless it is the one jumped to.
                     skipped_branches.extend(self.branches[i].iter().copied());
                     match next {
@@ -392,7 +449,7 @@ impl Pipeline {
                         ));
                     }
                     OnError::Compensate => {
-                        let compensation = self.compensate(&ctx, deadline).await;
+                        let compensation = self.compensate(ctx, deadline, events).await;
                         let message = match compensation {
                             Ok(()) => format!(
                                 "step `{}` failed: {} (compensation executed)",
@@ -408,8 +465,7 @@ impl Pipeline {
                 },
             }
         }
-        ctx.meta.insert("completed_at".into(), json!(rfc3339_now()));
-        Ok(RunOutcome { context: ctx })
+        Ok(())
     }
 
     /// Compensation steps in reverse order; every one runs, the first failure is reported.
@@ -417,15 +473,55 @@ impl Pipeline {
         &self,
         ctx: &PipelineContext,
         deadline: Option<Instant>,
+        events: Option<&RunEvents>,
     ) -> Result<(), String> {
         let mut first_error = None;
         for step in self.compensation.iter().rev() {
-            if let Err(e) = self.run_step(step, ctx, deadline).await {
+            if let Err(e) = self.run_step_observed(step, ctx, deadline, events).await {
                 tracing::error!(pipeline = %self.name, step = %step.name, error = %e, "compensation step failed");
                 first_error.get_or_insert_with(|| format!("step `{}`: {}", step.name, e.message));
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// [`Self::run_step`] between its `step.started` and `step.completed|failed` events.
+    async fn run_step_observed(
+        &self,
+        step: &PipelineStep,
+        ctx: &PipelineContext,
+        deadline: Option<Instant>,
+        events: Option<&RunEvents>,
+    ) -> Result<StepOutput, StepError> {
+        let Some(events) = events else {
+            return self.run_step(step, ctx, deadline).await;
+        };
+        let step_event = || {
+            let mut event = self.event_base(ctx);
+            event.insert("step".into(), json!(step.name));
+            event.insert("step_type".into(), json!(step.type_name));
+            event
+        };
+        events.emit_with(events::STEP_STARTED, step_event);
+        let started = Instant::now();
+        let result = self.run_step(step, ctx, deadline).await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(output) => events.emit_with(events::STEP_COMPLETED, || {
+                let mut event = step_event();
+                event.insert("duration_ms".into(), json!(duration_ms));
+                event.insert("output".into(), Value::Object(output.values.clone()));
+                event
+            }),
+            Err(error) => events.emit_with(events::STEP_FAILED, || {
+                let mut event = step_event();
+                event.insert("duration_ms".into(), json!(duration_ms));
+                event.insert("error".into(), json!(error.message));
+                event.insert("error_kind".into(), json!(error.kind));
+                event
+            }),
+        }
+        result
     }
 
     /// One step with its timeout (bounded by the pipeline's deadline) and retries.
@@ -494,21 +590,8 @@ impl Pipeline {
     }
 }
 
-/// `backoff · 2^(attempt-1)`, capped, plus up to 50% jitter so retries of many runs spread out.
 fn backoff(retry: &Retry, attempt: u32) -> Duration {
-    let base = retry
-        .backoff
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-        .min(retry.max_backoff);
-    let jitter = base.mul_f64(rand_fraction() * 0.5);
-    (base + jitter).min(retry.max_backoff)
-}
-
-/// A number in [0, 1) from a fresh random UUID: enough for jitter, no extra dependency.
-fn rand_fraction() -> f64 {
-    // The low bits of a v4 UUID are random; the top bits of `as_u128` hold version and variant.
-    let bits = (uuid::Uuid::new_v4().as_u128() & ((1u128 << 53) - 1)) as u64;
-    bits as f64 / (1u64 << 53) as f64
+    crate::backoff::exponential_with_jitter(retry.backoff, retry.max_backoff, attempt)
 }
 
 fn merge(ctx: &mut PipelineContext, step: &str, values: Map<String, Value>) {

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::events::RunEvents;
 use crate::pipeline::Pipelines;
 use crate::registry::TypeInfo;
 use crate::services::Services;
@@ -31,6 +32,7 @@ pub struct AppState {
     /// their services here would otherwise form a cycle).
     services: Mutex<Option<Arc<Services>>>,
     pipelines: Mutex<Arc<Pipelines>>,
+    run_events: Arc<RunEvents>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             routes: Mutex::default(),
             services: Mutex::default(),
             pipelines: Mutex::default(),
+            run_events: Arc::default(),
         }
     }
 
@@ -83,6 +86,11 @@ impl AppState {
         if let Ok(mut slot) = self.pipelines.lock() {
             *slot = pipelines;
         }
+    }
+
+    /// Where the app's pipelines send their lifecycle events (an event bus installs itself).
+    pub fn run_events(&self) -> &Arc<RunEvents> {
+        &self.run_events
     }
 
     pub fn routes(&self) -> Vec<RouteInfo> {

@@ -107,8 +107,6 @@ impl Described for ComponentsType {
     type Config = ComponentsConfig;
 }
 
-const BROKER_TYPES: &[&str] = &["messaging.broker"];
-
 impl ModuleType for ComponentsType {
     fn check(config: &ComponentsConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
@@ -152,7 +150,7 @@ impl ModuleType for ComponentsType {
                 config.broker.as_deref(),
                 "broker",
                 "message broker",
-                BROKER_TYPES,
+                wf_messaging::BROKER_TYPES,
             )
         {
             issues.push(issue);
@@ -176,7 +174,7 @@ impl ModuleType for ComponentsType {
             config.broker.as_deref(),
             "broker",
             "message broker",
-            BROKER_TYPES,
+            wf_messaging::BROKER_TYPES,
         ) {
             refs.push(broker);
         }

@@ -67,11 +67,7 @@ fn default_max_body() -> usize {
 impl HttpTriggerRoute {
     /// The pipeline this route starts.
     fn target(&self) -> Option<&str> {
-        self.pipeline.as_deref().or_else(|| {
-            self.workflow
-                .as_deref()
-                .map(|w| w.strip_prefix("pipeline:").unwrap_or(w))
-        })
+        wf_engine::context::trigger_target(self.pipeline.as_deref(), self.workflow.as_deref())
     }
 }
 
@@ -92,31 +88,11 @@ impl TriggerType for HttpTriggerType {
             .into_iter()
             .collect();
         for (i, route) in config.routes.iter().enumerate() {
-            match route.target() {
-                None => issues.push(
-                    ConfigIssue::new(format!("/routes/{i}"), "the route names no pipeline")
-                        .help("add `pipeline: <name>`"),
-                ),
-                Some(name) if ctx.config.pipelines.iter().any(|p| p.name == name) => {}
-                // The original's `workflow` + `action` targets a workflow handler (a state
-                // machine, ...), not a pipeline.
-                Some(name)
-                    if route.pipeline.is_none()
-                        && route
-                            .workflow
-                            .as_deref()
-                            .is_some_and(|w| !w.starts_with("pipeline:")) =>
-                {
-                    issues.push(
-                        ConfigIssue::not_implemented(
-                            format!("/routes/{i}/workflow"),
-                            format!("starting workflow `{name}` (not a pipeline) from a trigger is not implemented in this build yet"),
-                        )
-                        .help("point the route at a pipeline with `pipeline: <name>`"),
-                    );
-                }
-                Some(name) => issues.extend(ctx.require_pipeline(&format!("/routes/{i}"), name)),
-            }
+            issues.extend(ctx.check_trigger_target(
+                &format!("/routes/{i}"),
+                route.pipeline.as_deref(),
+                route.workflow.as_deref(),
+            ));
         }
         issues
     }

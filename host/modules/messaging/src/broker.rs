@@ -1,98 +1,299 @@
-//! `messaging.broker`: an in-process broker. A publish reaches every subscriber of the topic, in
-//! subscription order, before `publish` returns; a failing subscriber is logged and counted and
-//! does not stop delivery to the others.
+//! `messaging.broker`: the in-process broker, also registered as `messaging.broker.eventbus`
+//! and `eventbus.modular` (the original's event-bus names, which there were inert).
+//!
+//! Each subscription has a bounded queue and one worker, so a subscriber sees a topic's
+//! messages in publish order and one slow subscriber never delays another. `publish` waits
+//! for room in every subscriber's queue (back-pressure) for at most `deliveryTimeout`, and
+//! either queues the message for all of them or, when a queue stays full, for none.
+//! `delivery: sync` instead runs every subscriber before `publish` returns (the original's
+//! behaviour), which suits tests and request/response-style flows.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
-use wf_engine::{BuildContext, Category, Described, Module, ModuleType, async_trait};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wf_engine::{
+    BuildContext, Category, Described, Module, ModuleType, StartContext, StopContext, async_trait,
+};
 
+use crate::delivery::{
+    DeliveryConfig, DeliveryPolicy, Outcome, SubscriptionStats, dead_letter_envelope,
+};
+use crate::lifecycle::LifecycleForwarder;
 use crate::{Delivery, MessageBroker, MessageHandler};
 
-/// Configuration of `messaging.broker`.
+/// How `publish` hands messages to subscribers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Queue the message per subscriber and return; each subscriber's worker handles its
+    /// queue in order.
+    #[default]
+    Async,
+    /// Run every subscriber, in subscription order, before `publish` returns.
+    Sync,
+}
+
+/// Configuration of `messaging.broker` (and `messaging.broker.eventbus`, `eventbus.modular`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryBrokerConfig {
-    /// Longest time one subscriber may take with one message; past it the delivery counts as
-    /// failed and the next subscriber gets the message.
-    #[serde(default = "default_delivery_timeout", rename = "deliveryTimeout")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub delivery_timeout: String,
+    /// `async` (default): per-subscriber queues and workers; `sync`: subscribers run inside
+    /// `publish`.
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// Messages each subscriber's queue holds before `publish` waits for room.
+    #[serde(default = "default_max_queue_size", rename = "maxQueueSize")]
+    #[schemars(range(min = 1))]
+    pub max_queue_size: usize,
+    /// Publish the run lifecycle events (`workflow.started`, `step.completed`, ...) on this
+    /// broker when something subscribes to them. An event bus module outranks a plain broker
+    /// when an app has both.
+    #[serde(default = "default_true", rename = "lifecycleEvents")]
+    pub lifecycle_events: bool,
     /// Topics this broker carries, as documentation; any topic can be used.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// A description, as documentation.
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(flatten)]
+    pub delivery_settings: DeliveryConfig,
 }
 
-fn default_delivery_timeout() -> String {
-    "30s".to_string()
+fn default_max_queue_size() -> usize {
+    10_000
 }
 
-pub struct MemoryBrokerType;
-
-impl Described for MemoryBrokerType {
-    const NAME: &'static str = "messaging.broker";
-    const CATEGORY: Category = Category::Messaging;
-    const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "In-memory publish/subscribe broker delivering each message to every subscriber of its topic.";
-    type Config = MemoryBrokerConfig;
+fn default_true() -> bool {
+    true
 }
 
-impl ModuleType for MemoryBrokerType {
-    fn build(
-        config: MemoryBrokerConfig,
-        ctx: &mut BuildContext<'_>,
-    ) -> anyhow::Result<Arc<dyn Module>> {
-        let broker = Arc::new(MemoryBroker {
-            name: ctx.name.to_string(),
-            delivery_timeout: parse_duration(&config.delivery_timeout)
-                .map_err(anyhow::Error::msg)?,
-            topics: RwLock::default(),
-            order: RwLock::default(),
-        });
-        ctx.provide::<dyn MessageBroker>(broker.clone());
-        Ok(broker)
-    }
+macro_rules! memory_broker_type {
+    ($type:ident, $name:literal, $priority:literal, $description:literal) => {
+        pub struct $type;
+
+        impl Described for $type {
+            const NAME: &'static str = $name;
+            const CATEGORY: Category = Category::Messaging;
+            const PLUGIN: &'static str = crate::PLUGIN;
+            const DESCRIPTION: &'static str = $description;
+            type Config = MemoryBrokerConfig;
+        }
+
+        impl ModuleType for $type {
+            fn build(
+                config: MemoryBrokerConfig,
+                ctx: &mut BuildContext<'_>,
+            ) -> anyhow::Result<Arc<dyn Module>> {
+                let broker = MemoryBroker::new(ctx.name, &config, $priority)?;
+                ctx.provide::<dyn MessageBroker>(broker.clone());
+                Ok(broker)
+            }
+        }
+    };
 }
 
-type Subscriber = (String, Arc<dyn MessageHandler>);
+memory_broker_type!(
+    MemoryBrokerType,
+    "messaging.broker",
+    1,
+    "In-memory publish/subscribe broker: per-subscriber ordered queues with back-pressure, or synchronous delivery."
+);
+memory_broker_type!(
+    EventBusBridgeType,
+    "messaging.broker.eventbus",
+    2,
+    "The app's in-memory event bus (the original's EventBus bridge): a `messaging.broker` that carries the run lifecycle events first."
+);
+memory_broker_type!(
+    ModularEventBusType,
+    "eventbus.modular",
+    2,
+    "The app's in-memory event bus under the original's modular name; the same as `messaging.broker.eventbus`."
+);
+
+/// One subscription: who handles it, and its queue in async mode.
+struct Subscriber {
+    target: Arc<Target>,
+    queue: Option<mpsc::Sender<Bytes>>,
+}
+
+/// The handler side of a subscription. Its worker holds only this, not the queue's sender, so
+/// the worker ends once the broker drops the senders and the queue is empty.
+struct Target {
+    name: String,
+    handler: Arc<dyn MessageHandler>,
+    stats: SubscriptionStats,
+}
+
+/// A subscription's queue receiver, waiting for the broker to start its worker.
+struct PendingWorker {
+    topic: String,
+    target: Arc<Target>,
+    queue: mpsc::Receiver<Bytes>,
+}
 
 pub struct MemoryBroker {
     name: String,
-    delivery_timeout: Duration,
-    topics: RwLock<HashMap<String, Arc<[Subscriber]>>>,
+    mode: DeliveryMode,
+    max_queue_size: usize,
+    policy: DeliveryPolicy,
+    lifecycle_events: bool,
+    /// 2 for the event-bus names, 1 for `messaging.broker` (see [`wf_engine::events`]).
+    lifecycle_priority: u8,
+    topics: RwLock<HashMap<String, Arc<[Arc<Subscriber>]>>>,
     order: RwLock<Vec<(String, String)>>,
+    /// Workers not started yet (subscriptions made before `start`).
+    pending: Mutex<Vec<PendingWorker>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    running: std::sync::atomic::AtomicBool,
+    lifecycle: Mutex<Option<LifecycleForwarder>>,
+    this: Weak<MemoryBroker>,
+}
+
+impl MemoryBroker {
+    pub fn new(
+        name: &str,
+        config: &MemoryBrokerConfig,
+        lifecycle_priority: u8,
+    ) -> anyhow::Result<Arc<Self>> {
+        let policy = DeliveryPolicy::from_config(&config.delivery_settings)?;
+        Ok(Arc::new_cyclic(|this| MemoryBroker {
+            name: name.to_string(),
+            mode: config.delivery,
+            max_queue_size: config.max_queue_size.max(1),
+            policy,
+            lifecycle_events: config.lifecycle_events,
+            lifecycle_priority,
+            topics: RwLock::default(),
+            order: RwLock::default(),
+            pending: Mutex::default(),
+            workers: Mutex::default(),
+            running: Default::default(),
+            lifecycle: Mutex::default(),
+            this: this.clone(),
+        }))
+    }
+
+    fn subscribers(&self, topic: &str) -> Option<Arc<[Arc<Subscriber>]>> {
+        self.topics.read().ok().and_then(|t| t.get(topic).cloned())
+    }
+
+    /// Handles one message for one subscriber: every attempt, then the dead-letter topic.
+    async fn deliver(&self, topic: &str, subscriber: &Target, payload: Bytes) -> bool {
+        let mut attempt = 1;
+        loop {
+            let outcome = self
+                .policy
+                .attempt(&*subscriber.handler, topic, payload.clone(), attempt)
+                .await;
+            subscriber.stats.count(&outcome);
+            match outcome {
+                Outcome::Handled => return true,
+                Outcome::Retry { after, error } => {
+                    tracing::warn!(broker = %self.name, %topic, subscriber = %subscriber.name, attempt, %error, ?after, "delivery failed; redelivering");
+                    tokio::time::sleep(after).await;
+                    attempt += 1;
+                }
+                Outcome::DeadLetter(error) => {
+                    tracing::error!(broker = %self.name, %topic, subscriber = %subscriber.name, attempts = attempt, %error, dead_letter_topic = ?self.policy.dead_letter_topic, "message could not be delivered");
+                    if let Some(dead_letters) = &self.policy.dead_letter_topic
+                        && dead_letters != topic
+                    {
+                        let envelope = dead_letter_envelope(
+                            topic,
+                            &subscriber.name,
+                            &error,
+                            attempt,
+                            &payload,
+                        );
+                        // Boxed: publishing may deliver synchronously, which comes back here.
+                        let published = Box::pin(self.publish(dead_letters, envelope)).await;
+                        if let Err(e) = published {
+                            tracing::error!(broker = %self.name, %topic, error = %format!("{e:#}"), "dead-lettering failed");
+                        }
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn spawn_worker(&self, pending: PendingWorker) -> anyhow::Result<JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| anyhow::anyhow!("broker `{}` needs a running runtime", self.name))?;
+        let broker = self.this.clone();
+        let PendingWorker {
+            topic,
+            target,
+            mut queue,
+        } = pending;
+        Ok(runtime.spawn(async move {
+            while let Some(payload) = queue.recv().await {
+                // The worker must not keep the broker alive: it ends when the broker is gone.
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                broker.deliver(&topic, &target, payload).await;
+            }
+        }))
+    }
 }
 
 #[async_trait]
 impl MessageBroker for MemoryBroker {
     async fn publish(&self, topic: &str, payload: Bytes) -> anyhow::Result<Delivery> {
         // Clone the subscriber list so no lock is held while handlers run (they may publish).
-        let subscribers = self.topics.read().ok().and_then(|t| t.get(topic).cloned());
-        let Some(subscribers) = subscribers else {
-            tracing::warn!(broker = %self.name, %topic, "message published to a topic without subscribers");
+        let Some(subscribers) = self.subscribers(topic) else {
+            tracing::debug!(broker = %self.name, %topic, "message published to a topic without subscribers");
             return Ok(Delivery::default());
         };
         let mut delivery = Delivery::default();
-        for (name, handler) in subscribers.iter() {
-            match tokio::time::timeout(
-                self.delivery_timeout,
-                handler.handle(topic, payload.clone()),
-            )
-            .await
-            {
-                Ok(Ok(())) => delivery.delivered += 1,
-                Ok(Err(e)) => {
-                    delivery.failed += 1;
-                    tracing::error!(broker = %self.name, %topic, subscriber = %name, error = %format!("{e:#}"), "subscriber failed");
+        match self.mode {
+            DeliveryMode::Sync => {
+                for subscriber in subscribers.iter() {
+                    if self
+                        .deliver(topic, &subscriber.target, payload.clone())
+                        .await
+                    {
+                        delivery.delivered += 1;
+                    } else {
+                        delivery.failed += 1;
+                    }
                 }
-                Err(_) => {
-                    delivery.failed += 1;
-                    tracing::error!(broker = %self.name, %topic, subscriber = %name, timeout = ?self.delivery_timeout, "subscriber timed out");
+            }
+            DeliveryMode::Async => {
+                // Room in every queue first, so the message is queued for all or for none.
+                let wait_for_room = async {
+                    let mut permits = Vec::with_capacity(subscribers.len());
+                    for subscriber in subscribers.iter() {
+                        let Some(queue) = &subscriber.queue else {
+                            continue;
+                        };
+                        match queue.reserve().await {
+                            Ok(permit) => permits.push(permit),
+                            Err(_) => anyhow::bail!("broker `{}` has stopped", self.name),
+                        }
+                    }
+                    Ok(permits)
+                };
+                let permits = match tokio::time::timeout(self.policy.timeout, wait_for_room).await {
+                    Ok(permits) => permits?,
+                    Err(_) => anyhow::bail!(
+                        "a subscriber of `{topic}` on broker `{}` has {} messages waiting and took longer than {:?} to make room; the message was not published (raise `maxQueueSize` or `deliveryTimeout`, or speed up the subscriber)",
+                        self.name,
+                        self.max_queue_size,
+                        self.policy.timeout
+                    ),
+                };
+                delivery.queued = permits.len();
+                for permit in permits {
+                    permit.send(payload.clone());
                 }
             }
         }
@@ -105,12 +306,49 @@ impl MessageBroker for MemoryBroker {
         subscriber: &str,
         handler: Arc<dyn MessageHandler>,
     ) -> anyhow::Result<()> {
+        let (queue, receiver) = match self.mode {
+            DeliveryMode::Async => {
+                let (tx, rx) = mpsc::channel(self.max_queue_size);
+                (Some(tx), Some(rx))
+            }
+            DeliveryMode::Sync => (None, None),
+        };
+        let target = Arc::new(Target {
+            name: subscriber.to_string(),
+            handler,
+            stats: SubscriptionStats::default(),
+        });
+        let entry = Arc::new(Subscriber {
+            target: target.clone(),
+            queue,
+        });
+        if let Some(receiver) = receiver {
+            let pending = PendingWorker {
+                topic: topic.to_string(),
+                target,
+                queue: receiver,
+            };
+            // Subscriptions made while running (trigger components) start their worker now.
+            if self.running.load(std::sync::atomic::Ordering::Acquire) {
+                let worker = self.spawn_worker(pending)?;
+                self.workers
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
+                    .push(worker);
+            } else {
+                self.pending
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
+                    .push(pending);
+            }
+        }
         let mut topics = self
             .topics
             .write()
             .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?;
-        let mut list: Vec<Subscriber> = topics.get(topic).map(|s| s.to_vec()).unwrap_or_default();
-        list.push((subscriber.to_string(), handler));
+        let mut list: Vec<Arc<Subscriber>> =
+            topics.get(topic).map(|s| s.to_vec()).unwrap_or_default();
+        list.push(entry);
         topics.insert(topic.to_string(), list.into());
         if let Ok(mut order) = self.order.write() {
             order.push((topic.to_string(), subscriber.to_string()));
@@ -121,42 +359,147 @@ impl MessageBroker for MemoryBroker {
     fn subscriptions(&self) -> Vec<(String, String)> {
         self.order.read().map(|o| o.clone()).unwrap_or_default()
     }
+
+    fn wants_run_event(&self, topic: &str) -> bool {
+        self.lifecycle_events && self.subscribers(topic).is_some()
+    }
 }
 
-impl Module for MemoryBroker {}
+#[async_trait]
+impl Module for MemoryBroker {
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        let pending = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?,
+        );
+        let mut workers = Vec::with_capacity(pending.len());
+        for p in pending {
+            workers.push(self.spawn_worker(p)?);
+        }
+        self.workers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
+            .extend(workers);
+        self.running
+            .store(true, std::sync::atomic::Ordering::Release);
+        if self.lifecycle_events {
+            let this: Weak<dyn MessageBroker> = self.this.clone();
+            let forwarder = LifecycleForwarder::install(&ctx.app, self.lifecycle_priority, this);
+            if let Ok(mut slot) = self.lifecycle.lock() {
+                *slot = Some(forwarder);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops taking messages and lets every worker finish its queue until the deadline.
+    async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Release);
+        if let Ok(mut slot) = self.lifecycle.lock() {
+            slot.take();
+        }
+        // Dropping the senders ends each worker once its queue is empty.
+        if let Ok(mut topics) = self.topics.write() {
+            topics.clear();
+        }
+        let workers = std::mem::take(
+            &mut *self
+                .workers
+                .lock()
+                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?,
+        );
+        let mut unfinished = 0;
+        for mut worker in workers {
+            if tokio::time::timeout_at(ctx.deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                worker.abort();
+                unfinished += 1;
+            }
+        }
+        if unfinished > 0 {
+            anyhow::bail!(
+                "{unfinished} subscribers still had queued messages at the deadline; they were dropped"
+            );
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    struct Recorder(Mutex<Vec<String>>, bool);
+    use crate::PoisonMessage;
+
+    /// Records what it receives; fails the first `fail_first` deliveries (or every one that
+    /// is not JSON, as a poison message).
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        fail_first: Mutex<usize>,
+    }
+
+    impl Recorder {
+        fn new(fail_first: usize) -> Arc<Self> {
+            Arc::new(Recorder {
+                seen: Mutex::default(),
+                fail_first: Mutex::new(fail_first),
+            })
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
 
     #[async_trait]
     impl MessageHandler for Recorder {
         async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{topic}:{}", String::from_utf8_lossy(&payload)));
-            if self.1 {
-                anyhow::bail!("handler refused")
-            } else {
-                Ok(())
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            self.seen.lock().unwrap().push(format!("{topic}:{text}"));
+            if serde_json::from_slice::<serde_json::Value>(&payload).is_err() {
+                return Err(PoisonMessage("not JSON".into()).into());
             }
+            let mut fail = self.fail_first.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                anyhow::bail!("handler refused")
+            }
+            Ok(())
         }
     }
 
+    fn broker(yaml: serde_json::Value) -> Arc<MemoryBroker> {
+        let config: MemoryBrokerConfig = serde_json::from_value(yaml).unwrap();
+        MemoryBroker::new("b", &config, 1).unwrap()
+    }
+
+    async fn started(broker: &Arc<MemoryBroker>) {
+        let app = Arc::new(wf_engine::AppState::new(None, Arc::from(Vec::new())));
+        broker.start(&StartContext { app }).await.unwrap();
+    }
+
+    /// Polls until `f` holds; bounded, so a broken broker fails the test instead of hanging.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
     #[tokio::test]
-    async fn delivers_in_order_and_counts_failures() {
-        let broker = MemoryBroker {
-            name: "b".into(),
-            delivery_timeout: Duration::from_secs(1),
-            topics: RwLock::default(),
-            order: RwLock::default(),
-        };
-        let ok = Arc::new(Recorder(Mutex::default(), false));
-        let failing = Arc::new(Recorder(Mutex::default(), true));
+    async fn sync_delivery_runs_every_subscriber_in_order_and_counts_failures() {
+        let broker = broker(serde_json::json!({"delivery": "sync"}));
+        let ok = Recorder::new(0);
+        let failing = Recorder::new(usize::MAX);
         broker
             .subscribe("orders", "failing", failing.clone())
             .unwrap();
@@ -167,14 +510,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            delivery,
-            Delivery {
-                delivered: 1,
-                failed: 1
-            }
+            (delivery.delivered, delivery.failed, delivery.queued),
+            (1, 1, 0)
         );
-        assert_eq!(*ok.0.lock().unwrap(), ["orders:{\"id\":1}"]);
-        assert_eq!(*failing.0.lock().unwrap(), ["orders:{\"id\":1}"]);
+        assert_eq!(ok.seen(), ["orders:{\"id\":1}"]);
+        assert_eq!(failing.seen(), ["orders:{\"id\":1}"]);
 
         let none = broker
             .publish("nobody-listens", Bytes::new())
@@ -183,10 +523,102 @@ mod tests {
         assert_eq!(none, Delivery::default());
         assert_eq!(
             broker.subscriptions(),
-            [
-                ("orders".to_string(), "failing".to_string()),
-                ("orders".to_string(), "ok".to_string())
-            ]
+            [("orders", "failing"), ("orders", "ok")].map(|(t, s)| (t.to_string(), s.to_string()))
         );
+    }
+
+    #[tokio::test]
+    async fn async_delivery_keeps_each_subscribers_order_and_redelivers_failures() {
+        let broker = broker(serde_json::json!({"maxDeliveries": 3, "retryBackoff": "1ms"}));
+        let flaky = Recorder::new(2);
+        broker.subscribe("orders", "flaky", flaky.clone()).unwrap();
+        // Published before start: queued, handled once the broker starts.
+        for i in 0..5 {
+            let delivery = broker
+                .publish("orders", Bytes::from(format!("{i}")))
+                .await
+                .unwrap();
+            assert_eq!(delivery.queued, 1);
+        }
+        started(&broker).await;
+        eventually("five messages and two redeliveries", || {
+            flaky.seen().len() == 7
+        })
+        .await;
+        // The first message failed twice and was redelivered before the second one ran.
+        assert_eq!(
+            flaky.seen(),
+            ["0", "0", "0", "1", "2", "3", "4"].map(|m| format!("orders:{m}"))
+        );
+        broker
+            .stop(&StopContext {
+                deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_and_poison_messages_go_to_the_dead_letter_topic() {
+        let broker = broker(serde_json::json!({
+            "maxDeliveries": 2, "retryBackoff": "1ms", "deadLetterTopic": "dead"
+        }));
+        let failing = Recorder::new(usize::MAX);
+        let dead = Recorder::new(0);
+        broker
+            .subscribe("orders", "failing", failing.clone())
+            .unwrap();
+        broker
+            .subscribe("dead", "dead-letters", dead.clone())
+            .unwrap();
+        started(&broker).await;
+        broker
+            .publish("orders", Bytes::from_static(b"{\"id\":7}"))
+            .await
+            .unwrap();
+        broker
+            .publish("orders", Bytes::from_static(b"not json"))
+            .await
+            .unwrap();
+        eventually("two dead letters", || dead.seen().len() == 2).await;
+        // The JSON message was tried twice; the poison one once.
+        assert_eq!(failing.seen().len(), 3);
+        let letters: Vec<serde_json::Value> = dead
+            .seen()
+            .iter()
+            .map(|s| serde_json::from_str(s.strip_prefix("dead:").unwrap()).unwrap())
+            .collect();
+        assert_eq!(letters[0]["payload"], "{\"id\":7}");
+        assert_eq!(letters[0]["attempts"], 2);
+        assert_eq!(letters[0]["error"], "handler refused");
+        assert_eq!(letters[1]["payload"], "not json");
+        assert_eq!(letters[1]["attempts"], 1);
+        assert_eq!(letters[1]["subscriber"], "failing");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_publish_wait_then_fail_without_partial_delivery() {
+        let broker = broker(serde_json::json!({"maxQueueSize": 1, "deliveryTimeout": "50ms"}));
+        let a = Recorder::new(0);
+        let b = Recorder::new(0);
+        broker.subscribe("t", "a", a.clone()).unwrap();
+        broker.subscribe("t", "b", b.clone()).unwrap();
+        // Not started: nothing drains the queues.
+        broker.publish("t", Bytes::from_static(b"1")).await.unwrap();
+        let error = broker
+            .publish("t", Bytes::from_static(b"2"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("maxQueueSize"), "{error}");
+        started(&broker).await;
+        eventually("the first message", || {
+            a.seen().len() == 1 && b.seen().len() == 1
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The refused message reached neither subscriber.
+        assert_eq!(a.seen(), ["t:1"]);
+        assert_eq!(b.seen(), ["t:1"]);
     }
 }

@@ -1,8 +1,11 @@
 //! `messaging.handler`: logs every message it receives (topic, size and, when it is JSON, its
-//! `type`/`eventType`) and counts them — the original's behaviour.
+//! `type`/`eventType`), counts them, and forwards each one to its target topics — the topics in
+//! its `targetTopics` and in the `messaging` workflow's `producers[].forwardTo` for it (which
+//! the original only printed). That is how the original's example chains
+//! (`raw-input → validated-data → ...`) flow from stage to stage.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use schemars::JsonSchema;
@@ -30,6 +33,12 @@ pub struct LoggingHandlerConfig {
     /// A directory whose new files become messages. Not implemented yet.
     #[serde(default, rename = "watchPath")]
     pub watch_path: Option<String>,
+    /// Topics every received message is published to, on the handler's broker.
+    #[serde(default, rename = "targetTopics")]
+    pub target_topics: Vec<String>,
+    /// A description, as documentation.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 pub struct LoggingHandlerType;
@@ -58,18 +67,23 @@ impl ModuleType for LoggingHandlerType {
         }
         if let Some(topic) = &config.topic {
             issues.extend(crate::check_topic("/topic", topic));
+        }
+        for (i, topic) in config.target_topics.iter().enumerate() {
+            issues.extend(crate::check_topic(&format!("/targetTopics/{i}"), topic));
+        }
+        if config.topic.is_some() || !config.target_topics.is_empty() {
             issues.extend(crate::choose_broker(config.broker.as_deref(), ctx).err());
         }
         issues
     }
 
     fn references(config: &LoggingHandlerConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        match config.topic {
-            Some(_) => crate::choose_broker(config.broker.as_deref(), ctx)
+        match config.topic.is_some() || !config.target_topics.is_empty() {
+            true => crate::choose_broker(config.broker.as_deref(), ctx)
                 .ok()
                 .into_iter()
                 .collect(),
-            None => Vec::new(),
+            false => Vec::new(),
         }
     }
 
@@ -80,9 +94,11 @@ impl ModuleType for LoggingHandlerType {
         let handler = Arc::new(LoggingHandler {
             name: ctx.name.to_string(),
             received: AtomicU64::new(0),
+            forward: RwLock::default(),
         });
         ctx.provide::<dyn MessageHandler>(handler.clone());
-        if let Some(topic) = &config.topic {
+        ctx.provide::<LoggingHandler>(handler.clone());
+        if config.topic.is_some() || !config.target_topics.is_empty() {
             // The broker is built first: it is one of this module's references.
             let broker = match &config.broker {
                 Some(name) => ctx.service::<dyn MessageBroker>(name)?,
@@ -98,7 +114,10 @@ impl ModuleType for LoggingHandlerType {
                         .ok_or_else(|| anyhow::anyhow!("there is no message broker"))?
                 }
             };
-            broker.subscribe(topic, ctx.name, handler.clone())?;
+            handler.forward_to(&broker, &config.target_topics);
+            if let Some(topic) = &config.topic {
+                broker.subscribe(topic, ctx.name, handler.clone())?;
+            }
         }
         Ok(handler)
     }
@@ -107,11 +126,26 @@ impl ModuleType for LoggingHandlerType {
 pub struct LoggingHandler {
     name: String,
     received: AtomicU64,
+    /// Where received messages are published next.
+    forward: RwLock<Vec<(Arc<dyn MessageBroker>, String)>>,
+}
+
+impl wf_engine::ServiceKind for LoggingHandler {
+    const LABEL: &'static str = "a `messaging.handler`";
 }
 
 impl LoggingHandler {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Adds target topics (on `broker`) that every received message is forwarded to.
+    pub fn forward_to(&self, broker: &Arc<dyn MessageBroker>, topics: &[String]) {
+        if let Ok(mut forward) = self.forward.write() {
+            for topic in topics {
+                forward.push((broker.clone(), topic.clone()));
+            }
+        }
     }
 }
 
@@ -128,6 +162,17 @@ impl MessageHandler for LoggingHandler {
                     .map(str::to_string)
             });
         tracing::info!(handler = %self.name, %topic, bytes = payload.len(), event_type = event_type.as_deref().unwrap_or("-"), count, "message received");
+        let targets = self.forward.read().map(|f| f.clone()).unwrap_or_default();
+        for (broker, target) in targets {
+            // A handler forwarding to the topic it reads would feed itself forever.
+            if target == topic {
+                continue;
+            }
+            broker
+                .publish(&target, payload.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("forwarding to `{target}`: {e:#}"))?;
+        }
         Ok(())
     }
 }

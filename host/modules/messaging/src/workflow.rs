@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use wf_engine::{Category, CheckContext, ConfigIssue, Described, WireContext, WorkflowType};
 
+use crate::handler::LoggingHandler;
 use crate::{MessageBroker, MessageHandler};
 
 /// Configuration of the `messaging` workflow.
@@ -30,7 +31,8 @@ pub struct Subscription {
     pub handler: String,
 }
 
-/// A declared publisher, as documentation.
+/// A declared publisher. When `name` is a `messaging.handler`, every message it receives is
+/// forwarded to these topics; other modules are listed as documentation.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Producer {
@@ -71,17 +73,15 @@ impl WorkflowType for MessagingWorkflow {
                 &s.topic,
             ));
         }
+        issues.extend(forwarding_cycle(config, ctx));
         issues
     }
 
     fn configure(config: MessagingWorkflowConfig, ctx: &mut WireContext<'_>) -> anyhow::Result<()> {
-        let broker = match &config.broker {
-            Some(name) => ctx.service::<dyn MessageBroker>(name)?,
-            None => match ctx.all::<dyn MessageBroker>().as_slice() {
-                [(_, only)] => only.clone(),
-                other => anyhow::bail!("expected one message broker, found {}", other.len()),
-            },
-        };
+        // The same choice validation made.
+        let broker_name = crate::choose_broker(config.broker.as_deref(), &ctx.check())
+            .map_err(|issue| anyhow::anyhow!(issue.message))?;
+        let broker = ctx.service::<dyn MessageBroker>(&broker_name)?;
         for (i, s) in config.subscriptions.iter().enumerate() {
             match ctx.service::<dyn MessageHandler>(&s.handler) {
                 Ok(handler) => broker.subscribe(&s.topic, &s.handler, handler)?,
@@ -91,6 +91,85 @@ impl WorkflowType for MessagingWorkflow {
                 )),
             }
         }
+        for producer in &config.producers {
+            if let Ok(handler) = ctx.service::<LoggingHandler>(&producer.name) {
+                let topics: Vec<String> = producer
+                    .topic
+                    .iter()
+                    .chain(&producer.forward_to)
+                    .cloned()
+                    .collect();
+                handler.forward_to(&broker, &topics);
+            }
+        }
         Ok(())
     }
+}
+
+/// Handlers forward what they receive, so a topic that leads back to itself through
+/// subscriptions and `forwardTo` would circulate every message forever: refuse it.
+fn forwarding_cycle(
+    config: &MessagingWorkflowConfig,
+    ctx: &CheckContext<'_>,
+) -> Option<ConfigIssue> {
+    use std::collections::{BTreeMap, BTreeSet};
+    // topic → topics its messages are forwarded to (through a forwarding handler).
+    let mut next: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for s in &config.subscriptions {
+        if ctx.module_type(&s.handler) != Some("messaging.handler") {
+            continue;
+        }
+        for p in config.producers.iter().filter(|p| p.name == s.handler) {
+            for target in p.topic.iter().chain(&p.forward_to) {
+                if target != &s.topic {
+                    next.entry(s.topic.as_str())
+                        .or_default()
+                        .insert(target.as_str());
+                }
+            }
+        }
+    }
+    fn visit<'a>(
+        topic: &'a str,
+        next: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(at) = path.iter().position(|t| *t == topic) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(topic);
+            return Some(cycle);
+        }
+        if !done.insert(topic) {
+            return None;
+        }
+        path.push(topic);
+        for target in next.get(topic).into_iter().flatten() {
+            if let Some(cycle) = visit(target, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for topic in next.keys() {
+        if let Some(cycle) = visit(topic, &next, &mut Vec::new(), &mut done) {
+            return Some(
+                ConfigIssue::new(
+                    "/producers",
+                    format!(
+                        "messages would circulate forever: {}",
+                        cycle
+                            .iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    ),
+                )
+                .help("remove one of the `forwardTo` topics that closes the loop"),
+            );
+        }
+    }
+    None
 }

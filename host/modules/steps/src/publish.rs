@@ -37,15 +37,13 @@ impl Described for PublishType {
     type Config = PublishConfig;
 }
 
-const BROKER_TYPES: &[&str] = &["messaging.broker"];
-
 impl StepType for PublishType {
     fn check(config: &PublishConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         ctx.choose(
             config.broker.as_deref(),
             "broker",
             "message broker",
-            BROKER_TYPES,
+            wf_messaging::BROKER_TYPES,
         )
         .err()
         .into_iter()
@@ -98,6 +96,7 @@ impl Step for Publish {
             ("published", json!(true)),
             ("topic", json!(topic)),
             ("delivered", json!(delivery.delivered)),
+            ("queued", json!(delivery.queued)),
         ])))
     }
 }

@@ -352,21 +352,28 @@ pipelines:
 
 #[tokio::test]
 async fn publish_reaches_the_broker_subscribers() {
-    let yaml = "modules:
-  - {name: bus, type: messaging.broker}
-  - {name: audit, type: messaging.handler, config: {topic: orders.created}}
+    // Synchronous delivery: the subscriber has run when the step finishes; asynchronous (the
+    // default): the message waits in the subscriber's queue.
+    for (delivery, delivered, queued) in [("sync", 1, 0), ("async", 0, 1)] {
+        let yaml = format!(
+            "modules:
+  - {{name: bus, type: messaging.broker, config: {{delivery: {delivery}}}}}
+  - {{name: audit, type: messaging.handler, config: {{topic: orders.created}}}}
 pipelines:
   p:
     steps:
-      - {name: pub, type: step.publish, config: {topic: \"orders.{{ .event }}\", payload: {id: \"{{ .id }}\"}}}
-";
-    let ctx = run_with(yaml, json!({"event": "created", "id": 5}))
-        .await
-        .unwrap();
-    assert_eq!(
-        ctx.steps["pub"],
-        json!({"published": true, "topic": "orders.created", "delivered": 1})
-    );
+      - {{name: pub, type: step.publish, config: {{topic: \"orders.{{{{ .event }}}}\", payload: {{id: \"{{{{ .id }}}}\"}}}}}}
+"
+        );
+        let ctx = run_with(&yaml, json!({"event": "created", "id": 5}))
+            .await
+            .unwrap();
+        assert_eq!(
+            ctx.steps["pub"],
+            json!({"published": true, "topic": "orders.created", "delivered": delivered, "queued": queued}),
+            "{delivery}"
+        );
+    }
 }
 
 #[tokio::test]

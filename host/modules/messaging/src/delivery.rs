@@ -1,0 +1,178 @@
+//! What every broker does with one delivery: run the handler within a time limit, decide between
+//! acknowledging, redelivering and dead-lettering, and build the dead-letter envelope. The
+//! brokers differ only in how they wait and acknowledge.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
+use wf_engine::wf_config::time::rfc3339_now;
+
+use crate::MessageHandler;
+
+/// A message its handler can never process (e.g. not JSON where JSON is required). Returned
+/// as the handler's error, it is dead-lettered at once instead of being redelivered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PoisonMessage(pub String);
+
+/// Delivery settings every broker module accepts (flattened into its config).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DeliveryConfig {
+    /// Longest time a handler may take with one message; past it the attempt counts as failed.
+    #[serde(default = "default_delivery_timeout", rename = "deliveryTimeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub delivery_timeout: String,
+    /// Attempts per message and subscriber, the first included; a handler error or timeout
+    /// before the last one redelivers the message after a backoff.
+    #[serde(default = "default_max_deliveries", rename = "maxDeliveries")]
+    #[schemars(range(min = 1))]
+    pub max_deliveries: u32,
+    /// First wait before a redelivery; it doubles per attempt (with jitter) up to `30s`.
+    #[serde(default = "default_retry_backoff", rename = "retryBackoff")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub retry_backoff: String,
+    /// Where messages go that failed their last attempt or could never be processed, as a JSON
+    /// envelope `{topic, subscriber, error, attempts, failed_at, payload}` (`payload` is the
+    /// message text, or base64 with `payload_base64: true` when it is not UTF-8). Without it,
+    /// such messages are logged and counted, then dropped.
+    #[serde(default, rename = "deadLetterTopic")]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn default_delivery_timeout() -> String {
+    "30s".to_string()
+}
+
+fn default_max_deliveries() -> u32 {
+    1
+}
+
+fn default_retry_backoff() -> String {
+    "100ms".to_string()
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            delivery_timeout: default_delivery_timeout(),
+            max_deliveries: default_max_deliveries(),
+            retry_backoff: default_retry_backoff(),
+            dead_letter_topic: None,
+        }
+    }
+}
+
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// [`DeliveryConfig`], parsed.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    pub timeout: Duration,
+    pub max_deliveries: u32,
+    pub retry_backoff: Duration,
+    pub dead_letter_topic: Option<String>,
+}
+
+impl DeliveryPolicy {
+    pub fn from_config(config: &DeliveryConfig) -> anyhow::Result<Self> {
+        Ok(DeliveryPolicy {
+            timeout: parse_duration(&config.delivery_timeout)
+                .map_err(|e| anyhow::anyhow!("`deliveryTimeout`: {e}"))?,
+            max_deliveries: config.max_deliveries.max(1),
+            retry_backoff: parse_duration(&config.retry_backoff)
+                .map_err(|e| anyhow::anyhow!("`retryBackoff`: {e}"))?,
+            dead_letter_topic: config.dead_letter_topic.clone(),
+        })
+    }
+
+    /// One attempt (`attempt` counts from 1) of delivering `payload` to `handler`.
+    pub async fn attempt(
+        &self,
+        handler: &dyn MessageHandler,
+        topic: &str,
+        payload: Bytes,
+        attempt: u32,
+    ) -> Outcome {
+        let error = match tokio::time::timeout(self.timeout, handler.handle(topic, payload)).await {
+            Ok(Ok(())) => return Outcome::Handled,
+            Ok(Err(e)) if e.downcast_ref::<PoisonMessage>().is_some() => {
+                return Outcome::DeadLetter(format!("{e:#}"));
+            }
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("the handler took longer than {:?}", self.timeout),
+        };
+        if attempt < self.max_deliveries {
+            Outcome::Retry {
+                after: wf_engine::backoff::exponential_with_jitter(
+                    self.retry_backoff,
+                    MAX_RETRY_BACKOFF,
+                    attempt,
+                ),
+                error,
+            }
+        } else {
+            Outcome::DeadLetter(error)
+        }
+    }
+}
+
+/// What to do with a message after an attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledge it.
+    Handled,
+    /// Deliver it again after the wait.
+    Retry { after: Duration, error: String },
+    /// Give up on it: dead-letter it (when a topic is configured) and acknowledge it.
+    DeadLetter(String),
+}
+
+/// The dead-letter message for a payload `subscriber` could not process.
+pub fn dead_letter_envelope(
+    topic: &str,
+    subscriber: &str,
+    error: &str,
+    attempts: u32,
+    payload: &[u8],
+) -> Bytes {
+    let mut envelope = json!({
+        "topic": topic,
+        "subscriber": subscriber,
+        "error": error,
+        "attempts": attempts,
+        "failed_at": rfc3339_now(),
+    });
+    match std::str::from_utf8(payload) {
+        Ok(text) => envelope["payload"] = json!(text),
+        Err(_) => {
+            envelope["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(payload));
+            envelope["payload_base64"] = json!(true);
+        }
+    }
+    Bytes::from(envelope.to_string())
+}
+
+/// Counters of one subscription, for logs and `inspect`.
+#[derive(Debug, Default)]
+pub struct SubscriptionStats {
+    pub handled: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl SubscriptionStats {
+    pub fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Handled => &self.handled,
+            Outcome::Retry { .. } => &self.redelivered,
+            Outcome::DeadLetter(_) => &self.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,271 @@
+//! Messaging end to end on the in-memory broker: `event` triggers starting pipelines (event
+//! filter, params, redelivery, dead letters), lifecycle events, and the original's handler
+//! chains.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wf_engine::{Extensions, RunningApp};
+use wf_messaging::handler::LoggingHandler;
+use wf_messaging::{MessageBroker, MessageHandler};
+use wf_tests::{build_on_loopback, eventually, invalid_yaml, seed_examples, start_yaml};
+
+/// Collects the JSON messages of the topics it is subscribed to.
+#[derive(Default)]
+struct Collect(Mutex<Vec<(String, Value)>>);
+
+#[wf_engine::async_trait]
+impl MessageHandler for Collect {
+    async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()> {
+        let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        self.0.lock().unwrap().push((topic.to_string(), value));
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn on(&self, topic: &str) -> Vec<Value> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    async fn wait_for(&self, topic: &str, count: usize) -> Vec<Value> {
+        let done = eventually(Duration::from_secs(5), || async {
+            self.on(topic).len() >= count
+        })
+        .await;
+        assert!(
+            done,
+            "expected {count} messages on `{topic}`, saw {:?}",
+            self.on(topic)
+        );
+        self.on(topic)
+    }
+}
+
+fn broker(app: &RunningApp, name: &str) -> Arc<dyn MessageBroker> {
+    app.state()
+        .services()
+        .unwrap()
+        .get::<dyn MessageBroker>(name)
+        .unwrap()
+}
+
+fn collect(broker: &Arc<dyn MessageBroker>, topics: &[&str]) -> Arc<Collect> {
+    let collect = Arc::new(Collect::default());
+    for topic in topics {
+        broker.subscribe(topic, "test", collect.clone()).unwrap();
+    }
+    collect
+}
+
+async fn publish(broker: &Arc<dyn MessageBroker>, topic: &str, payload: &str) {
+    broker
+        .publish(topic, Bytes::from(payload.to_string()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_triggers_start_pipelines_and_dead_letter_what_they_cannot_run() {
+    let app = start_yaml(
+        r#"
+modules:
+  - name: bus
+    type: messaging.broker
+    config: {maxDeliveries: 3, retryBackoff: 1ms, deadLetterTopic: dead}
+pipelines:
+  on-order:
+    trigger:
+      type: event
+      config: {topic: orders, event: order.created, params: {source: shop}}
+    steps:
+      - {name: check, type: step.validate, config: {required_fields: [id]}}
+      - name: out
+        type: step.publish
+        config: {topic: seen, payload: {id: "{{ .id }}", source: "{{ .source }}"}}
+"#,
+    )
+    .await;
+    let bus = broker(&app, "bus");
+    let seen = collect(&bus, &["seen", "dead"]);
+
+    publish(&bus, "orders", r#"{"type": "order.created", "id": 1}"#).await;
+    // Another event type on the same topic starts nothing.
+    publish(&bus, "orders", r#"{"type": "order.cancelled", "id": 2}"#).await;
+    // The original's `eventType` spelling is matched too.
+    publish(&bus, "orders", r#"{"eventType": "order.created", "id": 3}"#).await;
+    // Not JSON: dead-lettered at once. A run that fails (no `id`): redelivered, then
+    // dead-lettered after the third attempt.
+    publish(&bus, "orders", "not json").await;
+    publish(&bus, "orders", r#"{"type": "order.created"}"#).await;
+
+    let runs = seen.wait_for("seen", 2).await;
+    assert_eq!(
+        runs,
+        [
+            json!({"id": 1, "source": "shop"}),
+            json!({"id": 3, "source": "shop"}),
+        ]
+    );
+    let dead = seen.wait_for("dead", 2).await;
+    assert_eq!(dead[0]["payload"], "not json");
+    assert_eq!(dead[0]["attempts"], 1);
+    assert_eq!(dead[0]["subscriber"], "pipeline:on-order");
+    assert!(
+        dead[0]["error"].as_str().unwrap().contains("is not JSON"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[1]["attempts"], 3);
+    assert!(
+        dead[1]["error"].as_str().unwrap().contains("id"),
+        "{}",
+        dead[1]
+    );
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_reach_subscribed_pipelines_without_feeding_back() {
+    let app = start_yaml(
+        r#"
+modules:
+  - {name: events, type: eventbus.modular}
+pipelines:
+  work:
+    steps:
+      - {name: compute, type: step.set, config: {values: {answer: 42}}}
+  audit:
+    trigger: {type: eventbus, config: {topic: workflow.completed}}
+    steps:
+      - name: note
+        type: step.publish
+        config: {topic: audited, payload: {pipeline: "{{ .pipeline }}", run: "{{ .run_id }}", answer: "{{ .result.answer }}"}}
+"#,
+    )
+    .await;
+    let bus = broker(&app, "events");
+    let seen = collect(&bus, &["audited", "step.completed", "workflow.failed"]);
+    let work = app.state().pipelines().get("work").unwrap();
+    let outcome = work
+        .run(serde_json::Map::new(), Extensions::default())
+        .await
+        .unwrap();
+
+    let audited = seen.wait_for("audited", 1).await;
+    assert_eq!(audited[0]["pipeline"], "work");
+    assert_eq!(audited[0]["run"], outcome.context.meta["run_id"]);
+    assert_eq!(audited[0]["answer"], 42);
+    let steps = seen.wait_for("step.completed", 1).await;
+    assert_eq!(steps[0]["step"], "compute");
+    assert_eq!(steps[0]["step_type"], "step.set");
+    assert_eq!(steps[0]["type"], "step.completed");
+    assert!(steps[0]["duration_ms"].as_f64().unwrap() >= 0.0);
+
+    // `audit` ran because of a lifecycle event, so its own completion published nothing:
+    // a second run of `work` gives exactly one more audit.
+    work.run(serde_json::Map::new(), Extensions::default())
+        .await
+        .unwrap();
+    seen.wait_for("audited", 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(seen.on("audited").len(), 2);
+    assert!(
+        seen.on("step.completed")
+            .iter()
+            .all(|e| e["pipeline"] == "work"),
+        "{:?}",
+        seen.on("step.completed")
+    );
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_processor_example_forwards_along_its_producers() {
+    let registry = wf_host::registry().unwrap();
+    let app = build_on_loopback(
+        &seed_examples().join("event-processor-config.yaml"),
+        &registry,
+    );
+    let app = app.start(Duration::from_secs(5)).await.unwrap();
+    let bus = broker(&app, "event-broker");
+    publish(&bus, "incoming-events", r#"{"type": "sensor.reading"}"#).await;
+    let services = app.state().services().unwrap();
+    let received = |name: &str| services.get::<LoggingHandler>(name).unwrap().received();
+    // event-receiver forwards to processed-events (event-notifier) and error-events
+    // (error-handler), as its `producers` entry says.
+    let done = eventually(Duration::from_secs(5), || async {
+        received("event-notifier") == 1 && received("error-handler") == 1
+    })
+    .await;
+    assert!(
+        done,
+        "the chain did not reach the notifier and the error handler"
+    );
+    assert_eq!(received("event-receiver"), 1);
+    assert_eq!(received("event-processor"), 0);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[test]
+fn handlers_forwarding_in_a_circle_are_refused() {
+    let rendered = invalid_yaml(
+        r#"
+modules:
+  - {name: bus, type: messaging.broker}
+  - {name: a, type: messaging.handler}
+  - {name: b, type: messaging.handler}
+workflows:
+  messaging:
+    subscriptions:
+      - {topic: one, handler: a}
+      - {topic: two, handler: b}
+    producers:
+      - {name: a, forwardTo: [two]}
+      - {name: b, forwardTo: [one]}
+"#,
+    );
+    assert!(
+        rendered.contains("messages would circulate forever: `one` → `two` → `one`"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn an_event_trigger_names_its_problems() {
+    let rendered = invalid_yaml(
+        r#"
+modules:
+  - {name: bus, type: messaging.broker}
+triggers:
+  event:
+    subscriptions:
+      - {topic: orders, pipeline: missing}
+      - {topic: "orders.*", pipeline: p}
+      - {topic: orders, workflow: order-machine, action: create}
+pipelines:
+  p:
+    steps: [{name: s, type: step.set, config: {values: {a: 1}}}]
+"#,
+    );
+    assert!(
+        rendered.contains("no pipeline named `missing`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("topic patterns such as `orders.*`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("starting workflow `order-machine` (not a pipeline)"),
+        "{rendered}"
+    );
+}
