@@ -20,9 +20,7 @@ use wf_engine::{
     BuildContext, Category, Described, Module, ModuleType, StartContext, StopContext, async_trait,
 };
 
-use crate::delivery::{
-    DeliveryConfig, DeliveryPolicy, Outcome, SubscriptionStats, dead_letter_envelope,
-};
+use crate::delivery::{DeliveryConfig, DeliveryPolicy, SubscriptionStats};
 use crate::lifecycle::LifecycleForwarder;
 use crate::{Delivery, MessageBroker, MessageHandler};
 
@@ -185,43 +183,18 @@ impl MemoryBroker {
     }
 
     /// Handles one message for one subscriber: every attempt, then the dead-letter topic.
-    async fn deliver(&self, topic: &str, subscriber: &Target, payload: Bytes) -> bool {
-        let mut attempt = 1;
-        loop {
-            let outcome = self
-                .policy
-                .attempt(&*subscriber.handler, topic, payload.clone(), attempt)
-                .await;
-            subscriber.stats.count(&outcome);
-            match outcome {
-                Outcome::Handled => return true,
-                Outcome::Retry { after, error } => {
-                    tracing::warn!(broker = %self.name, %topic, subscriber = %subscriber.name, attempt, %error, ?after, "delivery failed; redelivering");
-                    tokio::time::sleep(after).await;
-                    attempt += 1;
-                }
-                Outcome::DeadLetter(error) => {
-                    tracing::error!(broker = %self.name, %topic, subscriber = %subscriber.name, attempts = attempt, %error, dead_letter_topic = ?self.policy.dead_letter_topic, "message could not be delivered");
-                    if let Some(dead_letters) = &self.policy.dead_letter_topic
-                        && dead_letters != topic
-                    {
-                        let envelope = dead_letter_envelope(
-                            topic,
-                            &subscriber.name,
-                            &error,
-                            attempt,
-                            &payload,
-                        );
-                        // Boxed: publishing may deliver synchronously, which comes back here.
-                        let published = Box::pin(self.publish(dead_letters, envelope)).await;
-                        if let Err(e) = published {
-                            tracing::error!(broker = %self.name, %topic, error = %format!("{e:#}"), "dead-lettering failed");
-                        }
-                    }
-                    return false;
-                }
-            }
-        }
+    async fn deliver(&self, topic: &str, target: &Target, payload: Bytes) -> bool {
+        crate::delivery::deliver_with_retries(
+            &self.policy,
+            self,
+            &self.name,
+            topic,
+            &target.name,
+            &*target.handler,
+            &target.stats,
+            payload,
+        )
+        .await
     }
 
     fn spawn_worker(&self, pending: PendingWorker) -> anyhow::Result<JoinHandle<()>> {

@@ -13,7 +13,7 @@ use serde_json::json;
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::wf_config::time::rfc3339_now;
 
-use crate::MessageHandler;
+use crate::{MessageBroker, MessageHandler};
 
 /// A message its handler can never process (e.g. not JSON where JSON is required). Returned
 /// as the handler's error, it is dead-lettered at once instead of being redelivered.
@@ -174,5 +174,77 @@ impl SubscriptionStats {
             Outcome::DeadLetter(_) => &self.dead_lettered,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Delivers one message to one subscriber in this process: every attempt with its backoff,
+/// then the dead-letter topic (published on `broker`). True when the handler succeeded. Used
+/// by brokers that do not redeliver themselves (in-memory, core NATS, Kafka).
+#[allow(clippy::too_many_arguments)]
+pub async fn deliver_with_retries(
+    policy: &DeliveryPolicy,
+    broker: &dyn MessageBroker,
+    broker_name: &str,
+    topic: &str,
+    subscriber: &str,
+    handler: &dyn MessageHandler,
+    stats: &SubscriptionStats,
+    payload: Bytes,
+) -> bool {
+    let mut attempt = 1;
+    loop {
+        let outcome = policy
+            .attempt(handler, topic, payload.clone(), attempt)
+            .await;
+        stats.count(&outcome);
+        match outcome {
+            Outcome::Handled => return true,
+            Outcome::Retry { after, error } => {
+                tracing::warn!(broker = %broker_name, %topic, %subscriber, attempt, %error, ?after, "delivery failed; redelivering");
+                tokio::time::sleep(after).await;
+                attempt += 1;
+            }
+            Outcome::DeadLetter(error) => {
+                dead_letter(
+                    policy,
+                    broker,
+                    broker_name,
+                    topic,
+                    subscriber,
+                    &error,
+                    attempt,
+                    &payload,
+                )
+                .await;
+                return false;
+            }
+        }
+    }
+}
+
+/// Logs a message that could not be delivered and publishes it to the dead-letter topic.
+#[allow(clippy::too_many_arguments)]
+pub async fn dead_letter(
+    policy: &DeliveryPolicy,
+    broker: &dyn MessageBroker,
+    broker_name: &str,
+    topic: &str,
+    subscriber: &str,
+    error: &str,
+    attempts: u32,
+    payload: &[u8],
+) {
+    tracing::error!(broker = %broker_name, %topic, %subscriber, attempts, %error, dead_letter_topic = ?policy.dead_letter_topic, "message could not be delivered");
+    let Some(dead_letters) = &policy.dead_letter_topic else {
+        return;
+    };
+    // Never dead-letter the dead-letter topic's own messages into itself.
+    if dead_letters == topic {
+        return;
+    }
+    let envelope = dead_letter_envelope(topic, subscriber, error, attempts, payload);
+    // Boxed: publishing may deliver synchronously, which can come back here.
+    if let Err(e) = Box::pin(broker.publish(dead_letters, envelope)).await {
+        tracing::error!(broker = %broker_name, %topic, error = %format!("{e:#}"), "dead-lettering failed");
     }
 }

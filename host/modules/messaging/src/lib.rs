@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod event_trigger;
 pub mod handler;
 pub mod lifecycle;
+pub mod nats;
 pub mod workflow;
 
 pub use delivery::{DeliveryPolicy, PoisonMessage};
@@ -117,6 +118,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<broker::MemoryBrokerType>()?
         .register_module::<broker::EventBusBridgeType>()?
         .register_module::<broker::ModularEventBusType>()?
+        .register_module::<nats::NatsBrokerType>()?
         .register_module::<handler::LoggingHandlerType>()?
         .register_workflow::<workflow::MessagingWorkflow>()?
         .register_trigger::<event_trigger::EventTriggerType>()?

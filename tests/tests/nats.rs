@@ -1,0 +1,219 @@
+//! `messaging.nats` against the real NATS server found through `WF_TEST_NATS_URL` (`.ci/run`
+//! sets it; without it these tests say so and pass nothing off as checked).
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use wf_config::load_str;
+use wf_engine::{App, build, validate};
+use wf_messaging::{MessageBroker, MessageHandler};
+use wf_tests::{eventually, example_vars};
+
+fn nats_url() -> Option<String> {
+    let url = std::env::var("WF_TEST_NATS_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: WF_TEST_NATS_URL is not set (`.ci/run` sets it)");
+    }
+    url
+}
+
+fn build_app(yaml: &str) -> App {
+    let registry = wf_host::registry().unwrap();
+    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn broker(app: &App, name: &str) -> Arc<dyn MessageBroker> {
+    app.services().get::<dyn MessageBroker>(name).unwrap()
+}
+
+/// Records every delivery (payload → attempts); fails the first attempt of any message whose
+/// `fail_once` is true.
+#[derive(Default)]
+struct Flaky(Mutex<HashMap<String, u32>>);
+
+#[wf_engine::async_trait]
+impl MessageHandler for Flaky {
+    async fn handle(&self, _topic: &str, payload: Bytes) -> anyhow::Result<()> {
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        let attempts = {
+            let mut seen = self.0.lock().unwrap();
+            let n = seen.entry(text.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if value["fail_once"] == true && attempts == 1 {
+            anyhow::bail!("first attempt refused");
+        }
+        Ok(())
+    }
+}
+
+impl Flaky {
+    fn attempts(&self) -> HashMap<String, u32> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_delivers_to_event_triggered_pipelines() {
+    let Some(url) = nats_url() else { return };
+    let prefix = unique("wfcore");
+    let yaml = format!(
+        r#"
+modules:
+  - {{name: bus, type: messaging.nats, config: {{url: "{url}"}}}}
+pipelines:
+  on-order:
+    trigger: {{type: event, config: {{topic: {prefix}.orders}}}}
+    steps:
+      - {{name: out, type: step.publish, config: {{topic: {prefix}.seen, payload: {{id: "{{{{ .id }}}}"}}}}}}
+"#
+    );
+    let app = build_app(&yaml);
+    let bus = broker(&app, "bus");
+    let seen = Arc::new(Flaky::default());
+    bus.subscribe(&format!("{prefix}.seen"), "test", seen.clone())
+        .unwrap();
+    let app = app.start(Duration::from_secs(10)).await.unwrap();
+    for id in 1..=3 {
+        bus.publish(
+            &format!("{prefix}.orders"),
+            Bytes::from(json!({"id": id}).to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    let done = eventually(Duration::from_secs(5), || async {
+        seen.attempts().len() == 3
+    })
+    .await;
+    assert!(done, "saw {:?}", seen.attempts());
+    for id in 1..=3 {
+        assert_eq!(seen.attempts()[&json!({"id": id}).to_string()], 1);
+    }
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_redelivers_failures_and_a_restarted_consumer_loses_nothing() {
+    let Some(url) = nats_url() else { return };
+    let stream = unique("WFTEST");
+    let subject = format!("{}.jobs", stream.to_lowercase());
+    let yaml = format!(
+        r#"
+modules:
+  - name: bus
+    type: messaging.nats
+    config:
+      url: "{url}"
+      maxDeliveries: 3
+      retryBackoff: 10ms
+      jetstream: {{stream: {stream}, subjects: ["{}.>"], storage: memory, ackWait: 5s}}
+"#,
+        stream.to_lowercase()
+    );
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+
+    // First life: one message fails its first attempt and is redelivered by the server.
+    let app = build_app(&yaml);
+    let handler = Arc::new(Flaky::default());
+    broker(&app, "bus")
+        .subscribe(&subject, "worker", handler.clone())
+        .unwrap();
+    let running = app.start(Duration::from_secs(10)).await.unwrap();
+    let bus = running
+        .state()
+        .services()
+        .unwrap()
+        .get::<dyn MessageBroker>("bus")
+        .unwrap();
+    let first = json!({"n": 1}).to_string();
+    let flaky = json!({"n": 2, "fail_once": true}).to_string();
+    for message in [&first, &flaky] {
+        let delivery = bus
+            .publish(&subject, Bytes::from(message.clone()))
+            .await
+            .unwrap();
+        assert_eq!(delivery.queued, 1);
+    }
+    let done = eventually(Duration::from_secs(10), || async {
+        handler.attempts().get(&flaky) == Some(&2)
+    })
+    .await;
+    assert!(done, "no redelivery: {:?}", handler.attempts());
+    assert_eq!(handler.attempts()[&first], 1);
+    assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
+
+    // While the app is down, two more messages arrive (published by another client).
+    let while_down = [json!({"n": 3}).to_string(), json!({"n": 4}).to_string()];
+    for message in &while_down {
+        jetstream
+            .publish(subject.clone(), Bytes::from(message.clone()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    // Second life, same durable subscriber: it gets exactly the two it missed.
+    let app = build_app(&yaml);
+    let handler = Arc::new(Flaky::default());
+    broker(&app, "bus")
+        .subscribe(&subject, "worker", handler.clone())
+        .unwrap();
+    let running = app.start(Duration::from_secs(10)).await.unwrap();
+    let done = eventually(Duration::from_secs(10), || async {
+        handler.attempts().len() == 2
+    })
+    .await;
+    assert!(done, "after restart saw {:?}", handler.attempts());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let attempts = handler.attempts();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    for message in &while_down {
+        assert_eq!(attempts[message], 1, "{attempts:?}");
+    }
+    assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
+    jetstream.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_clear_start_up_error() {
+    // A closed port: no server needed for this one.
+    let app = build_app(
+        r#"
+modules:
+  - {name: bus, type: messaging.nats, config: {url: "nats://127.0.0.1:1", connectTimeout: 2s}}
+"#,
+    );
+    let started = tokio::time::timeout(Duration::from_secs(10), app.start(Duration::from_secs(5)))
+        .await
+        .expect("start-up must not hang");
+    let error = started.unwrap_err().to_string();
+    assert!(
+        error.contains("cannot reach NATS at `nats://127.0.0.1:1`"),
+        "{error}"
+    );
+}
