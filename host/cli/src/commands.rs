@@ -153,6 +153,7 @@ pub fn inspect_command(files: &[PathBuf], registry: &Registry, json_output: bool
         })
         .collect();
     let routes = app.state().routes();
+    let schedules = app.state().schedules();
     let workflows: Vec<Value> = config
         .workflows
         .iter()
@@ -186,6 +187,7 @@ pub fn inspect_command(files: &[PathBuf], registry: &Registry, json_output: bool
             "workflows": workflows,
             "triggers": triggers,
             "pipelines": pipelines,
+            "schedules": schedules,
         });
         return (
             EXIT_OK,
@@ -259,6 +261,22 @@ pub fn inspect_command(files: &[PathBuf], registry: &Registry, json_output: bool
                     .unwrap_or_default()
             );
         }
+    }
+    if !schedules.is_empty() {
+        let _ = writeln!(out, "\nschedules:");
+    }
+    for s in &schedules {
+        let _ = writeln!(
+            out,
+            "  {:<28} {:<16} {} ({}, overlap {}) → {}\n    next: {}",
+            s.job,
+            s.scheduler,
+            s.cron,
+            s.timezone,
+            s.overlap,
+            s.target,
+            s.next_runs.join(", ")
+        );
     }
     let _ = writeln!(out, "\npipelines:");
     if pipelines.is_empty() {

@@ -31,7 +31,7 @@ pub use registry::{
     RegistryError, StepType, TriggerType, TypeInfo, WorkflowType,
 };
 pub use services::{ServiceError, ServiceKind, Services};
-pub use state::{AppState, RouteInfo};
+pub use state::{AppState, RouteInfo, ScheduleInfo};
 pub use step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
 pub use trigger::Trigger;
 pub use validate::{Invalid, ValidatedConfig, validate};

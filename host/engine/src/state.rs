@@ -21,6 +21,20 @@ pub struct RouteInfo {
     pub middlewares: Vec<String>,
 }
 
+/// One scheduled job, for `wf-host inspect` and logs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ScheduleInfo {
+    pub scheduler: String,
+    pub job: String,
+    pub cron: String,
+    pub timezone: String,
+    pub overlap: String,
+    /// What a tick starts: `pipeline:<name>` or a module.
+    pub target: String,
+    /// The next few fire times (RFC 3339, in the job's timezone) as of when the app was built.
+    pub next_runs: Vec<String>,
+}
+
 /// Shared by every module of one application.
 #[derive(Debug)]
 pub struct AppState {
@@ -28,6 +42,7 @@ pub struct AppState {
     ready: AtomicBool,
     types: Arc<[TypeInfo]>,
     routes: Mutex<Vec<RouteInfo>>,
+    schedules: Mutex<Vec<ScheduleInfo>>,
     /// Set once the app is built; cleared when it stops (modules hold this state, so keeping
     /// their services here would otherwise form a cycle).
     services: Mutex<Option<Arc<Services>>>,
@@ -42,6 +57,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             types,
             routes: Mutex::default(),
+            schedules: Mutex::default(),
             services: Mutex::default(),
             pipelines: Mutex::default(),
             run_events: Arc::default(),
@@ -95,6 +111,16 @@ impl AppState {
 
     pub fn routes(&self) -> Vec<RouteInfo> {
         self.routes.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn schedules(&self) -> Vec<ScheduleInfo> {
+        self.schedules.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn add_schedule(&self, schedule: ScheduleInfo) {
+        if let Ok(mut schedules) = self.schedules.lock() {
+            schedules.push(schedule);
+        }
     }
 
     pub fn add_route(&self, route: RouteInfo) {
