@@ -125,3 +125,50 @@ pub fn invalid_yaml(yaml: &str) -> String {
         Err(i) => i.diagnostics.render(&i.config.sources),
     }
 }
+
+/// Validates and builds (without starting) an app from YAML text.
+pub fn build_yaml(yaml: &str) -> App {
+    let registry = wf_host::registry().expect("registry");
+    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// A name no earlier run used (topics, streams, consumer groups on shared servers).
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}{nanos:x}{:x}", std::process::id())
+}
+
+/// A message handler recording how often each payload was delivered; it refuses the first
+/// attempt of any JSON message with `"fail_once": true`, to exercise redelivery.
+#[derive(Default)]
+pub struct AttemptLog(std::sync::Mutex<HashMap<String, u32>>);
+
+#[wf_engine::async_trait]
+impl wf_messaging::MessageHandler for AttemptLog {
+    async fn handle(&self, _topic: &str, payload: bytes::Bytes) -> anyhow::Result<()> {
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        let attempts = {
+            let mut seen = self.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let n = seen.entry(text.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if value["fail_once"] == true && attempts == 1 {
+            anyhow::bail!("first attempt refused");
+        }
+        Ok(())
+    }
+}
+
+impl AttemptLog {
+    /// Payload → deliveries so far.
+    pub fn attempts(&self) -> HashMap<String, u32> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}

@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
-use wf_config::load_str;
-use wf_engine::{App, build, validate};
-use wf_messaging::{MessageBroker, MessageHandler};
-use wf_tests::{eventually, example_vars};
+use serde_json::json;
+use wf_engine::App;
+use wf_messaging::MessageBroker;
+use wf_tests::{AttemptLog, build_yaml, eventually, unique_name};
 
 fn nats_url() -> Option<String> {
     let url = std::env::var("WF_TEST_NATS_URL").ok();
@@ -22,63 +20,14 @@ fn nats_url() -> Option<String> {
     url
 }
 
-fn build_app(yaml: &str) -> App {
-    let registry = wf_host::registry().unwrap();
-    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
-        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
-    build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"))
-}
-
 fn broker(app: &App, name: &str) -> Arc<dyn MessageBroker> {
     app.services().get::<dyn MessageBroker>(name).unwrap()
-}
-
-/// Records every delivery (payload → attempts); fails the first attempt of any message whose
-/// `fail_once` is true.
-#[derive(Default)]
-struct Flaky(Mutex<HashMap<String, u32>>);
-
-#[wf_engine::async_trait]
-impl MessageHandler for Flaky {
-    async fn handle(&self, _topic: &str, payload: Bytes) -> anyhow::Result<()> {
-        let text = String::from_utf8_lossy(&payload).into_owned();
-        let attempts = {
-            let mut seen = self.0.lock().unwrap();
-            let n = seen.entry(text.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if value["fail_once"] == true && attempts == 1 {
-            anyhow::bail!("first attempt refused");
-        }
-        Ok(())
-    }
-}
-
-impl Flaky {
-    fn attempts(&self) -> HashMap<String, u32> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", uuid_like())
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_nats_delivers_to_event_triggered_pipelines() {
     let Some(url) = nats_url() else { return };
-    let prefix = unique("wfcore");
+    let prefix = unique_name("wfcore");
     let yaml = format!(
         r#"
 modules:
@@ -90,9 +39,9 @@ pipelines:
       - {{name: out, type: step.publish, config: {{topic: {prefix}.seen, payload: {{id: "{{{{ .id }}}}"}}}}}}
 "#
     );
-    let app = build_app(&yaml);
+    let app = build_yaml(&yaml);
     let bus = broker(&app, "bus");
-    let seen = Arc::new(Flaky::default());
+    let seen = Arc::new(AttemptLog::default());
     bus.subscribe(&format!("{prefix}.seen"), "test", seen.clone())
         .unwrap();
     let app = app.start(Duration::from_secs(10)).await.unwrap();
@@ -118,7 +67,7 @@ pipelines:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_redelivers_failures_and_a_restarted_consumer_loses_nothing() {
     let Some(url) = nats_url() else { return };
-    let stream = unique("WFTEST");
+    let stream = unique_name("WFTEST");
     let subject = format!("{}.jobs", stream.to_lowercase());
     let yaml = format!(
         r#"
@@ -137,8 +86,8 @@ modules:
     let jetstream = async_nats::jetstream::new(client);
 
     // First life: one message fails its first attempt and is redelivered by the server.
-    let app = build_app(&yaml);
-    let handler = Arc::new(Flaky::default());
+    let app = build_yaml(&yaml);
+    let handler = Arc::new(AttemptLog::default());
     broker(&app, "bus")
         .subscribe(&subject, "worker", handler.clone())
         .unwrap();
@@ -178,8 +127,8 @@ modules:
     }
 
     // Second life, same durable subscriber: it gets exactly the two it missed.
-    let app = build_app(&yaml);
-    let handler = Arc::new(Flaky::default());
+    let app = build_yaml(&yaml);
+    let handler = Arc::new(AttemptLog::default());
     broker(&app, "bus")
         .subscribe(&subject, "worker", handler.clone())
         .unwrap();
@@ -202,7 +151,7 @@ modules:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_a_clear_start_up_error() {
     // A closed port: no server needed for this one.
-    let app = build_app(
+    let app = build_yaml(
         r#"
 modules:
   - {name: bus, type: messaging.nats, config: {url: "nats://127.0.0.1:1", connectTimeout: 2s}}

@@ -19,6 +19,7 @@ pub mod broker;
 pub mod delivery;
 pub mod event_trigger;
 pub mod handler;
+pub mod kafka;
 pub mod lifecycle;
 pub mod nats;
 pub mod workflow;
@@ -119,6 +120,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<broker::EventBusBridgeType>()?
         .register_module::<broker::ModularEventBusType>()?
         .register_module::<nats::NatsBrokerType>()?
+        .register_module::<kafka::KafkaBrokerType>()?
         .register_module::<handler::LoggingHandlerType>()?
         .register_workflow::<workflow::MessagingWorkflow>()?
         .register_trigger::<event_trigger::EventTriggerType>()?
