@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wf_config::load_str;
 use wf_engine::{RunningApp, build, validate};
-use wf_tests::{client, eventually, example_vars, server_addr};
+use wf_tests::{TempDir, client, eventually, example_vars, server_addr};
 
 fn plugin(name: &str) -> Vec<u8> {
     let path = wf_tests::repo_root()
@@ -32,28 +32,6 @@ fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     out.push(payload.len() as u8);
     out.extend_from_slice(&payload);
     out
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wf-wasm-app-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn start(dir: &Path, yaml: &str) -> RunningApp {

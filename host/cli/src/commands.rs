@@ -444,3 +444,116 @@ pub async fn run_pipeline_command(
         ),
     }
 }
+
+/// What `wf-host dead-letters` does.
+pub enum DeadLetterAction {
+    List { json: bool },
+    Replay { id: String },
+    Delete { id: String },
+}
+
+/// Lists, replays or deletes the dead letters of the app's `webhook.sender` modules (the one
+/// named `sender`, or the only one). Returns (exit code, stdout, stderr).
+pub async fn dead_letters_command(
+    file: &std::path::Path,
+    sender: Option<&str>,
+    action: DeadLetterAction,
+    registry: &Registry,
+) -> (u8, String, String) {
+    let (config, app) = match prepare(&[file.to_path_buf()], registry, &ProcessEnv) {
+        Prepared::Ready { config, app, .. } => (config, app),
+        Prepared::Invalid {
+            config,
+            diagnostics,
+        } => {
+            return (
+                EXIT_INVALID,
+                String::new(),
+                diagnostics.render(&config.sources),
+            );
+        }
+    };
+    let senders = app
+        .services()
+        .all::<wf_outbound::webhook_sender::WebhookSender>();
+    let chosen = match (sender, senders.as_slice()) {
+        (Some(name), all) => all.iter().find(|(n, _)| *n == name),
+        (None, [only]) => Some(only),
+        (None, _) => None,
+    };
+    let Some((_, sender)) = chosen else {
+        let names: Vec<String> = senders.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let message = match (sender, names.is_empty()) {
+            (_, true) => format!("{} has no `webhook.sender` module", file.display()),
+            (Some(name), false) => format!(
+                "no `webhook.sender` named `{name}`; there are {}",
+                names.join(", ")
+            ),
+            (None, false) => format!(
+                "several senders ({}): say which with --sender",
+                names.join(", ")
+            ),
+        };
+        let _ = config;
+        return (EXIT_INVALID, String::new(), format!("error: {message}\n"));
+    };
+    let failed = |e: anyhow::Error| (EXIT_FAILURE, String::new(), format!("error: {e:#}\n"));
+    match action {
+        DeadLetterAction::List { json } => match sender.dead_letters().list() {
+            Err(e) => failed(e),
+            Ok(letters) if json => (
+                EXIT_OK,
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&letters).unwrap_or_default()
+                ),
+                String::new(),
+            ),
+            Ok(letters) => {
+                let mut out = String::new();
+                if letters.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "no dead letters in {}",
+                        sender.dead_letters().dir().display()
+                    );
+                }
+                for l in &letters {
+                    let _ = writeln!(
+                        out,
+                        "{}  {}  {} {}  attempts {}  {}",
+                        l.id, l.failed_at, l.method, l.url, l.attempts, l.error
+                    );
+                }
+                (EXIT_OK, out, String::new())
+            }
+        },
+        DeadLetterAction::Replay { id } => match sender.replay(&id).await {
+            Err(e) => failed(e),
+            Ok(None) => (
+                EXIT_INVALID,
+                String::new(),
+                format!("error: no dead letter `{id}`\n"),
+            ),
+            Ok(Some(Ok(attempts))) => (
+                EXIT_OK,
+                format!("delivered {id} ({attempts} attempts); the dead letter is removed\n"),
+                String::new(),
+            ),
+            Ok(Some(Err(error))) => (
+                EXIT_FAILURE,
+                String::new(),
+                format!("error: {id} still fails: {error} (the dead letter is kept)\n"),
+            ),
+        },
+        DeadLetterAction::Delete { id } => match sender.dead_letters().remove(&id) {
+            Err(e) => failed(e),
+            Ok(true) => (EXIT_OK, format!("deleted {id}\n"), String::new()),
+            Ok(false) => (
+                EXIT_INVALID,
+                String::new(),
+                format!("error: no dead letter `{id}`\n"),
+            ),
+        },
+    }
+}

@@ -11,6 +11,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     wf_http::register(&mut registry)?;
     wf_messaging::register(&mut registry)?;
     wf_scheduler::register(&mut registry)?;
+    wf_outbound::register(&mut registry)?;
     wf_steps::register(&mut registry)?;
     wf_wasm::register(&mut registry)?;
     Ok(registry)

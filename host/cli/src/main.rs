@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use wf_engine::Kind;
 use wf_host::commands::{
-    EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Prepared, inspect_command, prepare, schema_command,
-    types_command, validate_command,
+    DeadLetterAction, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Prepared, dead_letters_command,
+    inspect_command, prepare, schema_command, types_command, validate_command,
 };
 
 /// Run wf applications: a YAML file becomes a running application.
@@ -107,6 +107,18 @@ fail. Exit codes: 0 the pipeline succeeded, 1 it failed, 2 invalid configuration
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// List, replay or delete the dead letters of a `webhook.sender`.
+    #[command(after_help = "Examples:
+  wf-host dead-letters list app.yaml
+  wf-host dead-letters replay app.yaml 6f1c2a9e-...
+  wf-host dead-letters delete app.yaml 6f1c2a9e-... --sender billing-hooks
+
+Exit codes: 0 done, 1 the replay failed again (the letter is kept), 2 invalid configuration or
+no such letter.")]
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterCommand,
+    },
     /// Print a JSON Schema: of the application file, or of one type's config.
     #[command(after_help = "Examples:
   wf-host schema                 # the application file
@@ -129,6 +141,35 @@ fail. Exit codes: 0 the pipeline succeeded, 1 it failed, 2 invalid configuration
     },
 }
 
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Every dead letter, oldest first.
+    List {
+        /// The application file.
+        file: PathBuf,
+        /// The `webhook.sender` module; optional when the app has one.
+        #[arg(long)]
+        sender: Option<String>,
+        /// `text` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Deliver one again (with retries); removed when delivered.
+    Replay {
+        file: PathBuf,
+        id: String,
+        #[arg(long)]
+        sender: Option<String>,
+    },
+    /// Discard one.
+    Delete {
+        file: PathBuf,
+        id: String,
+        #[arg(long)]
+        sender: Option<String>,
+    },
+}
+
 fn parse_grace(text: &str) -> Result<Duration, String> {
     wf_config::parse_duration(text)
 }
@@ -148,6 +189,12 @@ fn main() -> ExitCode {
         | Command::Validate { files, .. }
         | Command::Inspect { files, .. } => wf_host::add_component_types(&mut registry, files),
         Command::RunPipeline { file, .. } => {
+            wf_host::add_component_types(&mut registry, std::slice::from_ref(file))
+        }
+        Command::DeadLetters { action } => {
+            let (DeadLetterCommand::List { file, .. }
+            | DeadLetterCommand::Replay { file, .. }
+            | DeadLetterCommand::Delete { file, .. }) = action;
             wf_host::add_component_types(&mut registry, std::slice::from_ref(file))
         }
         Command::Schema { .. } | Command::Types { .. } => {}
@@ -189,6 +236,39 @@ fn main() -> ExitCode {
             } else {
                 eprint!("{out}")
             }
+            code
+        }
+        Command::DeadLetters { action } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(EXIT_FAILURE);
+            };
+            let (file, sender, action) = match action {
+                DeadLetterCommand::List {
+                    file,
+                    sender,
+                    format,
+                } => (
+                    file,
+                    sender,
+                    DeadLetterAction::List {
+                        json: format == OutputFormat::Json,
+                    },
+                ),
+                DeadLetterCommand::Replay { file, id, sender } => {
+                    (file, sender, DeadLetterAction::Replay { id })
+                }
+                DeadLetterCommand::Delete { file, id, sender } => {
+                    (file, sender, DeadLetterAction::Delete { id })
+                }
+            };
+            let (code, out, err) = runtime.block_on(dead_letters_command(
+                &file,
+                sender.as_deref(),
+                action,
+                &registry,
+            ));
+            print!("{out}");
+            eprint!("{err}");
             code
         }
         Command::Schema { r#type } => match schema_command(&registry, r#type.as_deref()) {

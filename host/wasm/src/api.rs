@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, StatusCode, header};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use wf_engine::BuildContext;
@@ -91,11 +91,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json_response(status, &json!({ "error": message.into() }))
 }
 
-/// Compares in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn query_param(req: &Request, key: &str) -> Option<String> {
     req.uri().query().and_then(|q| {
         q.split('&').find_map(|pair| {
@@ -107,21 +102,8 @@ fn query_param(req: &Request, key: &str) -> Option<String> {
 
 impl Api {
     async fn handle(&self, action: Action, req: Request) -> Response {
-        if let Some(token) = &self.token {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-                let mut response =
-                    error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return response;
-            }
+        if let Some(denied) = wf_http::check_bearer(&req, self.token.as_deref()) {
+            return denied;
         }
         let id = req
             .extensions()

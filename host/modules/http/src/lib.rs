@@ -139,3 +139,31 @@ where
         async move { Ok::<_, Infallible>(fut.await) }
     }))
 }
+
+/// For admin-style APIs guarded by a shared token: `None` when the request carries
+/// `Authorization: Bearer <token>` (or no token is configured), else the `401` to answer.
+pub fn check_bearer(req: &Request, token: Option<&str>) -> Option<Response> {
+    let token = token?;
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "a valid bearer token is required"}),
+    );
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -116,8 +116,8 @@ impl StepType for HttpCallType {
     }
 }
 
-/// One client per step: connections are pooled across runs.
-fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+/// An outbound HTTP client (one per step or module: connections are pooled across calls).
+pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a default TLS backend; ring is ours. Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(reqwest::Client::builder().timeout(timeout).build()?)

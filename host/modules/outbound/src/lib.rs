@@ -1,0 +1,17 @@
+//! Outbound integration: `webhook.sender` (signed deliveries, retries, durable dead letters)
+//! and `notification.slack`.
+
+use wf_engine::{Registry, RegistryError};
+
+pub mod dead_letters;
+pub mod slack;
+pub mod webhook_sender;
+
+pub const PLUGIN: &str = "messaging";
+
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry
+        .register_module::<webhook_sender::WebhookSenderType>()?
+        .register_module::<slack::SlackNotifierType>()?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! `webhook.sender` and `notification.slack` against a local HTTP receiver: signatures,
+//! retries, dead letters that survive a restart, and replay over HTTP and the CLI.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use wf_host::commands::{DeadLetterAction, dead_letters_command};
+use wf_messaging::MessageBroker;
+use wf_tests::{TempDir, client, server_addr, start_yaml};
+
+/// What the receiver got, and the statuses it answers with (then 200).
+#[derive(Default)]
+struct Receiver {
+    requests: Mutex<Vec<(HeaderMap, Bytes)>>,
+    answers: Mutex<Vec<StatusCode>>,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.requests.lock().unwrap().push((headers, body));
+    let mut answers = r.answers.lock().unwrap();
+    if answers.is_empty() {
+        StatusCode::OK
+    } else {
+        answers.remove(0)
+    }
+}
+
+async fn receiver(answers: &[StatusCode]) -> (Arc<Receiver>, String) {
+    let state = Arc::new(Receiver::default());
+    *state.answers.lock().unwrap() = answers.to_vec();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (state, url)
+}
+
+fn app_yaml(url: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: bus, type: messaging.broker, config: {{delivery: sync}}}}
+  - name: hooks
+    type: webhook.sender
+    config:
+      url: "{url}"
+      secret: s3cret
+      headers: {{X-Source: wf}}
+      maxRetries: 2
+      initialBackoff: 10ms
+      maxBackoff: 50ms
+      deadLetterDir: "{}"
+      api: {{token: admin-token}}
+workflows:
+  messaging:
+    subscriptions:
+      - {{topic: orders, handler: hooks}}
+"#,
+        dir.display()
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_signed_and_retried_with_the_same_id() {
+    let dir = TempDir::new("webhook-ok");
+    let (receiver, url) =
+        receiver(&[StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]).await;
+    let app = start_yaml(&app_yaml(&url, &dir.0)).await;
+    let bus = app
+        .state()
+        .services()
+        .unwrap()
+        .get::<dyn MessageBroker>("bus")
+        .unwrap();
+    let delivery = bus
+        .publish("orders", bytes::Bytes::from_static(br#"{"id":7}"#))
+        .await
+        .unwrap();
+    assert_eq!(delivery.delivered, 1);
+
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "two failures, then success");
+    let ids: Vec<&str> = requests
+        .iter()
+        .map(|(h, _)| header(h, "x-webhook-id"))
+        .collect();
+    assert!(
+        !ids[0].is_empty() && ids.iter().all(|id| *id == ids[0]),
+        "{ids:?}"
+    );
+    for (headers, body) in &requests {
+        assert_eq!(&body[..], br#"{"id":7}"#);
+        assert_eq!(header(headers, "x-source"), "wf");
+        assert_eq!(header(headers, "content-type"), "application/json");
+        // The receiver's check: HMAC-SHA256 over "<timestamp>.<body>".
+        let timestamp = header(headers, "x-webhook-timestamp");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body);
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            header(headers, "x-webhook-signature"),
+            format!("sha256={expected}")
+        );
+    }
+    assert!(
+        std::fs::read_dir(&dir.0).unwrap().next().is_none(),
+        "no dead letters"
+    );
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_become_dead_letters_that_survive_a_restart_and_replay() {
+    let dir = TempDir::new("webhook-dead");
+    // Three 500s use up the first delivery (1 + 2 retries); the 400 is final at once.
+    let (receiver, url) = receiver(&[
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::BAD_REQUEST,
+    ])
+    .await;
+    let yaml = app_yaml(&url, &dir.0);
+    let app = start_yaml(&yaml).await;
+    let bus = app
+        .state()
+        .services()
+        .unwrap()
+        .get::<dyn MessageBroker>("bus")
+        .unwrap();
+    for body in [r#"{"n":1}"#, r#"{"n":2}"#] {
+        // Handled (kept as a dead letter), so the broker does not redeliver on top.
+        let delivery = bus
+            .publish("orders", bytes::Bytes::from(body))
+            .await
+            .unwrap();
+        assert_eq!(delivery.delivered, 1);
+    }
+    assert_eq!(receiver.requests.lock().unwrap().len(), 4);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+
+    // A new process (the CLI) sees both letters.
+    let config = dir.0.join("app.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let registry = wf_host::registry().unwrap();
+    let (code, out, err) = dead_letters_command(
+        &config,
+        None,
+        DeadLetterAction::List { json: true },
+        &registry,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let letters: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(letters.len(), 2, "{out}");
+    let by_body = |n: &str| {
+        letters
+            .iter()
+            .find(|l| l["body"] == json!(format!("{{\"n\":{n}}}")))
+            .unwrap()
+            .clone()
+    };
+    let (first, second) = (by_body("1"), by_body("2"));
+    assert_eq!(first["attempts"], 3);
+    assert!(first["error"].as_str().unwrap().contains("500"), "{first}");
+    assert_eq!(second["attempts"], 1, "a 400 is not retried");
+    assert_eq!(first["topic"], "orders");
+
+    // Restarted app: the API lists them, refuses without the token, and replays one.
+    let app = start_yaml(&yaml).await;
+    let base = format!(
+        "http://{}/api/webhooks/hooks/dead-letters",
+        server_addr(&app, "web")
+    );
+    let http = client();
+    let denied = http.get(&base).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let listed: Value = http
+        .get(&base)
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let id = first["id"].as_str().unwrap();
+    let replayed = http
+        .post(format!("{base}/{id}/replay"))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 200);
+    let received = receiver.requests.lock().unwrap().clone();
+    assert_eq!(received.len(), 5);
+    assert_eq!(&received[4].1[..], br#"{"n":1}"#);
+    assert_eq!(
+        header(&received[4].0, "x-webhook-id"),
+        id,
+        "same id as the original"
+    );
+    let missing = http
+        .post(format!("{base}/{id}/replay"))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "delivered letters are removed");
+
+    // The other one is replayed from the CLI.
+    let other = second["id"].as_str().unwrap().to_string();
+    let (code, out, err) = dead_letters_command(
+        &config,
+        None,
+        DeadLetterAction::Replay { id: other },
+        &registry,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("delivered"), "{out}");
+    assert_eq!(receiver.requests.lock().unwrap().len(), 6);
+    let left: Value = http
+        .get(&base)
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(left, json!([]));
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_notifications_post_text_channel_and_username() {
+    let (receiver, url) = receiver(&[StatusCode::OK, StatusCode::OK, StatusCode::FORBIDDEN]).await;
+    let app = start_yaml(&format!(
+        r##"
+modules:
+  - {{name: event-broker, type: messaging.broker, config: {{delivery: sync}}}}
+  - name: slack-notifier
+    type: notification.slack
+    config: {{webhookURL: "{url}", channel: "#alerts", username: workflow-bot}}
+workflows:
+  messaging:
+    subscriptions:
+      - {{topic: events.received, handler: slack-notifier}}
+"##
+    ))
+    .await;
+    let bus = app
+        .state()
+        .services()
+        .unwrap()
+        .get::<dyn MessageBroker>("event-broker")
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for body in [
+        r#"{"text":"disk full"}"#,
+        r#"{"level":"warn"}"#,
+        r#"{"text":"x"}"#,
+    ] {
+        let delivery = bus
+            .publish("events.received", bytes::Bytes::from(body))
+            .await
+            .unwrap();
+        deliveries.push((delivery.delivered, delivery.failed));
+    }
+    // Slack refusing a post (403) is a failed delivery, which the broker counts and could
+    // redeliver.
+    assert_eq!(deliveries, [(1, 0), (1, 0), (0, 1)]);
+    let posted: Vec<Value> = receiver
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(
+        posted[0],
+        json!({"text": "disk full", "channel": "#alerts", "username": "workflow-bot"})
+    );
+    assert_eq!(posted[1]["text"], r#"[events.received] {"level":"warn"}"#);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
