@@ -194,3 +194,60 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A local HTTP endpoint (`POST /hook`) recording what it receives and answering with the
+/// given statuses in turn, then `200`.
+#[derive(Default)]
+pub struct HttpReceiver {
+    pub requests: std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>,
+    answers: std::sync::Mutex<Vec<axum::http::StatusCode>>,
+}
+
+impl HttpReceiver {
+    /// The JSON bodies received so far.
+    pub fn json_bodies(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<std::sync::Arc<HttpReceiver>>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::http::StatusCode {
+    if let Ok(mut requests) = r.requests.lock() {
+        requests.push((headers, body));
+    }
+    match r.answers.lock() {
+        Ok(mut answers) if !answers.is_empty() => answers.remove(0),
+        _ => axum::http::StatusCode::OK,
+    }
+}
+
+/// Starts an [`HttpReceiver`] on a free loopback port; returns it and its URL.
+pub async fn http_receiver(
+    answers: &[axum::http::StatusCode],
+) -> (std::sync::Arc<HttpReceiver>, String) {
+    let state = std::sync::Arc::new(HttpReceiver::default());
+    if let Ok(mut a) = state.answers.lock() {
+        *a = answers.to_vec();
+    }
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("an address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, url)
+}

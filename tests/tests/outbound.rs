@@ -3,49 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use wf_host::commands::{DeadLetterAction, dead_letters_command};
 use wf_messaging::MessageBroker;
-use wf_tests::{TempDir, client, server_addr, start_yaml};
-
-/// What the receiver got, and the statuses it answers with (then 200).
-#[derive(Default)]
-struct Receiver {
-    requests: Mutex<Vec<(HeaderMap, Bytes)>>,
-    answers: Mutex<Vec<StatusCode>>,
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    r.requests.lock().unwrap().push((headers, body));
-    let mut answers = r.answers.lock().unwrap();
-    if answers.is_empty() {
-        StatusCode::OK
-    } else {
-        answers.remove(0)
-    }
-}
-
-async fn receiver(answers: &[StatusCode]) -> (Arc<Receiver>, String) {
-    let state = Arc::new(Receiver::default());
-    *state.answers.lock().unwrap() = answers.to_vec();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (state, url)
-}
+use wf_tests::{TempDir, client, http_receiver as receiver, server_addr, start_yaml};
 
 fn app_yaml(url: &str, dir: &std::path::Path) -> String {
     format!(
