@@ -2,7 +2,8 @@
 # HTTP benchmark, every scenario in the same run with the same wrk settings: bare axum; a wf route
 # running request_parse → set → json_response (native); the same route with a wasm step in place
 # of `set`, with warm (`reuse`) and per-call (`fresh`) instances. Then the in-process costs:
-# executor overhead per step and wasm call, compile and swap times. Prints req/s, p50, p99 and
+# executor overhead per step and wasm call, compile and swap times; message throughput and
+# latency per broker. Prints req/s, p50, p99 and
 # ratios against axum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,4 +56,8 @@ echo "targets: wf-native >= 60%, wf-wasm-reuse >= 35%, wf-wasm-fresh >= 7% of ax
 
 "$TARGET/wf-bench-executor" 10 20000
 "$TARGET/wf-bench-wasm" 20000
+# Messages starting pipelines: in-memory (async and sync), NATS core and JetStream, against the
+# same pipeline called directly (NATS at $WF_TEST_NATS_URL, default 127.0.0.1:4222; skipped
+# when unreachable).
+"$TARGET/wf-bench-messaging" 20000
 bench/startup.sh
