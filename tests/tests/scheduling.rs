@@ -73,6 +73,30 @@ async fn the_scheduled_jobs_example_runs_each_job_on_its_schedulers_tick() {
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_advanced_scheduler_example_runs_each_job_at_its_own_times() {
+    let registry = wf_host::registry().unwrap();
+    let app = build_on_loopback(
+        &seed_examples().join("advanced-scheduler-workflow.yaml"),
+        &registry,
+    );
+    assert_eq!(app.state().schedules().len(), 4);
+    let clock = manual_clock(&app, Utc.with_ymd_and_hms(2026, 3, 1, 11, 59, 0).unwrap());
+    let app = app.start(Duration::from_secs(5)).await.unwrap();
+    let services = app.state().services().unwrap();
+    let received = |name: &str| services.get::<LoggingHandler>(name).unwrap().received();
+    // Noon: the minutely and hourly jobs run; the daily ones wait for midnight.
+    clock.advance(chrono::Duration::minutes(1));
+    let done = eventually(Duration::from_secs(5), || async {
+        received("system-stats-job") == 1 && received("health-check-job") == 1
+    })
+    .await;
+    assert!(done);
+    assert_eq!(received("data-cleanup-job"), 0);
+    assert_eq!(received("report-generator-job"), 0);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
 #[derive(Default)]
 struct Collect(Mutex<Vec<Value>>);
 
