@@ -264,12 +264,12 @@ impl Module for ComponentsModule {
         Ok(())
     }
 
-    async fn stop(&self, _ctx: &StopContext) -> anyhow::Result<()> {
+    async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
         self.watcher
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        self.registry.stop_modules().await;
+        self.registry.stop_modules(ctx.deadline).await;
         Ok(())
     }
 }

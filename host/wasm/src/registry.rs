@@ -201,7 +201,7 @@ pub struct ComponentRegistry {
     /// set when the app starts.
     trigger_env: std::sync::OnceLock<(Watchers, Arc<AppState>)>,
     /// Trigger components' schedules, stopped with the app.
-    schedules: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    schedules: Mutex<Vec<Arc<wf_scheduler::CronScheduler>>>,
     /// Installs, rollbacks and removals take turns, so history, wiring and what is on disk
     /// follow the order versions went live.
     changes: tokio::sync::Mutex<()>,
@@ -266,10 +266,10 @@ impl ComponentRegistry {
                 "trigger components can only be installed in a running app".into(),
             ));
         };
-        let tasks =
+        let scheduler =
             crate::trigger_wiring::wire(slot, &loaded.sources, &loaded.capabilities, watchers, app)
                 .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
-        lock(&self.schedules).extend(tasks);
+        lock(&self.schedules).extend(scheduler);
         *lock(&slot.wired) = Some(loaded.sources.clone());
         Ok(())
     }
@@ -490,9 +490,13 @@ impl ComponentRegistry {
 
 impl ComponentRegistry {
     /// Stops trigger schedules and every live module component (when the app stops).
-    pub async fn stop_modules(&self) {
-        for task in lock(&self.schedules).drain(..) {
-            task.abort();
+    pub async fn stop_modules(&self, deadline: tokio::time::Instant) {
+        let schedulers: Vec<_> = lock(&self.schedules).drain(..).collect();
+        for scheduler in schedulers {
+            // Ticking stops at once; an event in progress may finish until the deadline.
+            if let Err(e) = scheduler.stop(deadline).await {
+                tracing::warn!(error = %format!("{e:#}"), "a trigger component's schedule did not stop cleanly");
+            }
         }
         for slot in self.slots() {
             if let Some(live) = slot.live() {

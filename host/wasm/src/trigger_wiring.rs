@@ -47,29 +47,23 @@ pub fn check_sources(
     Ok(())
 }
 
-/// Watches every source of the live trigger component in `slot`. Cron sources run as tasks,
-/// returned so the app can stop them.
+/// Watches every source of the live trigger component in `slot`. Cron sources tick on a
+/// scheduler of their own (UTC, overlapping ticks skipped), returned so the app can stop it.
 pub fn wire(
     slot: &Arc<Slot>,
     sources: &[TriggerSource],
     capabilities: &Capabilities,
     watchers: &Watchers,
     app: &Arc<AppState>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<Option<Arc<wf_scheduler::CronScheduler>>> {
     check_sources(&slot.name, sources, capabilities)?;
     // Parse every schedule first, so a bad one wires nothing.
     let mut schedules = Vec::new();
     for (index, source) in sources.iter().enumerate() {
         if let TriggerSource::Cron { expression } = source {
-            let cron = croner::parser::CronParser::new()
-                .parse(expression)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "trigger component `{}`: bad cron expression `{expression}`: {e}",
-                        slot.name
-                    )
-                })?;
-            schedules.push((index as u32, cron));
+            let schedule = wf_scheduler::Schedule::parse(expression, "UTC")
+                .map_err(|e| anyhow::anyhow!("trigger component `{}`: {e}", slot.name))?;
+            schedules.push((index as u32, schedule));
         }
     }
     for (index, source) in sources.iter().enumerate() {
@@ -120,36 +114,48 @@ pub fn wire(
             TriggerSource::Cron { .. } => {}
         }
     }
-    Ok(schedules
-        .into_iter()
-        .map(|(index, cron)| tokio::spawn(run_schedule(slot.clone(), index, cron, app.clone())))
-        .collect())
+    if schedules.is_empty() {
+        return Ok(None);
+    }
+    let scheduler = wf_scheduler::CronScheduler::new(&format!("component:{}", slot.name));
+    for (index, schedule) in schedules {
+        let action = Arc::new(ComponentTick {
+            slot: slot.clone(),
+            index,
+            app: app.clone(),
+        });
+        let name = format!("{}#{index}", slot.name);
+        scheduler.add(wf_scheduler::Job::new(
+            name,
+            schedule,
+            wf_scheduler::Overlap::Skip,
+            action,
+        ));
+    }
+    scheduler.start();
+    Ok(Some(scheduler))
 }
 
-/// Fires source `index` at every time `cron` matches (UTC, seconds allowed), until aborted.
-/// Ticks never overlap: one that comes while the previous event still runs is skipped.
-async fn run_schedule(slot: Arc<Slot>, index: u32, cron: croner::Cron, app: Arc<AppState>) {
-    loop {
-        let now = chrono::Utc::now();
-        let Ok(next) = cron.find_next_occurrence(&now, false) else {
-            tracing::warn!(component = %slot.name, "the schedule `{}` never fires again", cron.pattern);
-            return;
-        };
-        tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
-        let payload =
-            json!({"scheduled_at": next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
-        match event(&slot, index, &app, payload).await {
-            Ok(runs) => {
-                for (pipeline, result) in runs {
-                    if let Err(error) = result {
-                        tracing::error!(component = %slot.name, %pipeline, "scheduled run failed: {error}");
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::error!(component = %slot.name, "scheduled event failed: {error}")
+/// One cron source of a trigger component: each tick is an event for the component.
+struct ComponentTick {
+    slot: Arc<Slot>,
+    index: u32,
+    app: Arc<AppState>,
+}
+
+#[wf_engine::async_trait]
+impl wf_scheduler::JobAction for ComponentTick {
+    async fn fire(&self, tick: wf_scheduler::Tick) -> anyhow::Result<()> {
+        let payload = json!({"scheduled_at": tick.scheduled_at});
+        let runs = event(&self.slot, self.index, &self.app, payload)
+            .await
+            .map_err(|e| anyhow::anyhow!("scheduled event failed: {e}"))?;
+        for (pipeline, result) in runs {
+            if let Err(error) = result {
+                tracing::error!(component = %self.slot.name, %pipeline, "scheduled run failed: {error}");
             }
         }
+        Ok(())
     }
 }
 
