@@ -269,3 +269,76 @@ pipelines:
         "{rendered}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_a_watched_directory_become_messages() {
+    let dir = wf_tests::TempDir::new("file-input");
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: bus, type: messaging.broker}}
+  - name: csv-input
+    type: messaging.handler
+    config: {{inputType: csv, watchPath: "{}", pollInterval: 20ms, targetTopics: [raw-input]}}
+"#,
+        dir.0.display()
+    ))
+    .await;
+    let bus = broker(&app, "bus");
+    let seen = collect(&bus, &["raw-input"]);
+    // Written under a temporary name, then renamed: never read half-written.
+    std::fs::write(
+        dir.0.join("people.csv.tmp"),
+        "name,role\nada,engineer\ngrace,admiral\n",
+    )
+    .unwrap();
+    std::fs::rename(dir.0.join("people.csv.tmp"), dir.0.join("people.csv")).unwrap();
+    std::fs::write(dir.0.join("broken.csv"), "name,role\nada,engineer,extra\n").unwrap();
+
+    let records = seen.wait_for("raw-input", 2).await;
+    assert_eq!(
+        records,
+        [
+            json!({"name": "ada", "role": "engineer"}),
+            json!({"name": "grace", "role": "admiral"})
+        ]
+    );
+    let done = eventually(Duration::from_secs(5), || async {
+        dir.0.join("people.csv.processed").exists() && dir.0.join("broken.csv.failed").exists()
+    })
+    .await;
+    assert!(done, "files were not marked");
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_pipeline_example_carries_csv_rows_through_every_stage() {
+    // Run from a copy, so its `./input` directory is created there and not in the examples.
+    let dir = wf_tests::TempDir::new("data-pipeline");
+    let config = dir.0.join("data-pipeline-config.yaml");
+    std::fs::copy(seed_examples().join("data-pipeline-config.yaml"), &config).unwrap();
+    let registry = wf_host::registry().unwrap();
+    let app = build_on_loopback(&config, &registry)
+        .start(Duration::from_secs(5))
+        .await
+        .unwrap();
+    std::fs::write(dir.0.join("input/batch.csv"), "sku,qty\nA-1,2\nB-7,1\n").unwrap();
+    let services = app.state().services().unwrap();
+    let received = |name: &str| services.get::<LoggingHandler>(name).unwrap().received();
+    // raw-input → data-validation → validated-data → data-transformation → transformed-data →
+    // data-enrichment → processed-data → db-output and notification-output.
+    let done = eventually(Duration::from_secs(10), || async {
+        received("db-output") == 2 && received("notification-output") == 2
+    })
+    .await;
+    assert!(
+        done,
+        "stages saw: validation {}, transformation {}, enrichment {}, db {}",
+        received("data-validation"),
+        received("data-transformation"),
+        received("data-enrichment"),
+        received("db-output")
+    );
+    assert_eq!(received("data-validation"), 2);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

@@ -27,12 +27,18 @@ pub struct LoggingHandlerConfig {
     /// The broker for `topic`; optional when the application has one.
     #[serde(default)]
     pub broker: Option<String>,
-    /// Format of files read from `watchPath` (`csv`, `json`). Not implemented yet.
+    /// How files in `watchPath` are read: `csv` (header row; values are strings), `json` (an
+    /// object or an array of objects) or `jsonl` (an object per line).
     #[serde(default, rename = "inputType")]
-    pub input_type: Option<String>,
-    /// A directory whose new files become messages. Not implemented yet.
+    pub input_type: Option<crate::file_input::InputType>,
+    /// A directory (relative to the config file) whose new files become messages: each record
+    /// is published to the handler's target topics, then the file is renamed `.processed`.
     #[serde(default, rename = "watchPath")]
     pub watch_path: Option<String>,
+    /// How often `watchPath` is checked for new files.
+    #[serde(default, rename = "pollInterval")]
+    #[schemars(regex(pattern = wf_engine::wf_config::duration::DURATION_PATTERN))]
+    pub poll_interval: Option<String>,
     /// Topics every received message is published to, on the handler's broker.
     #[serde(default, rename = "targetTopics")]
     pub target_topics: Vec<String>,
@@ -54,16 +60,21 @@ impl Described for LoggingHandlerType {
 impl ModuleType for LoggingHandlerType {
     fn check(config: &LoggingHandlerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if config.watch_path.is_some() || config.input_type.is_some() {
-            let pointer = if config.watch_path.is_some() {
-                "/watchPath"
-            } else {
-                "/inputType"
-            };
-            issues.push(ConfigIssue::not_implemented(
-                pointer,
-                "file inputs (`watchPath`, `inputType`) are not implemented in this build yet",
-            ));
+        match (&config.watch_path, &config.input_type) {
+            (Some(_), None) => issues.push(
+                ConfigIssue::new("/watchPath", "`watchPath` needs an `inputType`")
+                    .help("add `inputType: csv` (or `json`, `jsonl`)"),
+            ),
+            (None, Some(_)) => issues.push(ConfigIssue::new(
+                "/inputType",
+                "`inputType` is for files read from `watchPath`, which is not set",
+            )),
+            _ => {}
+        }
+        if let Some(interval) = &config.poll_interval
+            && let Err(e) = wf_engine::wf_config::duration::parse_duration(interval)
+        {
+            issues.push(ConfigIssue::new("/pollInterval", e));
         }
         if let Some(topic) = &config.topic {
             issues.extend(crate::check_topic("/topic", topic));
@@ -91,10 +102,24 @@ impl ModuleType for LoggingHandlerType {
         config: LoggingHandlerConfig,
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
+        let files = match (&config.watch_path, config.input_type) {
+            (Some(dir), Some(format)) => Some(WatchedDir {
+                dir: ctx.base_dir.join(dir),
+                format,
+                poll: match &config.poll_interval {
+                    Some(p) => wf_engine::wf_config::duration::parse_duration(p)
+                        .map_err(anyhow::Error::msg)?,
+                    None => crate::file_input::DEFAULT_POLL,
+                },
+            }),
+            _ => None,
+        };
         let handler = Arc::new(LoggingHandler {
             name: ctx.name.to_string(),
             received: AtomicU64::new(0),
             forward: RwLock::default(),
+            files,
+            poller: std::sync::Mutex::default(),
         });
         ctx.provide::<dyn MessageHandler>(handler.clone());
         ctx.provide::<LoggingHandler>(handler.clone());
@@ -128,6 +153,15 @@ pub struct LoggingHandler {
     received: AtomicU64,
     /// Where received messages are published next.
     forward: RwLock<Vec<(Arc<dyn MessageBroker>, String)>>,
+    /// `watchPath`, when files are an input.
+    files: Option<WatchedDir>,
+    poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct WatchedDir {
+    dir: std::path::PathBuf,
+    format: crate::file_input::InputType,
+    poll: std::time::Duration,
 }
 
 impl wf_engine::ServiceKind for LoggingHandler {
@@ -162,10 +196,17 @@ impl MessageHandler for LoggingHandler {
                     .map(str::to_string)
             });
         tracing::info!(handler = %self.name, %topic, bytes = payload.len(), event_type = event_type.as_deref().unwrap_or("-"), count, "message received");
+        self.forward(Some(topic), payload).await
+    }
+}
+
+impl LoggingHandler {
+    /// Publishes `payload` to every target topic except `from` (a handler forwarding to the
+    /// topic it reads would feed itself forever).
+    async fn forward(&self, from: Option<&str>, payload: Bytes) -> anyhow::Result<()> {
         let targets = self.forward.read().map(|f| f.clone()).unwrap_or_default();
         for (broker, target) in targets {
-            // A handler forwarding to the topic it reads would feed itself forever.
-            if target == topic {
+            if Some(target.as_str()) == from {
                 continue;
             }
             broker
@@ -175,6 +216,75 @@ impl MessageHandler for LoggingHandler {
         }
         Ok(())
     }
+
+    /// Reads every waiting file of `watchPath` and publishes its records.
+    async fn read_files(&self, watched: &WatchedDir) {
+        use crate::file_input::{mark, pending_files, read_records};
+        for path in pending_files(&watched.dir) {
+            let records = match read_records(&path, watched.format) {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::error!(handler = %self.name, file = %path.display(), %error, "cannot read an input file; renamed .failed");
+                    mark(&path, ".failed");
+                    continue;
+                }
+            };
+            let count = records.len();
+            for record in records {
+                let payload = Bytes::from(serde_json::Value::Object(record).to_string());
+                if let Err(e) = self.forward(None, payload).await {
+                    // Left in place: the whole file is read again at the next poll.
+                    tracing::error!(handler = %self.name, file = %path.display(), error = %format!("{e:#}"), "publishing a record failed; the file will be read again");
+                    return;
+                }
+            }
+            tracing::info!(handler = %self.name, file = %path.display(), records = count, "input file published");
+            mark(&path, ".processed");
+        }
+    }
 }
 
-impl Module for LoggingHandler {}
+#[async_trait]
+impl Module for LoggingHandler {
+    async fn start(&self, ctx: &wf_engine::StartContext) -> anyhow::Result<()> {
+        let Some(watched) = &self.files else {
+            return Ok(());
+        };
+        if self.forward.read().map(|f| f.is_empty()).unwrap_or(true) {
+            tracing::warn!(handler = %self.name, "files are read from `watchPath`, but the handler has no target topics: add `targetTopics` or a `producers` entry");
+        }
+        std::fs::create_dir_all(&watched.dir).map_err(|e| {
+            anyhow::anyhow!("cannot create `watchPath` {}: {e}", watched.dir.display())
+        })?;
+        let services = ctx.app.services();
+        let name = self.name.clone();
+        let poll = watched.poll;
+        let poller = tokio::spawn(async move {
+            // The handler is looked up each round so the task does not keep the app alive.
+            loop {
+                let handler = services
+                    .as_ref()
+                    .and_then(|s| s.get::<LoggingHandler>(&name).ok());
+                let Some(handler) = handler else { return };
+                if let Some(watched) = &handler.files {
+                    handler.read_files(watched).await;
+                }
+                drop(handler);
+                tokio::time::sleep(poll).await;
+            }
+        });
+        if let Ok(mut slot) = self.poller.lock() {
+            *slot = Some(poller);
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, _ctx: &wf_engine::StopContext) -> anyhow::Result<()> {
+        if let Ok(mut slot) = self.poller.lock()
+            && let Some(poller) = slot.take()
+        {
+            poller.abort();
+        }
+        Ok(())
+    }
+}

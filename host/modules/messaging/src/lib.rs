@@ -18,6 +18,7 @@ use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 pub mod broker;
 pub mod delivery;
 pub mod event_trigger;
+pub mod file_input;
 pub mod handler;
 pub mod kafka;
 pub mod lifecycle;
