@@ -40,44 +40,46 @@ pub trait RunEventSink: Send + Sync {
 #[derive(Clone, Copy, Debug)]
 pub struct QuietRun;
 
-/// The app's current sink, chosen by priority: an event-bus module outranks a plain broker.
+/// The app's sinks, highest priority first (an event bus outranks a plain broker; among
+/// equals, the first installed). Each event goes to the first sink that wants its topic, so a
+/// second broker nobody listens on never hides the one with listeners.
 #[derive(Default)]
 pub struct RunEvents {
-    sink: RwLock<Option<(u8, Arc<dyn RunEventSink>)>>,
+    sinks: RwLock<Vec<(u8, Arc<dyn RunEventSink>)>>,
 }
 
 impl std::fmt::Debug for RunEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let installed = self.sink.read().map(|s| s.is_some()).unwrap_or(false);
+        let installed = self.sinks.read().map(|s| s.len()).unwrap_or(0);
         f.debug_struct("RunEvents")
-            .field("installed", &installed)
+            .field("sinks", &installed)
             .finish()
     }
 }
 
 impl RunEvents {
-    /// Installs `sink` unless one of a higher priority is already there.
     pub fn install(&self, priority: u8, sink: Arc<dyn RunEventSink>) {
-        if let Ok(mut slot) = self.sink.write()
-            && slot.as_ref().is_none_or(|(p, _)| *p <= priority)
-        {
-            *slot = Some((priority, sink));
+        if let Ok(mut sinks) = self.sinks.write() {
+            let at = sinks.partition_point(|(p, _)| *p >= priority);
+            sinks.insert(at, (priority, sink));
         }
     }
 
     /// Removes every sink (at app stop: sinks hold brokers, which hold the handlers that hold
     /// pipelines, which hold this — clearing it breaks the cycle).
     pub fn clear(&self) {
-        if let Ok(mut slot) = self.sink.write() {
-            *slot = None;
+        if let Ok(mut sinks) = self.sinks.write() {
+            sinks.clear();
         }
     }
 
-    /// The sink, when one is installed and wants `topic`.
+    /// The first sink that wants `topic`.
     pub fn sink_for(&self, topic: &str) -> Option<Arc<dyn RunEventSink>> {
-        let slot = self.sink.read().ok()?;
-        let (_, sink) = slot.as_ref()?;
-        sink.wants(topic).then(|| sink.clone())
+        let sinks = self.sinks.read().ok()?;
+        sinks
+            .iter()
+            .find(|(_, sink)| sink.wants(topic))
+            .map(|(_, sink)| sink.clone())
     }
 
     /// Emits the event `build` makes, when anything wants `topic`.

@@ -50,6 +50,7 @@ impl App {
     async fn start_with(self, grace: Duration, serve: bool) -> Result<RunningApp, StartError> {
         let ctx = StartContext {
             app: self.state.clone(),
+            serving: serve,
         };
         let mut running = RunningApp {
             state: self.state,

@@ -11,6 +11,11 @@ use crate::state::AppState;
 #[derive(Clone)]
 pub struct StartContext {
     pub app: Arc<AppState>,
+    /// False for `wf-host run-pipeline` (see [`crate::App::start_offline`]): modules may
+    /// connect (to publish, query, ...) but must not consume work on their own — no broker
+    /// consumers, no scheduler ticks — or the command would take an app's messages or fire
+    /// its jobs.
+    pub serving: bool,
 }
 
 /// What a module gets when the application stops it.

@@ -150,6 +150,8 @@ pub struct MemoryBroker {
     pending: Mutex<Vec<PendingWorker>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     running: std::sync::atomic::AtomicBool,
+    /// Set at stop: publishing then fails instead of reaching no one silently.
+    stopped: std::sync::atomic::AtomicBool,
     lifecycle: Mutex<Option<LifecycleForwarder>>,
     this: Weak<MemoryBroker>,
 }
@@ -173,6 +175,7 @@ impl MemoryBroker {
             pending: Mutex::default(),
             workers: Mutex::default(),
             running: Default::default(),
+            stopped: Default::default(),
             lifecycle: Mutex::default(),
             this: this.clone(),
         }))
@@ -184,6 +187,7 @@ impl MemoryBroker {
 
     /// Handles one message for one subscriber: every attempt, then the dead-letter topic.
     async fn deliver(&self, topic: &str, target: &Target, payload: Bytes) -> bool {
+        // In memory there is nothing to leave unacknowledged: a failed dead letter is logged.
         crate::delivery::deliver_with_retries(
             &self.policy,
             self,
@@ -195,6 +199,7 @@ impl MemoryBroker {
             payload,
         )
         .await
+            == crate::delivery::Settled::Handled
     }
 
     fn spawn_worker(&self, pending: PendingWorker) -> anyhow::Result<JoinHandle<()>> {
@@ -221,6 +226,12 @@ impl MemoryBroker {
 #[async_trait]
 impl MessageBroker for MemoryBroker {
     async fn publish(&self, topic: &str, payload: Bytes) -> anyhow::Result<Delivery> {
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            anyhow::bail!(
+                "broker `{}` has stopped; `{topic}` was not published",
+                self.name
+            );
+        }
         // Clone the subscriber list so no lock is held while handlers run (they may publish).
         let Some(subscribers) = self.subscribers(topic) else {
             tracing::debug!(broker = %self.name, %topic, "message published to a topic without subscribers");
@@ -371,6 +382,8 @@ impl Module for MemoryBroker {
     async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
         self.running
             .store(false, std::sync::atomic::Ordering::Release);
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Ok(mut slot) = self.lifecycle.lock() {
             slot.take();
         }
@@ -454,7 +467,10 @@ mod tests {
 
     async fn started(broker: &Arc<MemoryBroker>) {
         let app = Arc::new(wf_engine::AppState::new(None, Arc::from(Vec::new())));
-        broker.start(&StartContext { app }).await.unwrap();
+        broker
+            .start(&StartContext { app, serving: true })
+            .await
+            .unwrap();
     }
 
     /// Polls until `f` holds; bounded, so a broken broker fails the test instead of hanging.

@@ -177,9 +177,21 @@ impl SubscriptionStats {
     }
 }
 
+/// How a message ended for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The handler succeeded.
+    Handled,
+    /// It failed for good and is on the dead-letter topic (or there is none: logged, dropped).
+    DeadLettered,
+    /// It failed for good and publishing the dead letter failed too: the message must not be
+    /// acknowledged.
+    Unsettled,
+}
+
 /// Delivers one message to one subscriber in this process: every attempt with its backoff,
-/// then the dead-letter topic (published on `broker`). True when the handler succeeded. Used
-/// by brokers that do not redeliver themselves (in-memory, core NATS, Kafka).
+/// then the dead-letter topic (published on `broker`). Used by brokers that do not redeliver
+/// themselves (in-memory, core NATS, Kafka).
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver_with_retries(
     policy: &DeliveryPolicy,
@@ -190,7 +202,7 @@ pub async fn deliver_with_retries(
     handler: &dyn MessageHandler,
     stats: &SubscriptionStats,
     payload: Bytes,
-) -> bool {
+) -> Settled {
     let mut attempt = 1;
     loop {
         let outcome = policy
@@ -198,14 +210,14 @@ pub async fn deliver_with_retries(
             .await;
         stats.count(&outcome);
         match outcome {
-            Outcome::Handled => return true,
+            Outcome::Handled => return Settled::Handled,
             Outcome::Retry { after, error } => {
                 tracing::warn!(broker = %broker_name, %topic, %subscriber, attempt, %error, ?after, "delivery failed; redelivering");
                 tokio::time::sleep(after).await;
                 attempt += 1;
             }
             Outcome::DeadLetter(error) => {
-                dead_letter(
+                let parked = dead_letter(
                     policy,
                     broker,
                     broker_name,
@@ -216,13 +228,18 @@ pub async fn deliver_with_retries(
                     &payload,
                 )
                 .await;
-                return false;
+                return if parked {
+                    Settled::DeadLettered
+                } else {
+                    Settled::Unsettled
+                };
             }
         }
     }
 }
 
 /// Logs a message that could not be delivered and publishes it to the dead-letter topic.
+/// False when that publish failed (the caller must then not acknowledge the message).
 #[allow(clippy::too_many_arguments)]
 pub async fn dead_letter(
     policy: &DeliveryPolicy,
@@ -233,18 +250,22 @@ pub async fn dead_letter(
     error: &str,
     attempts: u32,
     payload: &[u8],
-) {
+) -> bool {
     tracing::error!(broker = %broker_name, %topic, %subscriber, attempts, %error, dead_letter_topic = ?policy.dead_letter_topic, "message could not be delivered");
     let Some(dead_letters) = &policy.dead_letter_topic else {
-        return;
+        return true;
     };
     // Never dead-letter the dead-letter topic's own messages into itself.
     if dead_letters == topic {
-        return;
+        return true;
     }
     let envelope = dead_letter_envelope(topic, subscriber, error, attempts, payload);
     // Boxed: publishing may deliver synchronously, which can come back here.
-    if let Err(e) = Box::pin(broker.publish(dead_letters, envelope)).await {
-        tracing::error!(broker = %broker_name, %topic, error = %format!("{e:#}"), "dead-lettering failed");
+    match Box::pin(broker.publish(dead_letters, envelope)).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(broker = %broker_name, %topic, error = %format!("{e:#}"), "dead-lettering failed; the message stays unacknowledged");
+            false
+        }
     }
 }

@@ -64,7 +64,8 @@ pub struct EventSubscription {
     #[serde(default)]
     pub params: Map<String, Value>,
     /// Acknowledge the message as soon as the run starts instead of when it succeeds. A failing
-    /// run is then only logged; otherwise it makes the broker redeliver the message.
+    /// run is then only logged; otherwise it makes the broker redeliver the message. At most
+    /// 256 such runs go at once per subscription; more wait (back-pressure on the broker).
     #[serde(default, rename = "async")]
     pub run_async: bool,
     /// This subscription's broker, over the trigger's `broker`.
@@ -175,6 +176,7 @@ fn configure(
             params: s.params,
             run_async: s.run_async,
             rejected: AtomicU64::new(0),
+            async_runs: Arc::new(tokio::sync::Semaphore::new(MAX_ASYNC_RUNS)),
         });
         broker.subscribe(&s.topic, &subscriber, handler)?;
     }
@@ -213,7 +215,11 @@ struct EventHandler {
     quiet: bool,
     /// Messages that were not JSON objects.
     rejected: AtomicU64,
+    /// Bounds the runs `async: true` has going at once.
+    async_runs: Arc<tokio::sync::Semaphore>,
 }
+
+const MAX_ASYNC_RUNS: usize = 256;
 
 #[async_trait]
 impl MessageHandler for EventHandler {
@@ -253,7 +259,9 @@ impl MessageHandler for EventHandler {
         if self.run_async {
             let pipeline = self.pipeline.clone();
             let topic = topic.to_string();
+            let permit = self.async_runs.clone().acquire_owned().await?;
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = pipeline.run(data, extensions).await {
                     tracing::error!(%topic, pipeline = %pipeline.name, error = %e, "a run started by a message failed");
                 }

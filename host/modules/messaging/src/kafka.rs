@@ -7,7 +7,7 @@
 //! from the committed offsets, losing nothing published while it was down. Failed deliveries
 //! are retried in this process (`maxDeliveries`, with backoff), which keeps a partition's order.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,15 +21,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::{
     BuildContext, Category, Described, Module, ModuleType, StartContext, StopContext, async_trait,
 };
 
-use crate::delivery::{DeliveryConfig, DeliveryPolicy, SubscriptionStats, deliver_with_retries};
-use crate::lifecycle::LifecycleForwarder;
+use crate::consumers::{Consumers, Subscription};
+use crate::delivery::{DeliveryConfig, DeliveryPolicy, Settled, deliver_with_retries};
 use crate::{Delivery, MessageBroker, MessageHandler};
 
 /// Configuration of `messaging.kafka`.
@@ -114,22 +113,12 @@ impl ModuleType for KafkaBrokerType {
             lifecycle_events: config.lifecycle_events,
             policy,
             producer: OnceLock::new(),
-            subscriptions: Mutex::default(),
-            consumers: Mutex::default(),
-            stop: watch::channel(false).0,
-            lifecycle: Mutex::default(),
+            consumers: Arc::default(),
             this: this.clone(),
         });
         ctx.provide::<dyn MessageBroker>(broker.clone());
         Ok(broker)
     }
-}
-
-struct Subscription {
-    topic: String,
-    subscriber: String,
-    handler: Arc<dyn MessageHandler>,
-    stats: SubscriptionStats,
 }
 
 pub struct KafkaBroker {
@@ -143,10 +132,7 @@ pub struct KafkaBroker {
     lifecycle_events: bool,
     policy: DeliveryPolicy,
     producer: OnceLock<FutureProducer>,
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
-    consumers: Mutex<Vec<JoinHandle<()>>>,
-    stop: watch::Sender<bool>,
-    lifecycle: Mutex<Option<LifecycleForwarder>>,
+    consumers: Arc<Consumers>,
     this: Weak<KafkaBroker>,
 }
 
@@ -216,7 +202,7 @@ impl KafkaBroker {
                 anyhow::anyhow!("subscribing `{group}` to `{}`: {e}", subscription.topic)
             })?;
         let broker = self.this.clone();
-        let mut stop = self.stop.subscribe();
+        let mut stop = self.consumers.stop_signal();
         Ok(tokio::spawn(async move {
             loop {
                 let received = tokio::select! {
@@ -236,17 +222,30 @@ impl KafkaBroker {
                     }
                 };
                 let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-                deliver_with_retries(
-                    &broker.policy,
-                    &*broker,
-                    &broker.name,
-                    &subscription.topic,
-                    &subscription.subscriber,
-                    &*subscription.handler,
-                    &subscription.stats,
-                    payload,
-                )
-                .await;
+                // Until it is handled or safely dead-lettered, the offset is not committed (a
+                // later commit would commit past it): deliver again after a pause, or stop
+                // without committing so the next start gets it again.
+                loop {
+                    let settled = deliver_with_retries(
+                        &broker.policy,
+                        &*broker,
+                        &broker.name,
+                        &subscription.topic,
+                        &subscription.subscriber,
+                        &*subscription.handler,
+                        &subscription.stats,
+                        payload.clone(),
+                    )
+                    .await;
+                    if settled != Settled::Unsettled {
+                        break;
+                    }
+                    let pause = broker.policy.retry_backoff.max(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = stop.wait_for(|stopped| *stopped) => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
                 // Handled or dead-lettered: either way this offset is done.
                 if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
                     tracing::warn!(broker = %broker.name, topic = %subscription.topic, error = %e, "committing an offset failed; the message may be delivered again");
@@ -296,51 +295,26 @@ impl MessageBroker for KafkaBroker {
         subscriber: &str,
         handler: Arc<dyn MessageHandler>,
     ) -> anyhow::Result<()> {
-        let subscription = Arc::new(Subscription {
-            topic: topic.to_string(),
-            subscriber: subscriber.to_string(),
-            handler,
-            stats: SubscriptionStats::default(),
-        });
-        self.subscriptions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-            .push(subscription.clone());
+        let subscription = self.consumers.add(topic, subscriber, handler);
         // Subscriptions made while running (trigger components) start consuming now.
-        if self.producer.get().is_some() {
-            let broker = self.this.upgrade();
-            tokio::spawn(async move {
-                let Some(broker) = broker else { return };
-                let started = async {
+        if self.consumers.consuming() {
+            self.consumers.start_later(
+                self.this.clone(),
+                self.name.clone(),
+                subscription,
+                |broker: Arc<Self>, subscription| async move {
                     broker
                         .ensure_topics(std::slice::from_ref(&subscription.topic))
                         .await?;
-                    broker.consume(subscription.clone()).await
-                };
-                match started.await {
-                    Ok(consumer) => {
-                        if let Ok(mut consumers) = broker.consumers.lock() {
-                            consumers.push(consumer);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(broker = %broker.name, topic = %subscription.topic, error = %format!("{e:#}"), "subscribing failed")
-                    }
-                }
-            });
+                    broker.consume(subscription).await
+                },
+            );
         }
         Ok(())
     }
 
     fn subscriptions(&self) -> Vec<(String, String)> {
-        self.subscriptions
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .map(|s| (s.topic.clone(), s.subscriber.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.consumers.pairs()
     }
 
     fn wants_run_event(&self, _topic: &str) -> bool {
@@ -373,28 +347,27 @@ impl Module for KafkaBroker {
                 )
             })?;
         let _ = self.producer.set(producer);
-        let subscriptions = self
-            .subscriptions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-            .clone();
+        let subscriptions = self.consumers.all();
         let mut topics: Vec<String> = subscriptions.iter().map(|s| s.topic.clone()).collect();
         topics.sort();
         topics.dedup();
         self.ensure_topics(&topics).await?;
-        for subscription in subscriptions {
-            let consumer = self.consume(subscription).await?;
-            self.consumers
-                .lock()
-                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-                .push(consumer);
+        // Offline (`wf-host run-pipeline`): publish only; the app's consumer groups keep their
+        // work.
+        for subscription in subscriptions.into_iter().filter(|_| ctx.serving) {
+            match self.consume(subscription).await {
+                Ok(task) => self.consumers.track(task),
+                Err(e) => {
+                    // The engine does not stop a module whose start failed: stop what began.
+                    self.consumers.stop(tokio::time::Instant::now()).await;
+                    return Err(e);
+                }
+            }
         }
+        self.consumers.set_consuming(ctx.serving);
         if self.lifecycle_events {
             let this: Weak<dyn MessageBroker> = self.this.clone();
-            let forwarder = LifecycleForwarder::install(&ctx.app, 0, this);
-            if let Ok(mut slot) = self.lifecycle.lock() {
-                *slot = Some(forwarder);
-            }
+            self.consumers.forward_lifecycle(&ctx.app, this);
         }
         tracing::info!(broker = %self.name, brokers = %self.brokers, "connected to Kafka");
         Ok(())
@@ -403,24 +376,7 @@ impl Module for KafkaBroker {
     /// Consumers finish the message in hand, commit and leave their groups; the producer
     /// flushes what it still holds.
     async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        if let Ok(mut slot) = self.lifecycle.lock() {
-            slot.take();
-        }
-        let consumers = std::mem::take(
-            &mut *self
-                .consumers
-                .lock()
-                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?,
-        );
-        for mut consumer in consumers {
-            if tokio::time::timeout_at(ctx.deadline, &mut consumer)
-                .await
-                .is_err()
-            {
-                consumer.abort();
-            }
-        }
+        self.consumers.stop(ctx.deadline).await;
         if let Some(producer) = self.producer.get() {
             let producer = producer.clone();
             let left = ctx

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 
 pub mod broker;
+pub mod consumers;
 pub mod delivery;
 pub mod event_trigger;
 pub mod file_input;

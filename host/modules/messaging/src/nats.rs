@@ -7,7 +7,7 @@
 //! redelivered by the server after a failure (`maxDeliveries`, with backoff), and a restarted
 //! app resumes where its consumer left off, losing nothing published meanwhile.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
@@ -15,17 +15,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::{
     BuildContext, Category, Described, Module, ModuleType, StartContext, StopContext, async_trait,
 };
 
-use crate::delivery::{
-    DeliveryConfig, DeliveryPolicy, Outcome, SubscriptionStats, dead_letter, deliver_with_retries,
-};
-use crate::lifecycle::LifecycleForwarder;
+use crate::consumers::{Consumers, Subscription};
+use crate::delivery::{DeliveryConfig, DeliveryPolicy, Outcome, dead_letter, deliver_with_retries};
 use crate::{Delivery, MessageBroker, MessageHandler};
 
 /// Configuration of `messaging.nats`.
@@ -142,10 +139,7 @@ impl ModuleType for NatsBrokerType {
             lifecycle_events: config.lifecycle_events,
             policy,
             connection: OnceLock::new(),
-            subscriptions: Mutex::default(),
-            consumers: Mutex::default(),
-            stop: watch::channel(false).0,
-            lifecycle: Mutex::default(),
+            consumers: Arc::default(),
             this: this.clone(),
         });
         ctx.provide::<dyn MessageBroker>(broker.clone());
@@ -165,13 +159,6 @@ struct Connection {
     jetstream: Option<(jetstream::Context, jetstream::stream::Stream)>,
 }
 
-struct Subscription {
-    topic: String,
-    subscriber: String,
-    handler: Arc<dyn MessageHandler>,
-    stats: SubscriptionStats,
-}
-
 pub struct NatsBroker {
     name: String,
     url: String,
@@ -181,11 +168,7 @@ pub struct NatsBroker {
     lifecycle_events: bool,
     policy: DeliveryPolicy,
     connection: OnceLock<Connection>,
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
-    consumers: Mutex<Vec<JoinHandle<()>>>,
-    /// Set to true at stop: consumers finish the message in hand and end.
-    stop: watch::Sender<bool>,
-    lifecycle: Mutex<Option<LifecycleForwarder>>,
+    consumers: Arc<Consumers>,
     this: Weak<NatsBroker>,
 }
 
@@ -247,7 +230,7 @@ impl NatsBroker {
     async fn consume(&self, subscription: Arc<Subscription>) -> anyhow::Result<JoinHandle<()>> {
         let connection = self.connection()?;
         let broker = self.this.clone();
-        let mut stop = self.stop.subscribe();
+        let mut stop = self.consumers.stop_signal();
         match &connection.jetstream {
             None => {
                 let mut messages = connection
@@ -259,7 +242,7 @@ impl NatsBroker {
                     loop {
                         let message = tokio::select! {
                             biased;
-                            _ = stop.changed() => return,
+                            _ = stop.wait_for(|stopped| *stopped) => return,
                             message = messages.next() => message,
                         };
                         let (Some(message), Some(broker)) = (message, broker.upgrade()) else {
@@ -309,7 +292,7 @@ impl NatsBroker {
                     loop {
                         let message = tokio::select! {
                             biased;
-                            _ = stop.changed() => return,
+                            _ = stop.wait_for(|stopped| *stopped) => return,
                             message = messages.next() => message,
                         };
                         let Some(broker) = broker.upgrade() else {
@@ -352,7 +335,7 @@ impl NatsBroker {
                 AckKind::Nak(Some(after))
             }
             Outcome::DeadLetter(error) => {
-                dead_letter(
+                let parked = dead_letter(
                     &self.policy,
                     self,
                     &self.name,
@@ -363,7 +346,12 @@ impl NatsBroker {
                     &message.payload,
                 )
                 .await;
-                AckKind::Term
+                if parked {
+                    AckKind::Term
+                } else {
+                    // Not lost: the server delivers it again, and dead-lettering is retried.
+                    AckKind::Nak(Some(self.policy.retry_backoff.max(Duration::from_secs(1))))
+                }
             }
         };
         if let Err(e) = message.ack_with(ack).await {
@@ -421,45 +409,21 @@ impl MessageBroker for NatsBroker {
         subscriber: &str,
         handler: Arc<dyn MessageHandler>,
     ) -> anyhow::Result<()> {
-        let subscription = Arc::new(Subscription {
-            topic: topic.to_string(),
-            subscriber: subscriber.to_string(),
-            handler,
-            stats: SubscriptionStats::default(),
-        });
-        self.subscriptions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-            .push(subscription.clone());
+        let subscription = self.consumers.add(topic, subscriber, handler);
         // Subscriptions made while running (trigger components) start consuming now.
-        if self.connection.get().is_some() {
-            let broker = self.this.upgrade();
-            tokio::spawn(async move {
-                let Some(broker) = broker else { return };
-                match broker.consume(subscription.clone()).await {
-                    Ok(consumer) => {
-                        if let Ok(mut consumers) = broker.consumers.lock() {
-                            consumers.push(consumer);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(broker = %broker.name, topic = %subscription.topic, error = %format!("{e:#}"), "subscribing failed")
-                    }
-                }
-            });
+        if self.consumers.consuming() {
+            self.consumers.start_later(
+                self.this.clone(),
+                self.name.clone(),
+                subscription,
+                |broker: Arc<Self>, subscription| async move { broker.consume(subscription).await },
+            );
         }
         Ok(())
     }
 
     fn subscriptions(&self) -> Vec<(String, String)> {
-        self.subscriptions
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .map(|s| (s.topic.clone(), s.subscriber.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.consumers.pairs()
     }
 
     fn wants_run_event(&self, _topic: &str) -> bool {
@@ -472,18 +436,23 @@ impl Module for NatsBroker {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let connection = self.connect().await?;
         let _ = self.connection.set(connection);
-        let subscriptions = self
-            .subscriptions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-            .clone();
+        // Offline (`wf-host run-pipeline`): publish only; the app's consumers keep their work.
+        let subscriptions = if ctx.serving {
+            self.consumers.all()
+        } else {
+            Vec::new()
+        };
         for subscription in subscriptions {
-            let consumer = self.consume(subscription).await?;
-            self.consumers
-                .lock()
-                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
-                .push(consumer);
+            match self.consume(subscription).await {
+                Ok(task) => self.consumers.track(task),
+                Err(e) => {
+                    // The engine does not stop a module whose start failed: stop what began.
+                    self.consumers.stop(tokio::time::Instant::now()).await;
+                    return Err(e);
+                }
+            }
         }
+        self.consumers.set_consuming(ctx.serving);
         // Core subscriptions are live on the server once the connection is flushed.
         self.connection()?
             .client
@@ -492,10 +461,7 @@ impl Module for NatsBroker {
             .map_err(|e| anyhow::anyhow!("NATS at `{}`: {e}", self.url))?;
         if self.lifecycle_events {
             let this: Weak<dyn MessageBroker> = self.this.clone();
-            let forwarder = LifecycleForwarder::install(&ctx.app, 0, this);
-            if let Ok(mut slot) = self.lifecycle.lock() {
-                *slot = Some(forwarder);
-            }
+            self.consumers.forward_lifecycle(&ctx.app, this);
         }
         tracing::info!(broker = %self.name, url = %self.url, jetstream = self.jetstream.is_some(), "connected to NATS");
         Ok(())
@@ -503,24 +469,7 @@ impl Module for NatsBroker {
 
     /// Consumers finish the message in hand (until the deadline), then the connection drains.
     async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        if let Ok(mut slot) = self.lifecycle.lock() {
-            slot.take();
-        }
-        let consumers = std::mem::take(
-            &mut *self
-                .consumers
-                .lock()
-                .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?,
-        );
-        for mut consumer in consumers {
-            if tokio::time::timeout_at(ctx.deadline, &mut consumer)
-                .await
-                .is_err()
-            {
-                consumer.abort();
-            }
-        }
+        self.consumers.stop(ctx.deadline).await;
         if let Some(connection) = self.connection.get() {
             let _ = tokio::time::timeout_at(ctx.deadline, connection.client.drain()).await;
         }

@@ -7,14 +7,20 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// One failed delivery.
+/// One delivery that failed for good, or is still being attempted (`status: delivering`: it
+/// is written before the first attempt, so a delivery cut short by a crash or a time limit
+/// is never lost). Headers and secrets are not kept: a replay uses the sender's current
+/// configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DeadLetter {
     pub id: String,
+    /// `failed`, or `delivering` while attempts are under way (a `delivering` letter left
+    /// after a restart was interrupted).
+    #[serde(default = "failed")]
+    pub status: String,
+    /// Where it was being sent, for people; a replay goes to the current `url`.
     pub url: String,
     pub method: String,
-    /// Headers sent besides the signature (which is computed afresh on replay).
-    pub headers: Vec<(String, String)>,
     /// The body as text, or base64 when `body_base64`.
     pub body: String,
     #[serde(default)]
@@ -25,6 +31,10 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub first_attempt_at: String,
     pub failed_at: String,
+}
+
+fn failed() -> String {
+    "failed".to_string()
 }
 
 impl DeadLetter {

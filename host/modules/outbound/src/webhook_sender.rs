@@ -82,10 +82,10 @@ pub struct DeadLetterApiConfig {
     /// The `http.router` to serve it on; optional when the app has one router.
     #[serde(default)]
     pub router: Option<String>,
-    /// Bearer token every request must carry. Without one the API is open: set it for
-    /// anything but local development.
-    #[serde(default)]
-    pub token: Option<String>,
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`): dead letters
+    /// hold message bodies, so the API is never open. Use `${ENV_VAR}`.
+    #[schemars(length(min = 1))]
+    pub token: String,
     /// Path prefix; default `/api/webhooks/<module name>/dead-letters`.
     #[serde(default)]
     pub prefix: Option<String>,
@@ -249,14 +249,7 @@ impl WebhookSender {
     }
 
     /// One attempt: `Ok` on 2xx; `Err((error, retryable))` otherwise.
-    async fn attempt(
-        &self,
-        id: &str,
-        url: &str,
-        method: &Method,
-        headers: &[(String, String)],
-        body: &Bytes,
-    ) -> Result<(), (String, bool)> {
+    async fn attempt(&self, id: &str, body: &Bytes) -> Result<(), (String, bool)> {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -264,11 +257,11 @@ impl WebhookSender {
             .to_string();
         let mut request = self
             .client
-            .request(method.clone(), url)
+            .request(self.method.clone(), &self.url)
             .header("X-Webhook-Id", id)
             .header("X-Webhook-Timestamp", &timestamp)
             .body(body.clone());
-        for (k, v) in headers {
+        for (k, v) in &self.headers {
             request = request.header(k, v);
         }
         if let Some(signature) = self.signature(&timestamp, body) {
@@ -283,54 +276,63 @@ impl WebhookSender {
                 let retryable = status.is_server_error()
                     || status == StatusCode::REQUEST_TIMEOUT
                     || status == StatusCode::TOO_MANY_REQUESTS;
-                Err((format!("{url} answered {status}: {excerpt}"), retryable))
+                Err((
+                    format!("the receiver answered {status}: {excerpt}"),
+                    retryable,
+                ))
             }
-            Err(e) => Err((format!("{url}: {e}"), true)),
+            // Without the URL: it may carry a credential (Slack-style webhook URLs do).
+            Err(e) => Err((e.without_url().to_string(), true)),
         }
     }
 
     /// Delivers `body` with every retry; a delivery that fails for good is dead-lettered.
-    /// `Err` only when even the dead letter could not be written.
+    /// The letter is written before the first attempt and removed once delivered, so a
+    /// delivery cut short (a crash, the broker's time limit) is still on disk to replay. `Err`
+    /// only when the letter cannot be written.
     pub async fn send(&self, body: Bytes, topic: Option<&str>) -> anyhow::Result<Sent> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let first_attempt_at = rfc3339_now();
-        let (url, method, headers) = (self.url.clone(), self.method.clone(), self.headers.clone());
-        match self.deliver(&id, &url, &method, &headers, &body).await {
-            Ok(attempts) => Ok(Sent::Delivered { attempts }),
+        let (text, base64) = DeadLetter::encode_body(&body);
+        let now = rfc3339_now();
+        let mut letter = DeadLetter {
+            id: uuid::Uuid::new_v4().to_string(),
+            status: "delivering".into(),
+            url: self.url.clone(),
+            method: self.method.to_string(),
+            body: text,
+            body_base64: base64,
+            topic: topic.map(str::to_string),
+            error: "the delivery was interrupted (the app stopped or a time limit cut it short)"
+                .into(),
+            attempts: 0,
+            first_attempt_at: now.clone(),
+            failed_at: now,
+        };
+        self.store.save(&letter)?;
+        match self.deliver(&letter.id, &body).await {
+            Ok(attempts) => {
+                self.store.remove(&letter.id)?;
+                Ok(Sent::Delivered { attempts })
+            }
             Err((error, attempts)) => {
-                let (text, base64) = DeadLetter::encode_body(&body);
-                let letter = DeadLetter {
-                    id: id.clone(),
-                    url,
-                    method: method.to_string(),
-                    headers,
-                    body: text,
-                    body_base64: base64,
-                    topic: topic.map(str::to_string),
-                    error: error.clone(),
-                    attempts,
-                    first_attempt_at,
-                    failed_at: rfc3339_now(),
-                };
+                letter.status = "failed".into();
+                letter.error = error.clone();
+                letter.attempts = attempts;
+                letter.failed_at = rfc3339_now();
                 self.store.save(&letter)?;
-                tracing::error!(sender = %self.name, id = %id, attempts, %error, dir = %self.store.dir().display(), "webhook delivery failed; kept as a dead letter");
-                Ok(Sent::DeadLettered { id, error })
+                tracing::error!(sender = %self.name, id = %letter.id, attempts, %error, dir = %self.store.dir().display(), "webhook delivery failed; kept as a dead letter");
+                Ok(Sent::DeadLettered {
+                    id: letter.id,
+                    error,
+                })
             }
         }
     }
 
     /// Attempts with backoff; `Ok(attempts)` or `Err((last error, attempts))`.
-    async fn deliver(
-        &self,
-        id: &str,
-        url: &str,
-        method: &Method,
-        headers: &[(String, String)],
-        body: &Bytes,
-    ) -> Result<u32, (String, u32)> {
+    async fn deliver(&self, id: &str, body: &Bytes) -> Result<u32, (String, u32)> {
         let mut attempt = 1;
         loop {
-            match self.attempt(id, url, method, headers, body).await {
+            match self.attempt(id, body).await {
                 Ok(()) => return Ok(attempt),
                 Err((error, retryable)) if retryable && attempt <= self.max_retries => {
                     let wait = wf_engine::backoff::exponential_with_jitter(
@@ -347,18 +349,15 @@ impl WebhookSender {
         }
     }
 
-    /// Delivers a dead letter again (with retries). Delivered: the letter is removed. Failed:
-    /// it stays, with the new error and attempt count. `None` when there is no such letter.
+    /// Delivers a dead letter again (with retries), with the sender's current URL, headers and
+    /// secret, under its original id. Delivered: the letter is removed. Failed: it stays, with
+    /// the new error and attempt count. `None` when there is no such letter.
     pub async fn replay(&self, id: &str) -> anyhow::Result<Option<Result<u32, String>>> {
         let Some(mut letter) = self.store.get(id)? else {
             return Ok(None);
         };
-        let method = Method::from_bytes(letter.method.as_bytes()).unwrap_or(Method::POST);
         let body = Bytes::from(letter.body_bytes());
-        match self
-            .deliver(&letter.id, &letter.url, &method, &letter.headers, &body)
-            .await
-        {
+        match self.deliver(&letter.id, &body).await {
             Ok(attempts) => {
                 self.store.remove(id)?;
                 tracing::info!(sender = %self.name, id, "dead letter replayed and delivered");
@@ -366,6 +365,7 @@ impl WebhookSender {
             }
             Err((error, attempts)) => {
                 letter.attempts += attempts;
+                letter.status = "failed".into();
                 letter.error = error.clone();
                 letter.failed_at = rfc3339_now();
                 self.store.save(&letter)?;
@@ -397,11 +397,10 @@ fn mount_api(
         .clone()
         .unwrap_or_else(|| format!("/api/webhooks/{}/dead-letters", ctx.name));
     let prefix = prefix.trim_end_matches('/').to_string();
-    let token: Option<Arc<str>> = api
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(Arc::from);
+    if api.token.is_empty() {
+        anyhow::bail!("`api.token` is empty: the dead-letter API needs a token");
+    }
+    let token: Option<Arc<str>> = Some(Arc::from(api.token.as_str()));
     let routes = [
         (Method::GET, prefix.clone(), Action::List),
         (Method::GET, format!("{prefix}/{{id}}"), Action::Get),

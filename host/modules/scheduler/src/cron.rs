@@ -133,7 +133,7 @@ pub struct Job {
     pub action: Arc<dyn JobAction>,
     pub stats: JobStats,
     /// One permit: held by the running run under `skip` and `queue`.
-    running: Semaphore,
+    running: Arc<Semaphore>,
     queued: AtomicUsize,
 }
 
@@ -150,7 +150,7 @@ impl Job {
             overlap,
             action,
             stats: JobStats::default(),
-            running: Semaphore::new(1),
+            running: Arc::new(Semaphore::new(1)),
             queued: AtomicUsize::new(0),
         })
     }
@@ -245,8 +245,15 @@ impl CronScheduler {
             handle.abort();
         }
         let finished = tokio::time::timeout_at(deadline, async {
-            while self.in_flight.count.load(Ordering::Acquire) > 0 {
-                self.in_flight.idle.notified().await;
+            loop {
+                // Registered before the count is read, so the last run's wake-up is not missed.
+                let idle = self.in_flight.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                idle.await;
             }
         })
         .await;
@@ -305,13 +312,11 @@ impl CronScheduler {
                 .with_timezone(&job.schedule.timezone)
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
         };
+        // Under `skip` the permit is taken now; under `queue` the run waits for it.
         let permit = match job.overlap {
             Overlap::Allow => None,
-            Overlap::Skip => match job.running.try_acquire() {
-                Ok(permit) => {
-                    permit.forget(); // given back by the run when it ends
-                    Some(())
-                }
+            Overlap::Skip => match job.running.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
                 Err(_) => {
                     job.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(job = %job.name, scheduled_at = %tick.scheduled_at, "the previous run is still going; tick skipped (overlap: skip)");
@@ -325,19 +330,30 @@ impl CronScheduler {
                     tracing::warn!(job = %job.name, "{MAX_QUEUED} ticks are already waiting; tick skipped (overlap: queue)");
                     return;
                 }
-                Some(())
+                None
             }
         };
         let job = job.clone();
-        let in_flight = self.in_flight.clone();
-        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        // Counted until the task ends, even if the run panics.
+        let in_flight = InFlightGuard::new(self.in_flight.clone());
+        let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
-            if job.overlap == Overlap::Queue {
-                if let Ok(permit) = job.running.acquire().await {
-                    permit.forget();
+            let _in_flight = in_flight;
+            let _permit = match (job.overlap, permit) {
+                (Overlap::Queue, _) => {
+                    let acquired = tokio::select! {
+                        permit = job.running.clone().acquire_owned() => permit.ok(),
+                        // A tick still waiting when the scheduler stops never runs.
+                        _ = stop.wait_for(|stopped| *stopped) => None,
+                    };
+                    job.queued.fetch_sub(1, Ordering::AcqRel);
+                    match acquired {
+                        Some(permit) => Some(permit),
+                        None => return,
+                    }
                 }
-                job.queued.fetch_sub(1, Ordering::AcqRel);
-            }
+                (_, permit) => permit,
+            };
             job.stats.started.fetch_add(1, Ordering::Relaxed);
             match job.action.fire(tick.clone()).await {
                 Ok(()) => {
@@ -348,13 +364,25 @@ impl CronScheduler {
                     tracing::error!(job = %job.name, scheduler = %tick.scheduler, scheduled_at = %tick.scheduled_at, error = %format!("{e:#}"), "scheduled run failed");
                 }
             }
-            if permit.is_some() {
-                job.running.add_permits(1);
-            }
-            if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                in_flight.idle.notify_waiters();
-            }
         });
+    }
+}
+
+/// One scheduled run in progress; dropping it (however the run ends) tells `stop`.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn new(in_flight: Arc<InFlight>) -> Self {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(in_flight)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

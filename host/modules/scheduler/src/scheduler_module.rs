@@ -97,8 +97,11 @@ impl wf_engine::ServiceKind for SchedulerModule {
 
 #[async_trait]
 impl Module for SchedulerModule {
-    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
-        self.scheduler.start();
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        // Offline (`wf-host run-pipeline`) nothing ticks: the command must not fire the jobs.
+        if ctx.serving {
+            self.scheduler.start();
+        }
         Ok(())
     }
 

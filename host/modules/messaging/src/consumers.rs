@@ -1,0 +1,153 @@
+//! What the brokers on external servers (NATS, Kafka) share: their subscriptions, the consumer
+//! tasks started for them, the stop signal those tasks watch, and the lifecycle-event forwarder.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wf_engine::AppState;
+
+use crate::delivery::SubscriptionStats;
+use crate::lifecycle::LifecycleForwarder;
+use crate::{MessageBroker, MessageHandler};
+
+/// One subscription of an external broker.
+pub struct Subscription {
+    pub topic: String,
+    pub subscriber: String,
+    pub handler: Arc<dyn MessageHandler>,
+    pub stats: SubscriptionStats,
+}
+
+#[derive(Default)]
+pub struct Consumers {
+    subscriptions: Mutex<Vec<Arc<Subscription>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop: Mutex<Option<watch::Sender<bool>>>,
+    lifecycle: Mutex<Option<LifecycleForwarder>>,
+    /// Set when the broker started to consume (not offline); later subscriptions then start
+    /// consuming at once.
+    consuming: std::sync::atomic::AtomicBool,
+}
+
+impl Consumers {
+    /// Records a subscription; the broker starts consuming it at start (or now, if running).
+    pub fn add(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Arc<Subscription> {
+        let subscription = Arc::new(Subscription {
+            topic: topic.to_string(),
+            subscriber: subscriber.to_string(),
+            handler,
+            stats: SubscriptionStats::default(),
+        });
+        if let Ok(mut all) = self.subscriptions.lock() {
+            all.push(subscription.clone());
+        }
+        subscription
+    }
+
+    pub fn all(&self) -> Vec<Arc<Subscription>> {
+        self.subscriptions
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// `(topic, subscriber)` pairs, in subscription order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.all()
+            .iter()
+            .map(|s| (s.topic.clone(), s.subscriber.clone()))
+            .collect()
+    }
+
+    pub fn set_consuming(&self, consuming: bool) {
+        self.consuming
+            .store(consuming, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn consuming(&self) -> bool {
+        self.consuming.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A receiver that turns true when the broker stops; consumer tasks end on it.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        let mut slot = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
+    pub fn track(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Starts consuming `subscription` in the background (a subscription made while the
+    /// broker runs); failures are logged.
+    pub fn start_later<B, F, Fut>(
+        self: &Arc<Self>,
+        broker: Weak<B>,
+        name: String,
+        subscription: Arc<Subscription>,
+        consume: F,
+    ) where
+        B: Send + Sync + 'static,
+        F: FnOnce(Arc<B>, Arc<Subscription>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<JoinHandle<()>>> + Send,
+    {
+        let consumers = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let (Some(broker), Some(consumers)) = (broker.upgrade(), consumers.upgrade()) else {
+                return;
+            };
+            let topic = subscription.topic.clone();
+            match consume(broker, subscription).await {
+                Ok(task) => consumers.track(task),
+                Err(e) => {
+                    tracing::error!(broker = %name, %topic, error = %format!("{e:#}"), "subscribing failed")
+                }
+            }
+        });
+    }
+
+    /// Publishes the app's lifecycle events on `broker` while it runs.
+    pub fn forward_lifecycle(&self, app: &AppState, broker: Weak<dyn MessageBroker>) {
+        let forwarder = LifecycleForwarder::install(app, 0, broker);
+        if let Ok(mut slot) = self.lifecycle.lock() {
+            *slot = Some(forwarder);
+        }
+    }
+
+    /// Signals every consumer to finish the message in hand, and waits for them until
+    /// `deadline` (aborting the rest).
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        if let Ok(slot) = self.stop.lock()
+            && let Some(stop) = slot.as_ref()
+        {
+            let _ = stop.send(true);
+        }
+        self.set_consuming(false);
+        if let Ok(mut slot) = self.lifecycle.lock() {
+            slot.take();
+        }
+        // Subscriptions hold handlers, which hold pipelines, which hold this broker: let go.
+        if let Ok(mut subscriptions) = self.subscriptions.lock() {
+            subscriptions.clear();
+        }
+        let tasks = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
