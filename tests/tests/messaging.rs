@@ -176,7 +176,8 @@ pipelines:
         .await
         .unwrap();
     seen.wait_for("audited", 2).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stopping drains every queue: whatever was still on its way has arrived by then.
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
     assert_eq!(seen.on("audited").len(), 2);
     assert!(
         seen.on("step.completed")
@@ -185,7 +186,6 @@ pipelines:
         "{:?}",
         seen.on("step.completed")
     );
-    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +235,24 @@ workflows:
     );
     assert!(
         rendered.contains("messages would circulate forever: `one` → `two` → `one`"),
+        "{rendered}"
+    );
+    // The same loop through the handlers' own `topic` and `targetTopics`, with no workflow.
+    let rendered = invalid_yaml(
+        r#"
+modules:
+  - {name: bus, type: messaging.broker}
+  - {name: a, type: messaging.handler, config: {topic: one, targetTopics: [two]}}
+  - {name: b, type: messaging.handler, config: {topic: two, targetTopics: [one]}}
+"#,
+    );
+    assert!(
+        rendered.contains("messages would circulate forever: `one` → `two` → `one`"),
+        "{rendered}"
+    );
+    assert_eq!(
+        rendered.matches("circulate forever").count(),
+        1,
         "{rendered}"
     );
 }

@@ -126,8 +126,9 @@ modules:
             .unwrap();
     }
 
-    // Second life, same durable subscriber: it gets exactly the two it missed.
-    let app = build_yaml(&yaml);
+    // Second life, same durable subscriber, `maxDeliveries` raised: it gets exactly the two it
+    // missed, and the server's consumer takes the new limit.
+    let app = build_yaml(&yaml.replace("maxDeliveries: 3", "maxDeliveries: 4"));
     let handler = Arc::new(AttemptLog::default());
     broker(&app, "bus")
         .subscribe(&subject, "worker", handler.clone())
@@ -144,6 +145,14 @@ modules:
     for message in &while_down {
         assert_eq!(attempts[message], 1, "{attempts:?}");
     }
+    let consumer_info = jetstream
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .consumer_info(format!("worker--{subject}").replace('.', "_"))
+        .await
+        .unwrap();
+    assert_eq!(consumer_info.config.max_deliver, 4);
     assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
     jetstream.delete_stream(&stream).await.unwrap();
 }

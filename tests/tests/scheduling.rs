@@ -1,4 +1,4 @@
-//! Scheduling end to end, on a hand-moved clock (never real sleeps): the original's scheduler
+//! Scheduling end to end, on a hand-moved clock (no test waits for a real tick): the original's scheduler
 //! examples run their jobs, the `schedule` trigger starts pipelines in a timezone, and bad
 //! schedules are located config errors.
 

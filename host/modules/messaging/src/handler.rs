@@ -85,6 +85,9 @@ impl ModuleType for LoggingHandlerType {
         if config.topic.is_some() || !config.target_topics.is_empty() {
             issues.extend(crate::choose_broker(config.broker.as_deref(), ctx).err());
         }
+        if let Some(name) = ctx.current_module() {
+            issues.extend(crate::workflow::forwarding_cycle(ctx, name));
+        }
         issues
     }
 

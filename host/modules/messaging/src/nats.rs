@@ -268,18 +268,17 @@ impl NatsBroker {
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("no JetStream settings"))?;
                 let durable = durable_name(&subscription.subscriber, &subscription.topic);
+                // Create or update: a changed `maxDeliveries` or `ackWait` reaches a consumer
+                // that already exists.
                 let consumer = stream
-                    .get_or_create_consumer(
-                        &durable,
-                        pull::Config {
-                            durable_name: Some(durable.clone()),
-                            filter_subject: subscription.topic.clone(),
-                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                            ack_wait: settings.ack_wait,
-                            max_deliver: i64::from(self.policy.max_deliveries),
-                            ..Default::default()
-                        },
-                    )
+                    .create_consumer(pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: subscription.topic.clone(),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: settings.ack_wait,
+                        max_deliver: i64::from(self.policy.max_deliveries),
+                        ..Default::default()
+                    })
                     .await
                     .map_err(|e| {
                         anyhow::anyhow!("consumer `{durable}` for `{}`: {e}", subscription.topic)

@@ -73,7 +73,6 @@ impl WorkflowType for MessagingWorkflow {
                 &s.topic,
             ));
         }
-        issues.extend(forwarding_cycle(config, ctx));
         issues
     }
 
@@ -107,22 +106,67 @@ impl WorkflowType for MessagingWorkflow {
 }
 
 /// Handlers forward what they receive, so a topic that leads back to itself through
-/// subscriptions and `forwardTo` would circulate every message forever: refuse it.
-fn forwarding_cycle(
-    config: &MessagingWorkflowConfig,
-    ctx: &CheckContext<'_>,
-) -> Option<ConfigIssue> {
+/// subscriptions and forwarding would circulate every message forever: refuse it. The whole
+/// app counts — every `messaging` workflow's subscriptions and producers, and each
+/// `messaging.handler`'s own `topic` and `targetTopics` — so the one check finds cycles that
+/// span both. Reported once, at the first handler (in declaration order) on the cycle: the
+/// issue for `handler`, if it is that one.
+pub(crate) fn forwarding_cycle(ctx: &CheckContext<'_>, handler: &str) -> Option<ConfigIssue> {
     use std::collections::{BTreeMap, BTreeSet};
-    // topic → topics its messages are forwarded to (through a forwarding handler).
-    let mut next: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for s in &config.subscriptions {
-        if ctx.module_type(&s.handler) != Some("messaging.handler") {
+    let handlers: BTreeSet<&str> = ctx
+        .modules_of_type(&["messaging.handler"])
+        .into_iter()
+        .collect();
+    // handler → topics it reads, and topics it forwards to.
+    let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut forwards: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for module in &ctx.config.modules {
+        if module.type_name != "messaging.handler" {
             continue;
         }
-        for p in config.producers.iter().filter(|p| p.name == s.handler) {
-            for target in p.topic.iter().chain(&p.forward_to) {
-                if target != &s.topic {
-                    next.entry(s.topic.as_str())
+        let name = module.name.clone();
+        if let Some(topic) = module.config.get("topic").and_then(|t| t.as_str()) {
+            reads
+                .entry(name.clone())
+                .or_default()
+                .insert(topic.to_string());
+        }
+        let targets = module.config.get("targetTopics").and_then(|t| t.as_array());
+        for target in targets.into_iter().flatten().filter_map(|t| t.as_str()) {
+            forwards
+                .entry(name.clone())
+                .or_default()
+                .insert(target.to_string());
+        }
+    }
+    for workflow in ctx
+        .config
+        .workflows
+        .iter()
+        .filter(|w| w.kind == "messaging")
+    {
+        let Ok(config) = serde_json::from_value::<MessagingWorkflowConfig>(workflow.config.clone())
+        else {
+            continue; // the schema reports it
+        };
+        for s in config.subscriptions {
+            reads.entry(s.handler).or_default().insert(s.topic);
+        }
+        for p in config.producers {
+            if handlers.contains(p.name.as_str()) {
+                let entry = forwards.entry(p.name).or_default();
+                entry.extend(p.topic);
+                entry.extend(p.forward_to);
+            }
+        }
+    }
+    // topic → topics its messages reach next.
+    let mut next: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (handler, topics) in &reads {
+        for topic in topics {
+            for target in forwards.get(handler).into_iter().flatten() {
+                if target != topic {
+                    next.entry(topic.as_str())
                         .or_default()
                         .insert(target.as_str());
                 }
@@ -155,19 +199,32 @@ fn forwarding_cycle(
     let mut done = BTreeSet::new();
     for topic in next.keys() {
         if let Some(cycle) = visit(topic, &next, &mut Vec::new(), &mut done) {
+            let on_cycle = |h: &str| {
+                let touches = |set: Option<&BTreeSet<String>>| {
+                    set.into_iter()
+                        .flatten()
+                        .any(|t| cycle.contains(&t.as_str()))
+                };
+                touches(reads.get(h)) && touches(forwards.get(h))
+            };
+            let first = ctx
+                .config
+                .modules
+                .iter()
+                .map(|m| m.name.as_str())
+                .find(|m| handlers.contains(m) && on_cycle(m));
+            if first != Some(handler) {
+                return None;
+            }
             return Some(
                 ConfigIssue::new(
-                    "/producers",
+                    "",
                     format!(
                         "messages would circulate forever: {}",
-                        cycle
-                            .iter()
-                            .map(|t| format!("`{t}`"))
-                            .collect::<Vec<_>>()
-                            .join(" → ")
+                        cycle.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" → ")
                     ),
                 )
-                .help("remove one of the `forwardTo` topics that closes the loop"),
+                .help("remove one of the forwarding topics (`forwardTo`, `targetTopics`) that closes the loop"),
             );
         }
     }
