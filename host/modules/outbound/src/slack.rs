@@ -122,7 +122,14 @@ impl MessageHandler for SlackNotifier {
             .json(&self.message(topic, &payload))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("posting to Slack ({}): {e}", self.name))?;
+            // Without the URL: the webhook URL is the credential.
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "posting to Slack ({}): {}",
+                    self.name,
+                    crate::webhook_sender::error_chain(&e.without_url())
+                )
+            })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

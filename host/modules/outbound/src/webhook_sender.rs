@@ -282,7 +282,7 @@ impl WebhookSender {
                 ))
             }
             // Without the URL: it may carry a credential (Slack-style webhook URLs do).
-            Err(e) => Err((e.without_url().to_string(), true)),
+            Err(e) => Err((error_chain(&e.without_url()), true)),
         }
     }
 
@@ -495,4 +495,17 @@ async fn serve(sender: &WebhookSender, action: Action, id: String) -> Response {
             &json!({"error": "internal error"}),
         )
     })
+}
+
+/// An error with its causes (`error sending request: … connection refused`): reqwest's own
+/// message alone does not say what went wrong.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
