@@ -47,7 +47,7 @@ impl CheckContext<'_> {
 
     /// An issue at `pointer` unless a pipeline named `name` is declared.
     pub fn require_pipeline(&self, pointer: &str, name: &str) -> Option<ConfigIssue> {
-        if self.config.pipelines.iter().any(|p| p.name == name) {
+        if self.config.pipelines.iter().any(|p| p.name == name) || self.declared_by_workflow(name) {
             return None;
         }
         let names = self.config.pipelines.iter().map(|p| p.name.as_str());
@@ -71,7 +71,12 @@ impl CheckContext<'_> {
             None => Some(
                 ConfigIssue::new(pointer, "the entry names no pipeline").help("add `pipeline: <name>`"),
             ),
-            Some(name) if self.config.pipelines.iter().any(|p| p.name == name) => None,
+            Some(name)
+                if self.config.pipelines.iter().any(|p| p.name == name)
+                    || self.declared_by_workflow(name) =>
+            {
+                None
+            }
             Some(name)
                 if pipeline.is_none() && workflow.is_some_and(|w| !w.starts_with("pipeline:")) =>
             {
@@ -85,6 +90,15 @@ impl CheckContext<'_> {
             }
             Some(name) => self.require_pipeline(pointer, name),
         }
+    }
+
+    /// Whether a workflow (an `integration`, ...) declares a pipeline named `name`.
+    pub fn declared_by_workflow(&self, name: &str) -> bool {
+        self.config.workflows.iter().any(|w| {
+            self.registry
+                .workflow(&w.kind)
+                .is_some_and(|t| t.declared_pipelines(&w.config).iter().any(|p| p == name))
+        })
     }
 
     /// Names of declared modules whose type is one of `types`, in declaration order.
@@ -274,6 +288,14 @@ impl WireContext<'_> {
                 None
             }
         }
+    }
+
+    /// Makes a pipeline this workflow built (see [`Self::build_pipeline`]) a named pipeline of
+    /// the app, which triggers, `step.sub_workflow` and `wf-host run-pipeline` can start.
+    pub fn register_pipeline(&mut self, pipeline: Arc<crate::pipeline::Pipeline>) {
+        let mut pipelines = (*self.app.pipelines()).clone();
+        pipelines.insert(pipeline);
+        self.app.set_pipelines(Arc::new(pipelines));
     }
 
     pub fn service<T: ServiceKind + ?Sized>(&self, name: &str) -> Result<Arc<T>, ServiceError> {

@@ -91,7 +91,7 @@ pub struct RunOutcome {
 }
 
 /// Pipelines by name, shared by everything that starts runs.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Pipelines {
     by_name: HashMap<String, Arc<Pipeline>>,
 }

@@ -189,6 +189,12 @@ pub trait WorkflowType: Described {
     }
 
     fn configure(config: Self::Config, ctx: &mut WireContext<'_>) -> anyhow::Result<()>;
+
+    /// Names of the pipelines this workflow declares (registered with
+    /// [`WireContext::register_pipeline`]), so triggers and steps may name them.
+    fn declared_pipelines(_config: &Self::Config) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A trigger type: something that starts pipelines (an HTTP route, a topic, a schedule).
@@ -272,6 +278,16 @@ pub struct ModuleEntry {
 pub struct WorkflowEntry {
     pub(crate) registered: Registered<ConfigureFn>,
     handles: fn(&str) -> bool,
+    declared_pipelines: DeclaredPipelinesFn,
+}
+
+type DeclaredPipelinesFn = Box<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
+
+impl WorkflowEntry {
+    /// The pipelines a workflow with this `config` declares (none when it does not parse).
+    pub fn declared_pipelines(&self, config: &Value) -> Vec<String> {
+        (self.declared_pipelines)(config)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -475,6 +491,11 @@ impl Registry {
                 factory,
             },
             handles: T::handles,
+            declared_pipelines: Box::new(|value| {
+                serde_json::from_value::<T::Config>(value.clone())
+                    .map(|c| T::declared_pipelines(&c))
+                    .unwrap_or_default()
+            }),
         });
         Ok(self)
     }

@@ -413,6 +413,17 @@ fn engine() -> Tera {
         Ok(Value::String(uuid::Uuid::new_v4().to_string()))
     });
     tera.register_function("now", now);
+    // tera's own URL filters come with a feature we build without; this is the strict one.
+    tera.register_filter(
+        "urlencode_strict",
+        |value: &Value, _: &HashMap<String, Value>| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok(Value::String(percent_encode(&text)))
+        },
+    );
     tera.register_filter(
         "wf_default",
         |value: &Value, args: &HashMap<String, Value>| {
@@ -425,6 +436,20 @@ fn engine() -> Tera {
         },
     );
     tera
+}
+
+/// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) as `%XX`, so a
+/// value is always one path segment or query value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `now()`: the current time, RFC 3339 UTC to the second; `now(format="%Y-%m-%d")` with a strftime format.
