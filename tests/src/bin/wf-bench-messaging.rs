@@ -72,6 +72,19 @@ pipelines:
     )
 }
 
+/// Validates and builds an app from YAML text.
+fn build_app(yaml: &str) -> anyhow::Result<wf_engine::App> {
+    let registry = wf_host::registry()?;
+    let loaded = wf_config::load_str(
+        "bench.yaml",
+        yaml,
+        &std::collections::HashMap::<String, String>::new(),
+    );
+    let validated = validate(loaded, &registry)
+        .map_err(|i| anyhow::anyhow!(i.diagnostics.render(&i.config.sources)))?;
+    build(&validated, &registry).map_err(|d| anyhow::anyhow!("{d:?}"))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -87,16 +100,7 @@ async fn measure(
     messages: u64,
     baseline: Option<f64>,
 ) -> anyhow::Result<f64> {
-    let registry = wf_host::registry()?;
-    let yaml = app_yaml(broker_yaml);
-    let loaded = wf_config::load_str(
-        "bench.yaml",
-        &yaml,
-        &std::collections::HashMap::<String, String>::new(),
-    );
-    let validated = validate(loaded, &registry)
-        .map_err(|i| anyhow::anyhow!(i.diagnostics.render(&i.config.sources)))?;
-    let app = build(&validated, &registry).map_err(|d| anyhow::anyhow!("{d:?}"))?;
+    let app = build_app(&app_yaml(broker_yaml))?;
     let replies = Arc::new(Replies {
         count: AtomicU64::new(0),
         latencies_us: Default::default(),
@@ -159,16 +163,9 @@ async fn measure(
 
 /// The same pipeline run directly (its publish going to an in-memory broker): the baseline.
 async fn direct(messages: u64) -> anyhow::Result<f64> {
-    let registry = wf_host::registry()?;
-    let yaml = app_yaml("type: messaging.broker, config: {delivery: sync}");
-    let loaded = wf_config::load_str(
-        "bench.yaml",
-        &yaml,
-        &std::collections::HashMap::<String, String>::new(),
-    );
-    let validated = validate(loaded, &registry)
-        .map_err(|i| anyhow::anyhow!(i.diagnostics.render(&i.config.sources)))?;
-    let app = build(&validated, &registry).map_err(|d| anyhow::anyhow!("{d:?}"))?;
+    let app = build_app(&app_yaml(
+        "type: messaging.broker, config: {delivery: sync}",
+    ))?;
     let pipeline = app
         .state()
         .pipelines()

@@ -115,6 +115,28 @@ impl Consumers {
         });
     }
 
+    /// At the broker's start: starts a consumer per subscription with `consume` — none when
+    /// `serving` is false (offline: the app's consumers keep their work) — and stops those
+    /// already started when one fails (the engine does not stop a module whose start failed).
+    pub async fn start_all<F, Fut>(&self, serving: bool, mut consume: F) -> anyhow::Result<()>
+    where
+        F: FnMut(Arc<Subscription>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<JoinHandle<()>>>,
+    {
+        let subscriptions = if serving { self.all() } else { Vec::new() };
+        for subscription in subscriptions {
+            match consume(subscription).await {
+                Ok(task) => self.track(task),
+                Err(e) => {
+                    self.stop(tokio::time::Instant::now()).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.set_consuming(serving);
+        Ok(())
+    }
+
     /// Publishes the app's lifecycle events on `broker` while it runs.
     pub fn forward_lifecycle(&self, app: &AppState, broker: Weak<dyn MessageBroker>) {
         let forwarder = LifecycleForwarder::install(app, 0, broker);

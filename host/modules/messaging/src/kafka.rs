@@ -352,19 +352,9 @@ impl Module for KafkaBroker {
         topics.sort();
         topics.dedup();
         self.ensure_topics(&topics).await?;
-        // Offline (`wf-host run-pipeline`): publish only; the app's consumer groups keep their
-        // work.
-        for subscription in subscriptions.into_iter().filter(|_| ctx.serving) {
-            match self.consume(subscription).await {
-                Ok(task) => self.consumers.track(task),
-                Err(e) => {
-                    // The engine does not stop a module whose start failed: stop what began.
-                    self.consumers.stop(tokio::time::Instant::now()).await;
-                    return Err(e);
-                }
-            }
-        }
-        self.consumers.set_consuming(ctx.serving);
+        self.consumers
+            .start_all(ctx.serving, |subscription| self.consume(subscription))
+            .await?;
         if self.lifecycle_events {
             let this: Weak<dyn MessageBroker> = self.this.clone();
             self.consumers.forward_lifecycle(&ctx.app, this);

@@ -435,23 +435,9 @@ impl Module for NatsBroker {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let connection = self.connect().await?;
         let _ = self.connection.set(connection);
-        // Offline (`wf-host run-pipeline`): publish only; the app's consumers keep their work.
-        let subscriptions = if ctx.serving {
-            self.consumers.all()
-        } else {
-            Vec::new()
-        };
-        for subscription in subscriptions {
-            match self.consume(subscription).await {
-                Ok(task) => self.consumers.track(task),
-                Err(e) => {
-                    // The engine does not stop a module whose start failed: stop what began.
-                    self.consumers.stop(tokio::time::Instant::now()).await;
-                    return Err(e);
-                }
-            }
-        }
-        self.consumers.set_consuming(ctx.serving);
+        self.consumers
+            .start_all(ctx.serving, |subscription| self.consume(subscription))
+            .await?;
         // Core subscriptions are live on the server once the connection is flushed.
         self.connection()?
             .client
