@@ -126,9 +126,9 @@ modules:
             .unwrap();
     }
 
-    // Second life, same durable subscriber, `maxDeliveries` raised: it gets exactly the two it
-    // missed, and the server's consumer takes the new limit.
-    let app = build_yaml(&yaml.replace("maxDeliveries: 3", "maxDeliveries: 4"));
+    // Second life, same durable subscriber, `ackWait` changed: it gets exactly the two it
+    // missed, and the server's consumer takes the new setting.
+    let app = build_yaml(&yaml.replace("ackWait: 5s", "ackWait: 7s"));
     let handler = Arc::new(AttemptLog::default());
     broker(&app, "bus")
         .subscribe(&subject, "worker", handler.clone())
@@ -152,7 +152,7 @@ modules:
         .consumer_info(format!("worker--{subject}").replace('.', "_"))
         .await
         .unwrap();
-    assert_eq!(consumer_info.config.max_deliver, 4);
+    assert_eq!(consumer_info.config.ack_wait, Duration::from_secs(7));
     assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
     jetstream.delete_stream(&stream).await.unwrap();
 }

@@ -365,7 +365,7 @@ workflows:
     connectors:
       - name: crm
         type: http
-        config: {{baseURL: "{base}", authType: bearer, token: t0k, headers: {{X-Client: wf}}, requestsPerMinute: 600}}
+        config: {{baseURL: "{base}", authType: bearer, token: "${{WF_TEST_CRM_TOKEN:-t0k}}", headers: {{X-Client: wf}}}}
       - name: shop
         type: rest
         config: {{baseURL: "{base}", authType: basic, username: ada, password: pw, timeoutSeconds: 5}}
@@ -392,6 +392,7 @@ workflows:
         .await
         .unwrap();
     assert_eq!(outcome.context.steps["place"]["status_code"], 201);
+    let seen_all = seen.clone();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen[0], "GET id=c/1?x query=expand=orders%20%26%20more auth=Bearer t0k client=wf",
@@ -408,6 +409,20 @@ workflows:
         json!({"customer": "c/1?x", "tier": "gold", "amount": 12.5})
     );
     assert_eq!(flaky.load(Ordering::SeqCst), 2);
+
+    // A value that would climb the path fails the step instead of calling another URL.
+    let mut data = serde_json::Map::new();
+    data.insert("customerId".into(), json!(".."));
+    data.insert("amount".into(), json!(1));
+    let error = pipeline
+        .run(data, wf_engine::Extensions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.message.contains("cannot be a path segment"),
+        "{error}"
+    );
+    assert_eq!(seen_count(&seen_all), 2, "nothing more was called");
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
 
@@ -422,6 +437,7 @@ workflows:
       - {name: hook, type: webhook, config: {path: /in, port: 8081}}
     steps:
       - {name: a, connector: nowhere, action: "fetch customers"}
+      - {name: a, connector: crm, action: "GET /z", input: {q: "{{ .secret }}"}}
       - {name: b, connector: crm, action: "GET /x", input: {v: "${later.id}"}, transform: "{}"}
       - {name: later, connector: crm, action: "GET /y"}
 "#,
@@ -434,6 +450,8 @@ workflows:
         "`fetch customers` is not `METHOD /path`",
         "`${later.id}` reads step `later`, which does not run before `b`",
         "`transform` of integration steps is not implemented in this build yet",
+        "step `a` is declared twice",
+        "are not allowed in integration values",
     ] {
         assert!(
             rendered.contains(expected),
@@ -456,4 +474,8 @@ fn json_reply(
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+fn seen_count(seen: &std::sync::Mutex<Vec<String>>) -> usize {
+    seen.lock().unwrap().len()
 }

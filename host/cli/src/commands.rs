@@ -521,13 +521,29 @@ pub async fn dead_letters_command(
                 for l in &letters {
                     let _ = writeln!(
                         out,
-                        "{}  {}  {} {}  attempts {}  {}",
-                        l.id, l.failed_at, l.method, l.url, l.attempts, l.error
+                        "{}  {:<10}  {}  {} {}  attempts {}  {}",
+                        l.id, l.status, l.failed_at, l.method, l.url, l.attempts, l.error
                     );
                 }
                 (EXIT_OK, out, String::new())
             }
         },
+        DeadLetterAction::Replay { id }
+            if sender
+                .dead_letters()
+                .get(&id)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.status == "delivering") =>
+        {
+            (
+                EXIT_INVALID,
+                String::new(),
+                format!(
+                    "error: `{id}` is being delivered by a running app (or was interrupted: starting the app marks it failed); replay it over the app's HTTP API, or delete it\n"
+                ),
+            )
+        }
         DeadLetterAction::Replay { id } => match sender.replay(&id).await {
             Err(e) => failed(e),
             Ok(None) => (

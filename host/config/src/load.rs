@@ -212,10 +212,26 @@ impl<'v> Loader<'v> {
         self.normalise(doc);
     }
 
-    /// Expands `${...}` in module configuration and import paths, reporting each failure where it
-    /// is written. Workflows, triggers and pipelines are left alone: the `integration` workflow
-    /// and the platform templates use `${...}` as their own run-time placeholders.
+    /// Expands `${...}` in module configuration, import paths and the `integration` workflows'
+    /// connector settings (URLs and credentials), reporting each failure where it is written.
+    /// Other workflow, trigger and pipeline values are left alone: the `integration` steps and
+    /// the platform templates use `${...}` as their own run-time placeholders.
     fn expand_variables(&mut self, value: &mut Value, spans: &mut SpanIndex) {
+        if let Some(Value::Object(workflows)) = value.get_mut("workflows") {
+            for (kind, workflow) in workflows.iter_mut() {
+                if kind != "integration" && !kind.starts_with("integration-") {
+                    continue;
+                }
+                if let Some(Value::Array(connectors)) = workflow.get_mut("connectors") {
+                    for (i, connector) in connectors.iter_mut().enumerate() {
+                        if let Some(config) = connector.get_mut("config") {
+                            let pointer = format!("/workflows/{kind}/connectors/{i}/config");
+                            self.expand_in(config, pointer, spans, None);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(Value::Array(modules)) = value.get_mut("modules") {
             for (i, module) in modules.iter_mut().enumerate() {
                 let name = module

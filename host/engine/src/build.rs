@@ -195,7 +195,15 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         result
     };
 
-    for section in &config.workflows {
+    // Workflows that declare pipelines (`integration`) are wired first, so the others may name
+    // those pipelines whatever the file order; otherwise file order.
+    let mut sections: Vec<_> = config.workflows.iter().collect();
+    sections.sort_by_key(|section| {
+        registry
+            .workflow(&section.kind)
+            .is_none_or(|entry| entry.declared_pipelines(&section.config).is_empty())
+    });
+    for section in sections {
         let Some(entry) = registry.workflow(&section.kind) else {
             continue;
         };

@@ -424,6 +424,24 @@ fn engine() -> Tera {
             Ok(Value::String(percent_encode(&text)))
         },
     );
+    // One URL path segment: percent-encoded, and never empty, `.` or `..`, which would change
+    // which path is called.
+    tera.register_filter(
+        "path_segment",
+        |value: &Value, _: &HashMap<String, Value>| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            if text.is_empty() || text == "." || text == ".." {
+                return Err(tera::Error::msg(format!(
+                    "`{text}` cannot be a path segment (empty, `.` and `..` would change the path)"
+                )));
+            }
+            Ok(Value::String(percent_encode(&text)))
+        },
+    );
     tera.register_filter(
         "wf_default",
         |value: &Value, args: &HashMap<String, Value>| {

@@ -268,15 +268,16 @@ impl NatsBroker {
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("no JetStream settings"))?;
                 let durable = durable_name(&subscription.subscriber, &subscription.topic);
-                // Create or update: a changed `maxDeliveries` or `ackWait` reaches a consumer
-                // that already exists.
+                // Create or update: a changed `ackWait` reaches a consumer that already exists.
                 let consumer = stream
                     .create_consumer(pull::Config {
                         durable_name: Some(durable.clone()),
                         filter_subject: subscription.topic.clone(),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         ack_wait: settings.ack_wait,
-                        max_deliver: i64::from(self.policy.max_deliveries),
+                        // Unlimited on the server: attempts are counted here, so a message
+                        // whose dead letter could not be published comes back.
+                        max_deliver: -1,
                         ..Default::default()
                     })
                     .await
@@ -317,15 +318,22 @@ impl NatsBroker {
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(1))
             .unwrap_or(1);
-        let outcome = self
-            .policy
-            .attempt(
-                &*subscription.handler,
-                &subscription.topic,
-                message.payload.clone(),
-                attempt,
-            )
-            .await;
+        // Past the last attempt only the dead letter is left to publish (it failed before).
+        let outcome = if attempt > self.policy.max_deliveries {
+            Outcome::DeadLetter(format!(
+                "delivery failed {} times (the dead letter is being published again)",
+                self.policy.max_deliveries
+            ))
+        } else {
+            self.policy
+                .attempt(
+                    &*subscription.handler,
+                    &subscription.topic,
+                    message.payload.clone(),
+                    attempt,
+                )
+                .await
+        };
         subscription.stats.count(&outcome);
         let ack = match outcome {
             Outcome::Handled => AckKind::Ack,
@@ -439,11 +447,10 @@ impl Module for NatsBroker {
             .start_all(ctx.serving, |subscription| self.consume(subscription))
             .await?;
         // Core subscriptions are live on the server once the connection is flushed.
-        self.connection()?
-            .client
-            .flush()
-            .await
-            .map_err(|e| anyhow::anyhow!("NATS at `{}`: {e}", self.url))?;
+        if let Err(e) = self.connection()?.client.flush().await {
+            self.consumers.stop(tokio::time::Instant::now()).await;
+            anyhow::bail!("NATS at `{}`: {e}", self.url);
+        }
         if self.lifecycle_events {
             let this: Weak<dyn MessageBroker> = self.this.clone();
             self.consumers.forward_lifecycle(&ctx.app, this);

@@ -87,8 +87,9 @@ pub struct ConnectorSettings {
     pub headers: BTreeMap<String, String>,
     /// Time limit of one call.
     #[serde(default, rename = "timeoutSeconds")]
+    #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<u64>,
-    /// Calls beyond this rate fail (and are retried by `retryCount`).
+    /// A rate limit per connector; not implemented in this version.
     #[serde(default, rename = "requestsPerMinute")]
     pub requests_per_minute: Option<u32>,
     /// Accepted for the original's configs. The host is fixed by `baseURL` and data only
@@ -128,6 +129,7 @@ pub struct IntegrationStep {
     pub input: Map<String, Value>,
     /// Attempts after the first, for timeouts, 5xx and transport errors.
     #[serde(default, rename = "retryCount")]
+    #[schemars(range(max = 20))]
     pub retry_count: u32,
     /// Wait before a retry; it doubles per attempt, with jitter.
     #[serde(default, rename = "retryDelay")]
@@ -165,6 +167,11 @@ fn pipeline_name(config: &IntegrationConfig) -> String {
 const HTTP_KINDS: &[&str] = &["http", "rest", "api"];
 
 impl WorkflowType for IntegrationWorkflow {
+    /// `integration`, and `integration-<anything>` for several in one app.
+    fn handles(kind: &str) -> bool {
+        kind == "integration" || kind.starts_with("integration-")
+    }
+
     fn declared_pipelines(config: &IntegrationConfig) -> Vec<String> {
         vec![pipeline_name(config)]
     }
@@ -212,6 +219,17 @@ impl WorkflowType for IntegrationWorkflow {
         let step_names: Vec<&str> = config.steps.iter().map(|s| s.name.as_str()).collect();
         for (i, step) in config.steps.iter().enumerate() {
             let at = |s: &str| format!("/steps/{i}{s}");
+            if step_names[..i].contains(&step.name.as_str()) {
+                issues.push(ConfigIssue::new(
+                    at("/name"),
+                    format!("step `{}` is declared twice", step.name),
+                ));
+            }
+            for (key, value) in &step.input {
+                if let Err(e) = check_value(value) {
+                    issues.push(ConfigIssue::new(at(&format!("/input/{key}")), e));
+                }
+            }
             if !seen.contains(step.connector.as_str()) {
                 issues.push(ConfigIssue::new(
                     at("/connector"),
@@ -271,14 +289,6 @@ impl WorkflowType for IntegrationWorkflow {
             let connector = connectors
                 .get(step.connector.as_str())
                 .ok_or_else(|| anyhow::anyhow!("no connector `{}`", step.connector))?;
-            if let Some(rate) = connector.config.requests_per_minute {
-                steps.push(step_entry(
-                    &format!("{}-rate", step.name),
-                    "step.rate_limit",
-                    json!({"requests_per_minute": rate, "burst_size": rate.clamp(1, 10), "key_from": format!("connector:{}", connector.name)}),
-                    None,
-                ));
-            }
             let retry = (step.retry_count > 0).then(|| RetryEntry {
                 max_attempts: step.retry_count + 1,
                 backoff: step.retry_delay.clone().unwrap_or_else(|| "1s".into()),
@@ -320,6 +330,12 @@ fn check_http(settings: &ConnectorSettings, at: &str) -> Vec<ConfigIssue> {
         )),
         None => issues.push(ConfigIssue::new(at, "an HTTP connector needs a `baseURL`")),
     }
+    if settings.requests_per_minute.is_some() {
+        issues.push(ConfigIssue::not_implemented(
+            format!("{at}/requestsPerMinute"),
+            "a connector's `requestsPerMinute` is not implemented in this build yet",
+        ));
+    }
     match settings.auth_type.as_deref().unwrap_or("none") {
         "none" => {}
         "bearer" if settings.token.as_deref().is_some_and(|t| !t.is_empty()) => {}
@@ -338,6 +354,36 @@ fn check_http(settings: &ConnectorSettings, at: &str) -> Vec<ConfigIssue> {
         )),
     }
     issues
+}
+
+/// Literal text may not look like a template, and references must be plain paths.
+fn check_value(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) => {
+            if s.contains("{{") || s.contains("{%") || s.contains("{#") {
+                return Err(format!(
+                    "`{s}`: `{{{{`, `{{%` and `{{#` are not allowed in integration values; use `${{data.x}}` references"
+                ));
+            }
+            for reference in references(value) {
+                let ok = reference.split('.').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                });
+                if !ok {
+                    return Err(format!(
+                        "`${{{reference}}}` is not a reference (`data.field` or `step.field`: letters, digits, `_`, `-`)"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(check_value),
+        Value::Object(map) => map.values().try_for_each(check_value),
+        _ => Ok(()),
+    }
 }
 
 /// `GET /customers/{id}` → (method, path).
@@ -378,15 +424,22 @@ fn references(value: &Value) -> Vec<String> {
 /// A `${...}` reference as a tera expression: `data.x` → the run's `x`, `step.x` → that
 /// step's response body, a bare `x` → the run's `x`.
 fn expression(reference: &str) -> String {
+    // Every segment bracketed: keys may have hyphens or spell tera keywords.
+    let brackets = |path: &str| {
+        path.split('.')
+            .map(|seg| format!("[\"{seg}\"]"))
+            .collect::<String>()
+    };
     match reference.split_once('.') {
-        Some(("data", path)) => path.to_string(),
-        Some((step, path)) => format!("steps[\"{step}\"].body.{path}"),
-        None => reference.to_string(),
+        Some(("data", path)) => format!("trigger{}", brackets(path)),
+        Some((step, path)) => format!("steps[\"{step}\"][\"body\"]{}", brackets(path)),
+        None => format!("trigger[\"{reference}\"]"),
     }
 }
 
 /// A string with `${...}` references as a template (a lone reference keeps its JSON type).
-fn template(value: &Value, filter: &str) -> Value {
+/// `filter` is applied to each reference and `literal` to the text around them.
+fn template(value: &Value, filter: &str, literal: &dyn Fn(&str) -> String) -> Value {
     match value {
         Value::String(s) if s.contains("${") => {
             let mut out = String::new();
@@ -395,34 +448,42 @@ fn template(value: &Value, filter: &str) -> Value {
                 let Some(end) = rest[start..].find('}') else {
                     break;
                 };
-                out.push_str(&rest[..start]);
+                out.push_str(&literal(&rest[..start]));
                 out.push_str(&format!(
                     "{{{{ {}{filter} }}}}",
                     expression(rest[start + 2..start + end].trim())
                 ));
                 rest = &rest[start + end + 1..];
             }
-            out.push_str(rest);
+            out.push_str(&literal(rest));
             Value::String(out)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| template(v, filter)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| template(v, filter, literal)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), template(v, filter)))
+                .map(|(k, v)| (k.clone(), template(v, filter, literal)))
                 .collect(),
         ),
         other => other.clone(),
     }
 }
 
+fn unchanged(text: &str) -> String {
+    text.to_string()
+}
+
 /// A path segment or query value: a reference renders percent-encoded at run time, a literal
 /// is percent-encoded now.
-fn url_part(value: &Value) -> String {
+fn url_part(value: &Value, filter: &str) -> String {
     match value {
-        Value::String(s) if s.contains("${") => match template(value, " | urlencode_strict") {
-            Value::String(t) => t,
-            other => other.to_string(),
-        },
+        Value::String(s) if s.contains("${") => {
+            match template(value, filter, &|t: &str| wf_template::percent_encode(t)) {
+                Value::String(t) => t,
+                other => other.to_string(),
+            }
+        }
         Value::String(s) => wf_template::percent_encode(s),
         other => wf_template::percent_encode(&other.to_string()),
     }
@@ -446,20 +507,28 @@ fn http_call(step: &IntegrationStep, connector: &Connector) -> anyhow::Result<Va
         let value = input
             .remove(param)
             .unwrap_or(Value::String(format!("${{data.{param}}}")));
-        url.push_str(&url_part(&value));
+        url.push_str(&url_part(&value, " | path_segment"));
         rest = &rest[start + end + 1..];
     }
     url.push_str(rest);
     let mut config = Map::new();
     let body_method = !matches!(method.as_str(), "GET" | "DELETE" | "HEAD");
     if body_method {
-        if !input.is_empty() {
-            config.insert("body".into(), template(&Value::Object(input), ""));
-        }
+        // Always a body: without one, `step.http_call` would send the run's whole data.
+        config.insert(
+            "body".into(),
+            template(&Value::Object(input), "", &unchanged),
+        );
     } else if !input.is_empty() {
         let query: Vec<String> = input
             .iter()
-            .map(|(k, v)| format!("{}={}", wf_template::percent_encode(k), url_part(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    wf_template::percent_encode(k),
+                    url_part(v, " | urlencode_strict")
+                )
+            })
             .collect();
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&query.join("&"));

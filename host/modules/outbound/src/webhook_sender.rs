@@ -173,6 +173,7 @@ impl ModuleType for WebhookSenderType {
             max_backoff: parse_duration(&config.max_backoff).map_err(anyhow::Error::msg)?,
             client: wf_steps::http_call::client(timeout)?,
             store: DeadLetterStore::new(resolve(ctx.base_dir, &dir)),
+            delivering: std::sync::Mutex::default(),
         });
         ctx.provide::<dyn MessageHandler>(sender.clone());
         ctx.provide::<WebhookSender>(sender.clone());
@@ -203,6 +204,23 @@ pub struct WebhookSender {
     max_backoff: Duration,
     client: reqwest::Client,
     store: DeadLetterStore,
+    /// Letters this process is delivering (first deliveries and replays): not replayed or
+    /// deleted meanwhile.
+    delivering: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Marks a letter as being delivered by this process until dropped.
+struct Delivering<'a> {
+    sender: &'a WebhookSender,
+    id: String,
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.sender.delivering.lock() {
+            set.remove(&self.id);
+        }
+    }
 }
 
 impl wf_engine::ServiceKind for WebhookSender {
@@ -229,6 +247,23 @@ impl WebhookSender {
 
     pub fn dead_letters(&self) -> &DeadLetterStore {
         &self.store
+    }
+
+    /// Whether this process is delivering the letter `id` right now.
+    pub fn is_delivering(&self, id: &str) -> bool {
+        self.delivering
+            .lock()
+            .map(|s| s.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Claims `id` for one delivery; `None` when it is already being delivered here.
+    fn claim(&self, id: &str) -> Option<Delivering<'_>> {
+        let mut set = self.delivering.lock().ok()?;
+        set.insert(id.to_string()).then(|| Delivering {
+            sender: self,
+            id: id.to_string(),
+        })
     }
 
     /// `sha256=<hex>` over `<timestamp>.<body>`.
@@ -307,10 +342,15 @@ impl WebhookSender {
             first_attempt_at: now.clone(),
             failed_at: now,
         };
+        let _claim = self.claim(&letter.id);
         self.store.save(&letter)?;
         match self.deliver(&letter.id, &body).await {
             Ok(attempts) => {
-                self.store.remove(&letter.id)?;
+                // Delivered: a failure to clean up must not fail the message (the broker would
+                // deliver it again, under a new id).
+                if let Err(e) = self.store.remove(&letter.id) {
+                    tracing::error!(sender = %self.name, id = %letter.id, error = %format!("{e:#}"), "a delivered message's letter could not be removed; it will be listed as interrupted");
+                }
                 Ok(Sent::Delivered { attempts })
             }
             Err((error, attempts)) => {
@@ -356,6 +396,9 @@ impl WebhookSender {
         let Some(mut letter) = self.store.get(id)? else {
             return Ok(None);
         };
+        let Some(_claim) = self.claim(id) else {
+            return Ok(Some(Err(format!("`{id}` is being delivered right now"))));
+        };
         let body = Bytes::from(letter.body_bytes());
         match self.deliver(&letter.id, &body).await {
             Ok(attempts) => {
@@ -384,7 +427,20 @@ impl MessageHandler for WebhookSender {
     }
 }
 
-impl Module for WebhookSender {}
+#[wf_engine::async_trait]
+impl Module for WebhookSender {
+    /// Letters still `delivering` from an earlier run of the app were interrupted by its stop:
+    /// they are failed deliveries now, to replay.
+    async fn start(&self, _ctx: &wf_engine::StartContext) -> anyhow::Result<()> {
+        for mut letter in self.store.list()? {
+            if letter.status == "delivering" && !self.is_delivering(&letter.id) {
+                letter.status = "failed".into();
+                self.store.save(&letter)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 fn mount_api(
     api: &DeadLetterApiConfig,
@@ -468,6 +524,10 @@ async fn serve(sender: &WebhookSender, action: Action, id: String) -> Response {
             Some(letter) => json_response(StatusCode::OK, &json!(letter)),
             None => not_found(),
         }),
+        Action::Delete | Action::Replay if sender.is_delivering(&id) => Ok(json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": format!("`{id}` is being delivered right now; try again when it has failed or been delivered")}),
+        )),
         Action::Delete => sender.store.remove(&id).map(|removed| {
             if removed {
                 json_response(StatusCode::OK, &json!({"deleted": id}))

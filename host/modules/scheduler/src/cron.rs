@@ -342,9 +342,10 @@ impl CronScheduler {
             let _permit = match (job.overlap, permit) {
                 (Overlap::Queue, _) => {
                     let acquired = tokio::select! {
-                        permit = job.running.clone().acquire_owned() => permit.ok(),
+                        biased;
                         // A tick still waiting when the scheduler stops never runs.
                         _ = stop.wait_for(|stopped| *stopped) => None,
+                        permit = job.running.clone().acquire_owned() => permit.ok(),
                     };
                     job.queued.fetch_sub(1, Ordering::AcqRel);
                     match acquired {
@@ -354,6 +355,10 @@ impl CronScheduler {
                 }
                 (_, permit) => permit,
             };
+            // A tick that fired as the scheduler stopped does not start a run after `stop`.
+            if *stop.borrow() {
+                return;
+            }
             job.stats.started.fetch_add(1, Ordering::Relaxed);
             match job.action.fire(tick.clone()).await {
                 Ok(()) => {
