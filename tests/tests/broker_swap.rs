@@ -10,13 +10,18 @@ use serde_json::Value;
 use wf_config::load_files;
 use wf_engine::{build, validate};
 use wf_tests::{
-    client, eventually, example_vars, http_receiver, repo_root, server_addr, unique_name,
+    TempDir, client, eventually, example_vars, http_receiver, repo_root, server_addr, unique_name,
 };
 
 /// Places three orders through HTTP and waits for each one's fulfilment webhook.
 async fn orders_flow(file: &str, extra: &[(&str, String)]) {
     let (receiver, url) = http_receiver(&[]).await;
+    let dead_letters = TempDir::new("orders-dead-letters");
     let mut vars = example_vars();
+    vars.insert(
+        "ORDERS_DEAD_LETTERS".into(),
+        dead_letters.0.display().to_string(),
+    );
     vars.insert("ORDERS_ADDRESS".into(), "127.0.0.1:0".into());
     vars.insert("ORDERS_WEBHOOK_URL".into(), url);
     for (k, v) in extra {
