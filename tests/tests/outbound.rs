@@ -365,7 +365,7 @@ workflows:
     connectors:
       - name: crm
         type: http
-        config: {{baseURL: "{base}", authType: bearer, token: "${{WF_TEST_CRM_TOKEN:-t0k}}", headers: {{X-Client: wf}}}}
+        config: {{baseURL: "{base}", authType: bearer, token: "${{WF_TEST_CRM_TOKEN:-t0k}}", headers: {{X-Client: wf}}, requestsPerMinute: 600}}
       - name: shop
         type: rest
         config: {{baseURL: "{base}", authType: basic, username: ada, password: pw, timeoutSeconds: 5}}

@@ -89,8 +89,10 @@ pub struct ConnectorSettings {
     #[serde(default, rename = "timeoutSeconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<u64>,
-    /// A rate limit per connector; not implemented in this version.
+    /// Calls per minute to this connector, shared by all its steps; a call over the rate waits
+    /// for the next free slot (up to ten tries, then the step fails as rate-limited).
     #[serde(default, rename = "requestsPerMinute")]
+    #[schemars(range(min = 1))]
     pub requests_per_minute: Option<u32>,
     /// Accepted for the original's configs. The host is fixed by `baseURL` and data only
     /// fills percent-encoded path segments and query values, so calls cannot be redirected.
@@ -289,6 +291,26 @@ impl WorkflowType for IntegrationWorkflow {
             let connector = connectors
                 .get(step.connector.as_str())
                 .ok_or_else(|| anyhow::anyhow!("no connector `{}`", step.connector))?;
+            if let Some(rate) = connector.config.requests_per_minute.filter(|r| *r > 0) {
+                // One shared bucket per connector; over the rate, the gate waits one slot's time
+                // per try instead of failing the call at once.
+                let slot_ms = (60_000 / u64::from(rate)).max(1);
+                steps.push(step_entry(
+                    &format!("{}--rate", step.name),
+                    "step.rate_limit",
+                    json!({
+                        "requests_per_minute": rate,
+                        "burst_size": rate.clamp(1, 10),
+                        "shared": format!("integration:{name}:{}", connector.name),
+                    }),
+                    Some(RetryEntry {
+                        max_attempts: 10,
+                        backoff: format!("{slot_ms}ms"),
+                        max_backoff: format!("{}ms", slot_ms * 2),
+                        on: vec![wf_engine::ErrorKind::RateLimited],
+                    }),
+                ));
+            }
             let retry = (step.retry_count > 0).then(|| RetryEntry {
                 max_attempts: step.retry_count + 1,
                 backoff: step.retry_delay.clone().unwrap_or_else(|| "1s".into()),
@@ -329,12 +351,6 @@ fn check_http(settings: &ConnectorSettings, at: &str) -> Vec<ConfigIssue> {
             "`baseURL` is not an absolute URL",
         )),
         None => issues.push(ConfigIssue::new(at, "an HTTP connector needs a `baseURL`")),
-    }
-    if settings.requests_per_minute.is_some() {
-        issues.push(ConfigIssue::not_implemented(
-            format!("{at}/requestsPerMinute"),
-            "a connector's `requestsPerMinute` is not implemented in this build yet",
-        ));
     }
     match settings.auth_type.as_deref().unwrap_or("none") {
         "none" => {}

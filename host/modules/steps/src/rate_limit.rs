@@ -29,6 +29,10 @@ pub struct RateLimitConfig {
     /// Which bucket a run uses, e.g. `{{ .steps.auth.user_id }}`; `global` shares one bucket.
     #[serde(default = "default_key")]
     pub key_from: String,
+    /// Steps with the same `shared` name use one set of buckets (every call to one service
+    /// counts against one limit); they must agree on the rate.
+    #[serde(default)]
+    pub shared: Option<String>,
 }
 
 fn default_rpm() -> u32 {
@@ -56,12 +60,36 @@ impl Described for RateLimitType {
 }
 
 impl StepType for RateLimitType {
-    fn build(config: RateLimitConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
-        Ok(Arc::new(RateLimit {
+    fn build(config: RateLimitConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        let fresh = Arc::new(Buckets {
             per_second: f64::from(config.requests_per_minute) / 60.0,
             burst: f64::from(config.burst_size),
+            map: Mutex::default(),
+        });
+        let buckets = match &config.shared {
+            None => fresh,
+            Some(name) => {
+                let alias = format!("rate-limit:{name}");
+                match ctx.service::<Buckets>(&alias) {
+                    Ok(existing) => {
+                        if existing.per_second != fresh.per_second || existing.burst != fresh.burst
+                        {
+                            anyhow::bail!(
+                                "the rate limits sharing `{name}` disagree on `requests_per_minute` or `burst_size`"
+                            );
+                        }
+                        existing
+                    }
+                    Err(_) => {
+                        ctx.provide_as(&alias, fresh.clone());
+                        fresh
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(RateLimit {
             key: crate::compile_str("key_from", &config.key_from)?,
-            buckets: Mutex::default(),
+            buckets,
         }))
     }
 }
@@ -71,16 +99,25 @@ struct Bucket {
     updated: Instant,
 }
 
-struct RateLimit {
+/// Token buckets by key, at one rate; shared between steps by `shared`.
+pub struct Buckets {
     per_second: f64,
     burst: f64,
-    key: Template,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    map: Mutex<HashMap<String, Bucket>>,
 }
 
-impl RateLimit {
+impl wf_engine::ServiceKind for Buckets {
+    const LABEL: &'static str = "a shared rate limit";
+}
+
+struct RateLimit {
+    key: Template,
+    buckets: Arc<Buckets>,
+}
+
+impl Buckets {
     fn take(&self, key: &str, now: Instant) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Ok(mut buckets) = self.map.lock() else {
             return false;
         };
         if buckets.len() >= MAX_BUCKETS
@@ -124,7 +161,7 @@ impl Step for RateLimit {
         } else {
             key
         };
-        if self.take(&key, Instant::now()) {
+        if self.buckets.take(&key, Instant::now()) {
             Ok(StepOutput::values(crate::output([(
                 "rate_limit",
                 json!({"allowed": true, "key": key}),
@@ -145,11 +182,10 @@ mod tests {
 
     #[test]
     fn bursts_then_refills_per_key() {
-        let limit = RateLimit {
+        let limit = Buckets {
             per_second: 1.0,
             burst: 2.0,
-            key: Template::compile("global").unwrap(),
-            buckets: Mutex::default(),
+            map: Mutex::default(),
         };
         let t0 = Instant::now();
         assert!(limit.take("a", t0));

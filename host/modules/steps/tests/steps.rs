@@ -395,6 +395,32 @@ pipelines:
 }
 
 #[tokio::test]
+async fn rate_limits_with_a_shared_name_use_one_bucket() {
+    // Two gates, one budget of one call: the second gate of the same run is refused.
+    let err = run(
+        "      - {name: a, type: step.rate_limit, config: {requests_per_minute: 1, burst_size: 1, shared: crm}}
+      - {name: b, type: step.rate_limit, config: {requests_per_minute: 1, burst_size: 1, shared: crm}}
+",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, wf_engine::ErrorKind::RateLimited);
+    assert_eq!(err.step.as_deref(), Some("b"));
+    let problems = invalid(
+        "      - {name: a, type: step.rate_limit, config: {requests_per_minute: 1, shared: crm}}
+      - {name: b, type: step.rate_limit, config: {requests_per_minute: 2, shared: crm}}
+",
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|m| m.contains("sharing `crm` disagree")),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
 async fn rate_limit_denies_past_the_burst() {
     let app = app("pipelines:
   p:
