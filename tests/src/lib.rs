@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end suites.
 
+pub mod broker_contract;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -58,40 +58,6 @@ impl CheckContext<'_> {
         })
     }
 
-    /// Checks what a trigger entry starts: `pipeline: <name>`, or the original's `workflow:`
-    /// (`pipeline:<name>` or a pipeline's name). A `workflow:` naming something that is not a
-    /// pipeline (a state machine, ...) is reported as not implemented.
-    pub fn check_trigger_target(
-        &self,
-        pointer: &str,
-        pipeline: Option<&str>,
-        workflow: Option<&str>,
-    ) -> Option<ConfigIssue> {
-        match trigger_target(pipeline, workflow) {
-            None => Some(
-                ConfigIssue::new(pointer, "the entry names no pipeline").help("add `pipeline: <name>`"),
-            ),
-            Some(name)
-                if self.config.pipelines.iter().any(|p| p.name == name)
-                    || self.declared_by_workflow(name) =>
-            {
-                None
-            }
-            Some(name)
-                if pipeline.is_none() && workflow.is_some_and(|w| !w.starts_with("pipeline:")) =>
-            {
-                Some(
-                    ConfigIssue::not_implemented(
-                        format!("{pointer}/workflow"),
-                        format!("starting workflow `{name}` (not a pipeline) from a trigger is not implemented in this build yet"),
-                    )
-                    .help("point the entry at a pipeline with `pipeline: <name>`"),
-                )
-            }
-            Some(name) => self.require_pipeline(pointer, name),
-        }
-    }
-
     /// Whether a workflow (an `integration`, ...) declares a pipeline named `name`.
     pub fn declared_by_workflow(&self, name: &str) -> bool {
         self.config.workflows.iter().any(|w| {
@@ -315,10 +281,4 @@ impl WireContext<'_> {
     pub fn issue(&mut self, issue: ConfigIssue) {
         self.issues.push(issue);
     }
-}
-
-/// The pipeline a trigger entry starts: `pipeline`, else the original's `workflow` with an
-/// optional `pipeline:` prefix.
-pub fn trigger_target<'a>(pipeline: Option<&'a str>, workflow: Option<&'a str>) -> Option<&'a str> {
-    pipeline.or_else(|| workflow.map(|w| w.strip_prefix("pipeline:").unwrap_or(w)))
 }

@@ -38,18 +38,9 @@ pub struct HttpTriggerRoute {
     #[serde(default = "default_method")]
     #[schemars(regex(pattern = r"^[A-Z]+$"))]
     pub method: String,
-    /// The pipeline to run.
-    #[serde(default)]
-    pub pipeline: Option<String>,
-    /// The original's target: `pipeline:<name>` or a pipeline's name.
-    #[serde(default)]
-    pub workflow: Option<String>,
-    /// The original's action name; kept for its configs, not needed by pipelines.
-    #[serde(default)]
-    pub action: Option<String>,
-    /// Static values added to every run's trigger data.
-    #[serde(default)]
-    pub params: Map<String, Value>,
+    /// What the entry starts: `pipeline` (or the original's `workflow`, `action`) and `params`.
+    #[serde(flatten)]
+    pub target: wf_engine::TriggerTarget,
     /// Largest accepted request body; larger ones get `413`.
     #[serde(default = "default_max_body", rename = "maxBodyBytes")]
     #[schemars(range(min = 0))]
@@ -62,13 +53,6 @@ fn default_method() -> String {
 
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
-}
-
-impl HttpTriggerRoute {
-    /// The pipeline this route starts.
-    fn target(&self) -> Option<&str> {
-        wf_engine::context::trigger_target(self.pipeline.as_deref(), self.workflow.as_deref())
-    }
 }
 
 pub struct HttpTriggerType;
@@ -88,11 +72,7 @@ impl TriggerType for HttpTriggerType {
             .into_iter()
             .collect();
         for (i, route) in config.routes.iter().enumerate() {
-            issues.extend(ctx.check_trigger_target(
-                &format!("/routes/{i}"),
-                route.pipeline.as_deref(),
-                route.workflow.as_deref(),
-            ));
+            issues.extend(route.target.check(ctx, &format!("/routes/{i}")));
         }
         issues
     }
@@ -113,7 +93,7 @@ impl TriggerType for HttpTriggerType {
             .map_err(|issue| anyhow::anyhow!(issue.message))?;
         let router = ctx.service::<Router>(&router_name)?;
         for (i, route) in config.routes.into_iter().enumerate() {
-            let Some(name) = route.target().map(str::to_string) else {
+            let Some(name) = route.target.pipeline_name().map(str::to_string) else {
                 continue;
             };
             let Some(pipeline) = ctx.pipeline(&name) else {
@@ -142,7 +122,7 @@ impl TriggerType for HttpTriggerType {
                 pipeline,
                 PipelineRoute {
                     max_body_bytes: route.max_body_bytes,
-                    params: route.params,
+                    params: route.target.params,
                     shape: Default::default(),
                 },
             );

@@ -20,7 +20,7 @@ use wf_engine::{
     BuildContext, Category, Described, Module, ModuleType, StartContext, StopContext, async_trait,
 };
 
-use crate::delivery::{DeliveryConfig, DeliveryPolicy, SubscriptionStats};
+use crate::delivery::{DeliveryConfig, DeliveryPolicy};
 use crate::lifecycle::LifecycleForwarder;
 use crate::{Delivery, MessageBroker, MessageHandler};
 
@@ -126,7 +126,6 @@ struct Subscriber {
 struct Target {
     name: String,
     handler: Arc<dyn MessageHandler>,
-    stats: SubscriptionStats,
 }
 
 /// A subscription's queue receiver, waiting for the broker to start its worker.
@@ -195,7 +194,6 @@ impl MemoryBroker {
             topic,
             &target.name,
             &*target.handler,
-            &target.stats,
             payload,
         )
         .await
@@ -300,7 +298,6 @@ impl MessageBroker for MemoryBroker {
         let target = Arc::new(Target {
             name: subscriber.to_string(),
             handler,
-            stats: SubscriptionStats::default(),
         });
         let entry = Arc::new(Subscriber {
             target: target.clone(),

@@ -7,7 +7,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wf_engine::AppState;
 
-use crate::delivery::SubscriptionStats;
 use crate::lifecycle::LifecycleForwarder;
 use crate::{MessageBroker, MessageHandler};
 
@@ -16,7 +15,6 @@ pub struct Subscription {
     pub topic: String,
     pub subscriber: String,
     pub handler: Arc<dyn MessageHandler>,
-    pub stats: SubscriptionStats,
 }
 
 #[derive(Default)]
@@ -31,25 +29,6 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    /// Records a subscription; the broker starts consuming it at start (or now, if running).
-    pub fn add(
-        &self,
-        topic: &str,
-        subscriber: &str,
-        handler: Arc<dyn MessageHandler>,
-    ) -> Arc<Subscription> {
-        let subscription = Arc::new(Subscription {
-            topic: topic.to_string(),
-            subscriber: subscriber.to_string(),
-            handler,
-            stats: SubscriptionStats::default(),
-        });
-        if let Ok(mut all) = self.subscriptions.lock() {
-            all.push(subscription.clone());
-        }
-        subscription
-    }
-
     pub fn all(&self) -> Vec<Arc<Subscription>> {
         self.subscriptions
             .lock()
@@ -87,20 +66,36 @@ impl Consumers {
         }
     }
 
-    /// Starts consuming `subscription` in the background (a subscription made while the
-    /// broker runs); failures are logged.
-    pub fn start_later<B, F, Fut>(
+    /// Records a subscription. The broker consumes it from its start ([`Self::start_all`]);
+    /// one made while the broker already consumes (a trigger component installed at run time)
+    /// starts with `consume` in the background, and a failure is logged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe<B, F, Fut>(
         self: &Arc<Self>,
         broker: Weak<B>,
-        name: String,
-        subscription: Arc<Subscription>,
+        broker_name: &str,
+        topic: &str,
+        subscriber: &str,
+        handler: Arc<dyn MessageHandler>,
         consume: F,
     ) where
         B: Send + Sync + 'static,
         F: FnOnce(Arc<B>, Arc<Subscription>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = anyhow::Result<JoinHandle<()>>> + Send,
     {
+        let subscription = Arc::new(Subscription {
+            topic: topic.to_string(),
+            subscriber: subscriber.to_string(),
+            handler,
+        });
+        if let Ok(mut all) = self.subscriptions.lock() {
+            all.push(subscription.clone());
+        }
+        if !self.consuming() {
+            return;
+        }
         let consumers = Arc::downgrade(self);
+        let name = broker_name.to_string();
         tokio::spawn(async move {
             let (Some(broker), Some(consumers)) = (broker.upgrade(), consumers.upgrade()) else {
                 return;

@@ -2,7 +2,6 @@
 //! acknowledging, redelivering and dead-lettering, and build the dead-letter envelope. The
 //! brokers differ only in how they wait and acknowledge.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -158,25 +157,6 @@ pub fn dead_letter_envelope(
     Bytes::from(envelope.to_string())
 }
 
-/// Counters of one subscription, for logs and `inspect`.
-#[derive(Debug, Default)]
-pub struct SubscriptionStats {
-    pub handled: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub dead_lettered: AtomicU64,
-}
-
-impl SubscriptionStats {
-    pub fn count(&self, outcome: &Outcome) {
-        let counter = match outcome {
-            Outcome::Handled => &self.handled,
-            Outcome::Retry { .. } => &self.redelivered,
-            Outcome::DeadLetter(_) => &self.dead_lettered,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// How a message ended for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -200,7 +180,6 @@ pub async fn deliver_with_retries(
     topic: &str,
     subscriber: &str,
     handler: &dyn MessageHandler,
-    stats: &SubscriptionStats,
     payload: Bytes,
 ) -> Settled {
     let mut attempt = 1;
@@ -208,7 +187,6 @@ pub async fn deliver_with_retries(
         let outcome = policy
             .attempt(handler, topic, payload.clone(), attempt)
             .await;
-        stats.count(&outcome);
         match outcome {
             Outcome::Handled => return Settled::Handled,
             Outcome::Retry { after, error } => {

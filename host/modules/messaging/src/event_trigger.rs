@@ -51,18 +51,9 @@ pub struct EventSubscription {
     /// Only messages whose `type` or `eventType` field equals this start a run.
     #[serde(default)]
     pub event: Option<String>,
-    /// The pipeline to run.
-    #[serde(default)]
-    pub pipeline: Option<String>,
-    /// The original's target: `pipeline:<name>` or a pipeline's name.
-    #[serde(default)]
-    pub workflow: Option<String>,
-    /// The original's action name; kept for its configs, not needed by pipelines.
-    #[serde(default)]
-    pub action: Option<String>,
-    /// Static values added to every run's trigger data (over the message's fields).
-    #[serde(default)]
-    pub params: Map<String, Value>,
+    /// What the entry starts: `pipeline` (or the original's `workflow`, `action`) and `params`.
+    #[serde(flatten)]
+    pub target: wf_engine::TriggerTarget,
     /// Acknowledge the message as soon as the run starts instead of when it succeeds. A failing
     /// run is then only logged; otherwise it makes the broker redeliver the message. At most
     /// 256 such runs go at once per subscription; more wait (back-pressure on the broker).
@@ -75,12 +66,6 @@ pub struct EventSubscription {
     /// keep it stable across restarts. Defaults to `pipeline:<pipeline>`.
     #[serde(default)]
     pub name: Option<String>,
-}
-
-impl EventSubscription {
-    fn target(&self) -> Option<&str> {
-        wf_engine::context::trigger_target(self.pipeline.as_deref(), self.workflow.as_deref())
-    }
 }
 
 macro_rules! event_trigger_type {
@@ -130,11 +115,7 @@ fn check(config: &EventTriggerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue
     for (i, s) in config.subscriptions.iter().enumerate() {
         let at = |suffix: &str| format!("/subscriptions/{i}{suffix}");
         issues.extend(crate::check_topic(&at("/topic"), &s.topic));
-        issues.extend(ctx.check_trigger_target(
-            &at(""),
-            s.pipeline.as_deref(),
-            s.workflow.as_deref(),
-        ));
+        issues.extend(s.target.check(ctx, &at("")));
         if let Err(mut issue) =
             crate::choose_broker(s.broker.as_deref().or(config.broker.as_deref()), ctx)
         {
@@ -158,7 +139,7 @@ fn configure(
         )
         .map_err(|issue| anyhow::anyhow!(issue.message))?;
         let broker = ctx.service::<dyn MessageBroker>(&broker_name)?;
-        let Some(name) = s.target().map(str::to_string) else {
+        let Some(name) = s.target.pipeline_name().map(str::to_string) else {
             continue;
         };
         let Some(pipeline) = ctx.pipeline(&name) else {
@@ -173,7 +154,7 @@ fn configure(
             quiet: LIFECYCLE_TOPICS.contains(&s.topic.as_str()),
             pipeline,
             event: s.event,
-            params: s.params,
+            params: s.target.params,
             run_async: s.run_async,
             rejected: AtomicU64::new(0),
             async_runs: Arc::new(tokio::sync::Semaphore::new(MAX_ASYNC_RUNS)),

@@ -233,7 +233,6 @@ impl KafkaBroker {
                         &subscription.topic,
                         &subscription.subscriber,
                         &*subscription.handler,
-                        &subscription.stats,
                         payload.clone(),
                     )
                     .await;
@@ -283,10 +282,7 @@ impl MessageBroker for KafkaBroker {
             other => other,
         };
         sent.map_err(|(e, _)| anyhow::anyhow!("publishing to `{topic}`: {e}"))?;
-        Ok(Delivery {
-            queued: 1,
-            ..Delivery::default()
-        })
+        Ok(Delivery::accepted())
     }
 
     fn subscribe(
@@ -295,21 +291,19 @@ impl MessageBroker for KafkaBroker {
         subscriber: &str,
         handler: Arc<dyn MessageHandler>,
     ) -> anyhow::Result<()> {
-        let subscription = self.consumers.add(topic, subscriber, handler);
-        // Subscriptions made while running (trigger components) start consuming now.
-        if self.consumers.consuming() {
-            self.consumers.start_later(
-                self.this.clone(),
-                self.name.clone(),
-                subscription,
-                |broker: Arc<Self>, subscription| async move {
-                    broker
-                        .ensure_topics(std::slice::from_ref(&subscription.topic))
-                        .await?;
-                    broker.consume(subscription).await
-                },
-            );
-        }
+        self.consumers.subscribe(
+            self.this.clone(),
+            &self.name,
+            topic,
+            subscriber,
+            handler,
+            |broker: Arc<Self>, subscription| async move {
+                broker
+                    .ensure_topics(std::slice::from_ref(&subscription.topic))
+                    .await?;
+                broker.consume(subscription).await
+            },
+        );
         Ok(())
     }
 

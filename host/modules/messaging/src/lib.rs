@@ -51,6 +51,16 @@ pub struct Delivery {
     pub queued: usize,
 }
 
+impl Delivery {
+    /// Taken by an external broker for later delivery.
+    pub fn accepted() -> Self {
+        Delivery {
+            queued: 1,
+            ..Delivery::default()
+        }
+    }
+}
+
 /// A publish/subscribe broker. Pipelines, handlers and triggers use only this trait, so the
 /// in-memory broker can be swapped for NATS or Kafka by changing a module type.
 #[async_trait]

@@ -3,7 +3,7 @@
 //! trigger. Events are queued and published in order by one task, so a run never waits for
 //! the broker; when the queue is full (a broker far behind), events are dropped and counted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -17,15 +17,23 @@ use crate::MessageBroker;
 /// Events waiting to be published before new ones are dropped.
 const QUEUE: usize = 4096;
 
-/// The sink a broker installs on its app while it runs. Dropping it ends the publishing task.
+/// The sink a broker installs on its app while it runs. Dropping it (the broker stops) closes
+/// the sink: it wants no more events, and the publishing task ends when the app lets go of it.
 pub struct LifecycleForwarder {
-    _sink: Arc<Sink>,
+    sink: Arc<Sink>,
+}
+
+impl Drop for LifecycleForwarder {
+    fn drop(&mut self) {
+        self.sink.closed.store(true, Ordering::Release);
+    }
 }
 
 struct Sink {
     broker: Weak<dyn MessageBroker>,
     queue: mpsc::Sender<(&'static str, Bytes)>,
     dropped: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl LifecycleForwarder {
@@ -37,6 +45,7 @@ impl LifecycleForwarder {
             broker: broker.clone(),
             queue,
             dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         });
         app.run_events().install(priority, sink.clone());
         tokio::spawn(async move {
@@ -49,15 +58,17 @@ impl LifecycleForwarder {
                 }
             }
         });
-        LifecycleForwarder { _sink: sink }
+        LifecycleForwarder { sink }
     }
 }
 
 impl RunEventSink for Sink {
     fn wants(&self, topic: &str) -> bool {
-        self.broker
-            .upgrade()
-            .is_some_and(|broker| broker.wants_run_event(topic))
+        !self.closed.load(Ordering::Acquire)
+            && self
+                .broker
+                .upgrade()
+                .is_some_and(|broker| broker.wants_run_event(topic))
     }
 
     fn emit(&self, topic: &'static str, mut event: Map<String, Value>) {

@@ -255,7 +255,6 @@ impl NatsBroker {
                             &subscription.topic,
                             &subscription.subscriber,
                             &*subscription.handler,
-                            &subscription.stats,
                             message.payload,
                         )
                         .await;
@@ -334,7 +333,6 @@ impl NatsBroker {
                 )
                 .await
         };
-        subscription.stats.count(&outcome);
         let ack = match outcome {
             Outcome::Handled => AckKind::Ack,
             Outcome::Retry { after, error } => {
@@ -404,10 +402,7 @@ impl MessageBroker for NatsBroker {
                     .map_err(|e| anyhow::anyhow!("publishing to `{topic}`: {e}"))?;
             }
         }
-        Ok(Delivery {
-            queued: 1,
-            ..Delivery::default()
-        })
+        Ok(Delivery::accepted())
     }
 
     fn subscribe(
@@ -416,16 +411,14 @@ impl MessageBroker for NatsBroker {
         subscriber: &str,
         handler: Arc<dyn MessageHandler>,
     ) -> anyhow::Result<()> {
-        let subscription = self.consumers.add(topic, subscriber, handler);
-        // Subscriptions made while running (trigger components) start consuming now.
-        if self.consumers.consuming() {
-            self.consumers.start_later(
-                self.this.clone(),
-                self.name.clone(),
-                subscription,
-                |broker: Arc<Self>, subscription| async move { broker.consume(subscription).await },
-            );
-        }
+        self.consumers.subscribe(
+            self.this.clone(),
+            &self.name,
+            topic,
+            subscriber,
+            handler,
+            |broker: Arc<Self>, subscription| async move { broker.consume(subscription).await },
+        );
         Ok(())
     }
 

@@ -53,27 +53,12 @@ pub struct ScheduleJob {
     /// The `scheduler.modular` to run on; optional when the app has at most one.
     #[serde(default)]
     pub scheduler: Option<String>,
-    /// The pipeline to run.
-    #[serde(default)]
-    pub pipeline: Option<String>,
-    /// The original's target: `pipeline:<name>` or a pipeline's name.
-    #[serde(default)]
-    pub workflow: Option<String>,
-    /// The original's action name; kept for its configs, not needed by pipelines.
-    #[serde(default)]
-    pub action: Option<String>,
-    /// Values every run starts with (beside `job`, `scheduler` and `scheduled_at`).
-    #[serde(default)]
-    pub params: Map<String, Value>,
+    /// What the entry starts: `pipeline` (or the original's `workflow`, `action`) and `params`.
+    #[serde(flatten)]
+    pub target: wf_engine::TriggerTarget,
     /// The job's name in logs and `inspect`; defaults to `pipeline:<pipeline>`.
     #[serde(default)]
     pub name: Option<String>,
-}
-
-impl ScheduleJob {
-    fn target(&self) -> Option<&str> {
-        wf_engine::context::trigger_target(self.pipeline.as_deref(), self.workflow.as_deref())
-    }
 }
 
 pub struct ScheduleTriggerType;
@@ -107,11 +92,7 @@ impl TriggerType for ScheduleTriggerType {
         let mut issues = Vec::new();
         for (i, job) in config.jobs.iter().enumerate() {
             let at = |suffix: &str| format!("/jobs/{i}{suffix}");
-            issues.extend(ctx.check_trigger_target(
-                &at(""),
-                job.pipeline.as_deref(),
-                job.workflow.as_deref(),
-            ));
+            issues.extend(job.target.check(ctx, &at("")));
             let scheduler = match scheduler_of(job, ctx) {
                 Ok(s) => s,
                 Err(mut issue) => {
@@ -162,7 +143,7 @@ impl TriggerType for ScheduleTriggerType {
         let own = CronScheduler::new("schedule-trigger");
         let mut uses_own = false;
         for (i, entry) in config.jobs.into_iter().enumerate() {
-            let Some(target) = entry.target().map(str::to_string) else {
+            let Some(target) = entry.target.pipeline_name().map(str::to_string) else {
                 continue;
             };
             let Some(pipeline) = ctx.pipeline(&target) else {
@@ -204,7 +185,7 @@ impl TriggerType for ScheduleTriggerType {
                 overlap,
                 Arc::new(RunPipeline {
                     pipeline,
-                    params: entry.params,
+                    params: entry.target.params,
                 }),
             );
             let scheduler = match &module {
