@@ -10,7 +10,7 @@ use serde_json::json;
 use wf_engine::App;
 use wf_messaging::MessageBroker;
 
-use crate::{AttemptLog, build_yaml, eventually};
+use crate::{AttemptLog, build_yaml, eventually, running_broker};
 
 /// The broker module named `bus` of a built (not started) app.
 pub fn broker(app: &App, name: &str) -> Arc<dyn MessageBroker> {
@@ -73,12 +73,7 @@ pub async fn redelivers_and_resumes_without_loss(yaml: &str, second_yaml: &str, 
 
     let handler = Arc::new(AttemptLog::default());
     let running = start(yaml.to_string(), handler.clone()).await;
-    let bus = running
-        .state()
-        .services()
-        .expect("running")
-        .get::<dyn MessageBroker>("bus")
-        .expect("the bus");
+    let bus = running_broker(&running, "bus");
     let first = json!({"n": 1}).to_string();
     let flaky = json!({"n": 2, "fail_once": true}).to_string();
     for message in [&first, &flaky] {
@@ -101,12 +96,7 @@ pub async fn redelivers_and_resumes_without_loss(yaml: &str, second_yaml: &str, 
         .start(Duration::from_secs(20))
         .await
         .expect("starts");
-    let bus = publisher
-        .state()
-        .services()
-        .expect("running")
-        .get::<dyn MessageBroker>("bus")
-        .expect("the bus");
+    let bus = running_broker(&publisher, "bus");
     let while_down = [json!({"n": 3}).to_string(), json!({"n": 4}).to_string()];
     for message in &while_down {
         bus.publish(topic, Bytes::from(message.clone()))

@@ -253,3 +253,15 @@ pub async fn http_receiver(
     });
     (state, url)
 }
+
+/// A broker of a running app, by module name.
+pub fn running_broker(
+    app: &RunningApp,
+    name: &str,
+) -> std::sync::Arc<dyn wf_messaging::MessageBroker> {
+    app.state()
+        .services()
+        .expect("the app is running")
+        .get::<dyn wf_messaging::MessageBroker>(name)
+        .expect("the app has this broker")
+}

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use wf_engine::{Extensions, RunningApp};
+use wf_engine::Extensions;
 use wf_messaging::handler::LoggingHandler;
 use wf_messaging::{MessageBroker, MessageHandler};
-use wf_tests::{build_on_loopback, eventually, invalid_yaml, seed_examples, start_yaml};
+use wf_tests::{
+    build_on_loopback, eventually, invalid_yaml, running_broker, seed_examples, start_yaml,
+};
 
 /// Collects the JSON messages of the topics it is subscribed to.
 #[derive(Default)]
@@ -48,14 +50,6 @@ impl Collect {
         );
         self.on(topic)
     }
-}
-
-fn broker(app: &RunningApp, name: &str) -> Arc<dyn MessageBroker> {
-    app.state()
-        .services()
-        .unwrap()
-        .get::<dyn MessageBroker>(name)
-        .unwrap()
 }
 
 fn collect(broker: &Arc<dyn MessageBroker>, topics: &[&str]) -> Arc<Collect> {
@@ -94,7 +88,7 @@ pipelines:
 "#,
     )
     .await;
-    let bus = broker(&app, "bus");
+    let bus = running_broker(&app, "bus");
     let seen = collect(&bus, &["seen", "dead"]);
 
     publish(&bus, "orders", r#"{"type": "order.created", "id": 1}"#).await;
@@ -152,7 +146,7 @@ pipelines:
 "#,
     )
     .await;
-    let bus = broker(&app, "events");
+    let bus = running_broker(&app, "events");
     let seen = collect(&bus, &["audited", "step.completed", "workflow.failed"]);
     let work = app.state().pipelines().get("work").unwrap();
     let outcome = work
@@ -196,7 +190,7 @@ async fn the_event_processor_example_forwards_along_its_producers() {
         &registry,
     );
     let app = app.start(Duration::from_secs(5)).await.unwrap();
-    let bus = broker(&app, "event-broker");
+    let bus = running_broker(&app, "event-broker");
     publish(&bus, "incoming-events", r#"{"type": "sensor.reading"}"#).await;
     let services = app.state().services().unwrap();
     let received = |name: &str| services.get::<LoggingHandler>(name).unwrap().received();
@@ -302,7 +296,7 @@ modules:
         dir.0.display()
     ))
     .await;
-    let bus = broker(&app, "bus");
+    let bus = running_broker(&app, "bus");
     let seen = collect(&bus, &["raw-input"]);
     // Written under a temporary name, then renamed: never read half-written.
     std::fs::write(

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use wf_host::commands::{DeadLetterAction, dead_letters_command};
-use wf_messaging::MessageBroker;
-use wf_tests::{TempDir, client, http_receiver as receiver, server_addr, start_yaml};
+use wf_tests::{
+    TempDir, client, http_receiver as receiver, running_broker, server_addr, start_yaml,
+};
 
 fn app_yaml(url: &str, dir: &std::path::Path) -> String {
     format!(
@@ -55,12 +56,7 @@ async fn deliveries_are_signed_and_retried_with_the_same_id() {
     let (receiver, url) =
         receiver(&[StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]).await;
     let app = start_yaml(&app_yaml(&url, &dir.0)).await;
-    let bus = app
-        .state()
-        .services()
-        .unwrap()
-        .get::<dyn MessageBroker>("bus")
-        .unwrap();
+    let bus = running_broker(&app, "bus");
     let delivery = bus
         .publish("orders", bytes::Bytes::from_static(br#"{"id":7}"#))
         .await
@@ -117,12 +113,7 @@ async fn failures_become_dead_letters_that_survive_a_restart_and_replay() {
     .await;
     let yaml = app_yaml(&url, &dir.0);
     let app = start_yaml(&yaml).await;
-    let bus = app
-        .state()
-        .services()
-        .unwrap()
-        .get::<dyn MessageBroker>("bus")
-        .unwrap();
+    let bus = running_broker(&app, "bus");
     for body in [r#"{"n":1}"#, r#"{"n":2}"#] {
         // Handled (kept as a dead letter), so the broker does not redeliver on top.
         let delivery = bus
@@ -246,12 +237,7 @@ workflows:
 "##
     ))
     .await;
-    let bus = app
-        .state()
-        .services()
-        .unwrap()
-        .get::<dyn MessageBroker>("event-broker")
-        .unwrap();
+    let bus = running_broker(&app, "event-broker");
     let mut deliveries = Vec::new();
     for body in [
         r#"{"text":"disk full"}"#,
