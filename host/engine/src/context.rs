@@ -67,6 +67,19 @@ impl CheckContext<'_> {
         })
     }
 
+    /// The actions of the action target (a state machine definition, ...) a workflow
+    /// declares under `name`, if one does.
+    pub fn declared_actions(&self, name: &str) -> Option<Vec<String>> {
+        self.config.workflows.iter().find_map(|w| {
+            self.registry.workflow(&w.kind).and_then(|t| {
+                t.declared_actions(&w.config)
+                    .into_iter()
+                    .find(|(target, _)| target == name)
+                    .map(|(_, actions)| actions)
+            })
+        })
+    }
+
     /// Names of declared modules whose type is one of `types`, in declaration order.
     pub fn modules_of_type(&self, types: &[&str]) -> Vec<&str> {
         self.config

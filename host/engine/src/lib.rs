@@ -33,7 +33,7 @@ pub use registry::{
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, RouteInfo, ScheduleInfo};
 pub use step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
-pub use trigger::{Trigger, TriggerTarget};
+pub use trigger::{ActionError, ActionTarget, Dispatch, Trigger, TriggerTarget};
 pub use validate::{Invalid, ValidatedConfig, validate};
 
 // Re-exported so type crates depend on one engine crate.

@@ -195,6 +195,13 @@ pub trait WorkflowType: Described {
     fn declared_pipelines(_config: &Self::Config) -> Vec<String> {
         Vec::new()
     }
+
+    /// Workflows other than pipelines this one declares, with their actions (a state
+    /// machine definition and its transitions), so triggers may start them by
+    /// `workflow:` and `action:`. They are registered with [`crate::AppState::add_action_target`].
+    fn declared_actions(_config: &Self::Config) -> Vec<(String, Vec<String>)> {
+        Vec::new()
+    }
 }
 
 /// A trigger type: something that starts pipelines (an HTTP route, a topic, a schedule).
@@ -279,7 +286,10 @@ pub struct WorkflowEntry {
     pub(crate) registered: Registered<ConfigureFn>,
     handles: fn(&str) -> bool,
     declared_pipelines: DeclaredPipelinesFn,
+    declared_actions: DeclaredActionsFn,
 }
+
+type DeclaredActionsFn = Box<dyn Fn(&Value) -> Vec<(String, Vec<String>)> + Send + Sync>;
 
 type DeclaredPipelinesFn = Box<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
 
@@ -287,6 +297,11 @@ impl WorkflowEntry {
     /// The pipelines a workflow with this `config` declares (none when it does not parse).
     pub fn declared_pipelines(&self, config: &Value) -> Vec<String> {
         (self.declared_pipelines)(config)
+    }
+
+    /// The action targets (name, actions) a workflow with this `config` declares.
+    pub fn declared_actions(&self, config: &Value) -> Vec<(String, Vec<String>)> {
+        (self.declared_actions)(config)
     }
 }
 
@@ -494,6 +509,11 @@ impl Registry {
             declared_pipelines: Box::new(|value| {
                 serde_json::from_value::<T::Config>(value.clone())
                     .map(|c| T::declared_pipelines(&c))
+                    .unwrap_or_default()
+            }),
+            declared_actions: Box::new(|value| {
+                serde_json::from_value::<T::Config>(value.clone())
+                    .map(|c| T::declared_actions(&c))
                     .unwrap_or_default()
             }),
         });

@@ -4,10 +4,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::collections::HashMap;
+
 use crate::events::RunEvents;
 use crate::pipeline::Pipelines;
 use crate::registry::TypeInfo;
 use crate::services::Services;
+use crate::trigger::ActionTarget;
 
 /// One HTTP route the application serves, for `wf-host inspect`, logs and (later) OpenAPI.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +51,7 @@ pub struct AppState {
     services: Mutex<Option<Arc<Services>>>,
     pipelines: Mutex<Arc<Pipelines>>,
     run_events: Arc<RunEvents>,
+    action_targets: Mutex<HashMap<String, Arc<dyn ActionTarget>>>,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
             services: Mutex::default(),
             pipelines: Mutex::default(),
             run_events: Arc::default(),
+            action_targets: Mutex::default(),
         }
     }
 
@@ -121,6 +126,17 @@ impl AppState {
         if let Ok(mut schedules) = self.schedules.lock() {
             schedules.push(schedule);
         }
+    }
+
+    /// Makes a workflow (a state machine definition, ...) startable by triggers under `name`.
+    pub fn add_action_target(&self, name: &str, target: Arc<dyn ActionTarget>) {
+        if let Ok(mut targets) = self.action_targets.lock() {
+            targets.insert(name.to_string(), target);
+        }
+    }
+
+    pub fn action_target(&self, name: &str) -> Option<Arc<dyn ActionTarget>> {
+        self.action_targets.lock().ok()?.get(name).cloned()
     }
 
     pub fn add_route(&self, route: RouteInfo) {

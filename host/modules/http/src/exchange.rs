@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value, json};
-use wf_engine::{ErrorKind, Extensions, Pipeline};
+use wf_engine::{Dispatch, ErrorKind, Extensions, Pipeline};
 
 use crate::router::{MatchedRoute, PathParams};
 use crate::{Request, Response, RouteService, json_response, route_fn};
@@ -177,7 +177,58 @@ pub fn pipeline_service(pipeline: Arc<Pipeline>, options: PipelineRoute) -> Rout
     })
 }
 
-async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> Response {
+/// A route service that fires a state machine transition (a trigger's `workflow:` +
+/// `action:`) for each request, with the same trigger data as a pipeline route. Success is
+/// `202 {"status": "workflow triggered", "workflow", "action", "result"}` (the original's
+/// status text, plus what the action did); failures carry the action's status and
+/// `{"error"}`, except that the engine's own failures are a generic 500.
+pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteService {
+    let options = Arc::new(options);
+    let dispatch = Arc::new(dispatch);
+    route_fn(move |req: Request| {
+        let dispatch = dispatch.clone();
+        let options = options.clone();
+        async move {
+            let exchange = match read_exchange(&options, req).await {
+                Ok(exchange) => exchange,
+                Err(response) => return response,
+            };
+            let data = match trigger_data(&exchange, &options) {
+                Ok(data) => data,
+                Err(message) => {
+                    return json_response(StatusCode::BAD_REQUEST, &json!({"error": message}));
+                }
+            };
+            match dispatch.start(data, Extensions::default()).await {
+                Ok(result) => {
+                    let (workflow, action) = match dispatch.as_ref() {
+                        Dispatch::Action {
+                            workflow, action, ..
+                        } => (workflow.clone(), action.clone()),
+                        Dispatch::Pipeline(p) => (p.name.clone(), String::new()),
+                    };
+                    json_response(
+                        StatusCode::ACCEPTED,
+                        &json!({"status": "workflow triggered", "workflow": workflow, "action": action, "result": result}),
+                    )
+                }
+                Err(e) => {
+                    let status =
+                        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    if status.is_server_error() {
+                        tracing::error!(target = %dispatch.label(), error = %e.message, "triggered workflow failed");
+                        json_response(status, &json!({"error": "internal error"}))
+                    } else {
+                        json_response(status, &json!({"error": e.message}))
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The request as an exchange, or the response refusing it (body too large or unreadable).
+async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExchange, Response> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -185,19 +236,19 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return json_response(
+            return Err(json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &json!({"error": format!("request body is larger than {} bytes", options.max_body_bytes)}),
-            );
+            ));
         }
         Err(_) => {
-            return json_response(
+            return Err(json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "could not read the request body"}),
-            );
+            ));
         }
     };
-    let exchange = HttpExchange {
+    Ok(HttpExchange {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         pattern: parts
@@ -214,8 +265,14 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
         body,
         uri: parts.uri.clone(),
         response: Mutex::new(None),
-    };
+    })
+}
 
+async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> Response {
+    let exchange = match read_exchange(options, req).await {
+        Ok(exchange) => exchange,
+        Err(response) => return response,
+    };
     let data = match trigger_data(&exchange, options) {
         Ok(data) => data,
         Err(message) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": message})),

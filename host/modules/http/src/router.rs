@@ -231,6 +231,9 @@ fn matcher_patterns(pattern: &str) -> Result<Vec<String>, RouteConflict> {
             "path `{pattern}` must start with `/`"
         )));
     }
+    // `/orders/:id` (the style of the original's trigger examples) means `/orders/{id}`.
+    let braced = colon_params(pattern);
+    let pattern = braced.as_str();
     let mut out = String::with_capacity(pattern.len());
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
@@ -275,6 +278,23 @@ fn matcher_patterns(pattern: &str) -> Result<Vec<String>, RouteConflict> {
     } else {
         Ok(vec![out])
     }
+}
+
+/// `:name` path segments as `{name}`.
+fn colon_params(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|segment| match segment.strip_prefix(':') {
+            Some(name)
+                if !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                format!("{{{name}}}")
+            }
+            _ => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// matchit syntax back to what the user wrote: `{*rest}` → `{rest...}`.

@@ -9,13 +9,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use wf_engine::{
-    Category, CheckContext, ConfigIssue, Described, RouteInfo, StartContext, Trigger, TriggerType,
-    WireContext, async_trait,
+    Category, CheckContext, ConfigIssue, Described, Dispatch, RouteInfo, StartContext, Trigger,
+    TriggerType, WireContext, async_trait,
 };
 
 use crate::Router;
 use crate::endpoint::choose_router;
-use crate::exchange::{DEFAULT_MAX_BODY_BYTES, PipelineRoute, pipeline_service};
+use crate::exchange::{DEFAULT_MAX_BODY_BYTES, PipelineRoute, action_service, pipeline_service};
 
 /// Configuration of the `http` trigger.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -93,13 +93,10 @@ impl TriggerType for HttpTriggerType {
             .map_err(|issue| anyhow::anyhow!(issue.message))?;
         let router = ctx.service::<Router>(&router_name)?;
         for (i, route) in config.routes.into_iter().enumerate() {
-            let Some(name) = route.target.pipeline_name().map(str::to_string) else {
-                continue;
-            };
-            let Some(pipeline) = ctx.pipeline(&name) else {
+            let Some(dispatch) = route.target.resolve(ctx.app) else {
                 ctx.issue(ConfigIssue::new(
                     format!("/routes/{i}"),
-                    format!("no pipeline named `{name}`"),
+                    "the route names no pipeline or workflow",
                 ));
                 continue;
             };
@@ -118,21 +115,23 @@ impl TriggerType for HttpTriggerType {
                 ));
                 continue;
             };
-            let service = pipeline_service(
-                pipeline,
-                PipelineRoute {
-                    max_body_bytes: route.max_body_bytes,
-                    params: route.target.params,
-                    shape: Default::default(),
-                },
-            );
+            let handler = dispatch.label();
+            let options = PipelineRoute {
+                max_body_bytes: route.max_body_bytes,
+                params: route.target.params,
+                shape: Default::default(),
+            };
+            let service = match dispatch {
+                Dispatch::Pipeline(pipeline) => pipeline_service(pipeline, options),
+                action => action_service(action, options),
+            };
             match router.add_route(method, &route.path, service) {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: None,
                     router: router.name().to_string(),
                     method: route.method,
                     path,
-                    handler: format!("pipeline:{name}"),
+                    handler,
                     middlewares: Vec::new(),
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use wf_engine::events::{LIFECYCLE_TOPICS, QuietRun};
 use wf_engine::{
-    Category, CheckContext, ConfigIssue, Described, Extensions, Pipeline, StartContext, Trigger,
+    Category, CheckContext, ConfigIssue, Described, Dispatch, Extensions, StartContext, Trigger,
     TriggerType, WireContext, async_trait,
 };
 
@@ -139,20 +139,19 @@ fn configure(
         )
         .map_err(|issue| anyhow::anyhow!(issue.message))?;
         let broker = ctx.service::<dyn MessageBroker>(&broker_name)?;
-        let Some(name) = s.target.pipeline_name().map(str::to_string) else {
-            continue;
-        };
-        let Some(pipeline) = ctx.pipeline(&name) else {
+        let Some(dispatch) = s.target.resolve(ctx.app) else {
             ctx.issue(ConfigIssue::new(
                 format!("/subscriptions/{i}"),
-                format!("no pipeline named `{name}`"),
+                "the subscription names no pipeline or workflow",
             ));
             continue;
         };
-        let subscriber = s.name.clone().unwrap_or_else(|| format!("pipeline:{name}"));
+        let label = dispatch.label();
+        let subscriber = s.name.clone().unwrap_or_else(|| label.clone());
         let handler = Arc::new(EventHandler {
             quiet: LIFECYCLE_TOPICS.contains(&s.topic.as_str()),
-            pipeline,
+            dispatch,
+            label,
             event: s.event,
             params: s.target.params,
             run_async: s.run_async,
@@ -188,7 +187,9 @@ impl Trigger for EventTrigger {
 }
 
 struct EventHandler {
-    pipeline: Arc<Pipeline>,
+    dispatch: Dispatch,
+    /// `pipeline:<name>` or `workflow:<name>/<action>`, for logs.
+    label: String,
     event: Option<String>,
     params: Map<String, Value>,
     run_async: bool,
@@ -213,10 +214,10 @@ impl MessageHandler for EventHandler {
                     Ok(_) => "is JSON but not an object".to_string(),
                     Err(e) => format!("is not JSON ({e})"),
                 };
-                tracing::warn!(%topic, pipeline = %self.pipeline.name, rejected, "a message {why}; it cannot start a run");
+                tracing::warn!(%topic, target = %self.label, rejected, "a message {why}; it cannot start a run");
                 return Err(PoisonMessage(format!(
-                    "the message on `{topic}` {why}; pipeline `{}` needs a JSON object",
-                    self.pipeline.name
+                    "the message on `{topic}` {why}; `{}` needs a JSON object",
+                    self.label
                 ))
                 .into());
             }
@@ -238,21 +239,22 @@ impl MessageHandler for EventHandler {
             extensions.insert(QuietRun);
         }
         if self.run_async {
-            let pipeline = self.pipeline.clone();
+            let dispatch = self.dispatch.clone();
+            let label = self.label.clone();
             let topic = topic.to_string();
             let permit = self.async_runs.clone().acquire_owned().await?;
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = pipeline.run(data, extensions).await {
-                    tracing::error!(%topic, pipeline = %pipeline.name, error = %e, "a run started by a message failed");
+                if let Err(e) = dispatch.start(data, extensions).await {
+                    tracing::error!(%topic, target = %label, error = %e, "a run started by a message failed");
                 }
             });
             return Ok(());
         }
-        self.pipeline
-            .run(data, extensions)
+        self.dispatch
+            .start(data, extensions)
             .await
             .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("pipeline `{}` failed: {e}", self.pipeline.name))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.label))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use wf_engine::{
-    AppState, Extensions, Pipeline, Registry, RegistryError, ScheduleInfo, async_trait,
+    AppState, Dispatch, Extensions, Registry, RegistryError, ScheduleInfo, async_trait,
 };
 use wf_messaging::MessageHandler;
 
@@ -47,9 +47,10 @@ pub(crate) fn add_job(app: &AppState, scheduler: &CronScheduler, job: Arc<Job>, 
     scheduler.add(job);
 }
 
-/// A tick starts a pipeline with `params` plus `job` and `scheduled_at` as its data.
+/// A tick starts a pipeline (or fires a state machine transition) with `params` plus `job`
+/// and `scheduled_at` as its data.
 pub(crate) struct RunPipeline {
-    pub pipeline: Arc<Pipeline>,
+    pub dispatch: Dispatch,
     pub params: Map<String, Value>,
 }
 
@@ -60,11 +61,11 @@ impl JobAction for RunPipeline {
         data.insert("job".into(), json!(tick.job));
         data.insert("scheduler".into(), json!(tick.scheduler));
         data.insert("scheduled_at".into(), json!(tick.scheduled_at));
-        self.pipeline
-            .run(data, Extensions::default())
+        self.dispatch
+            .start(data, Extensions::default())
             .await
             .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("pipeline `{}`: {e}", self.pipeline.name))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.dispatch.label()))
     }
 }
 

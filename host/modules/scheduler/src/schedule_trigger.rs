@@ -143,16 +143,14 @@ impl TriggerType for ScheduleTriggerType {
         let own = CronScheduler::new("schedule-trigger");
         let mut uses_own = false;
         for (i, entry) in config.jobs.into_iter().enumerate() {
-            let Some(target) = entry.target.pipeline_name().map(str::to_string) else {
-                continue;
-            };
-            let Some(pipeline) = ctx.pipeline(&target) else {
+            let Some(dispatch) = entry.target.resolve(ctx.app) else {
                 ctx.issue(ConfigIssue::new(
                     format!("/jobs/{i}"),
-                    format!("no pipeline named `{target}`"),
+                    "the job names no pipeline or workflow",
                 ));
                 continue;
             };
+            let target = dispatch.label();
             let module = match scheduler_of(&entry, &ctx.check())
                 .map_err(|issue| anyhow::anyhow!(issue.message))?
             {
@@ -175,16 +173,13 @@ impl TriggerType for ScheduleTriggerType {
                 .overlap
                 .or(settings.map(|s| s.overlap))
                 .unwrap_or_default();
-            let name = entry
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("pipeline:{target}"));
+            let name = entry.name.clone().unwrap_or_else(|| target.clone());
             let job = Job::new(
                 name,
                 schedule,
                 overlap,
                 Arc::new(RunPipeline {
-                    pipeline,
+                    dispatch,
                     params: entry.target.params,
                 }),
             );
@@ -195,7 +190,7 @@ impl TriggerType for ScheduleTriggerType {
                     own.clone()
                 }
             };
-            add_job(ctx.app, &scheduler, job, format!("pipeline:{target}"));
+            add_job(ctx.app, &scheduler, job, target);
         }
         Ok(Arc::new(ScheduleTrigger {
             own: uses_own.then_some(own),

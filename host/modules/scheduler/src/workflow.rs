@@ -149,7 +149,7 @@ impl WorkflowType for SchedulerWorkflow {
                             continue;
                         };
                         let action = Arc::new(RunPipeline {
-                            pipeline,
+                            dispatch: wf_engine::Dispatch::Pipeline(pipeline),
                             params: entry.config,
                         });
                         (

@@ -75,8 +75,17 @@ struct Inner {
     /// What errors and logs call the database: a file path, or host and database without
     /// credentials.
     display: String,
-    pool: Pool,
+    options: Options,
+    settings: PoolSettings,
+    pool: std::sync::OnceLock<Pool>,
     connect_timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Options {
+    /// With the most connections (1 for `:memory:`).
+    Sqlite(SqliteConnectOptions, u32),
+    Postgres(PgConnectOptions),
 }
 
 impl std::fmt::Debug for Database {
@@ -144,9 +153,10 @@ pub struct ExecResult {
 }
 
 impl Database {
-    /// A pool that connects on first use; [`Database::check`] connects at start.
+    /// A pool that connects on first use; [`Database::check`] connects at start. Nothing is
+    /// opened here (a Tokio runtime may not exist yet: `wf-host validate` builds apps too).
     pub fn new(name: &str, target: &Target, settings: &PoolSettings) -> anyhow::Result<Database> {
-        let (pool, display) = match target {
+        let (options, display) = match target {
             Target::Sqlite { path, wal } => {
                 let options = if path == ":memory:" {
                     // Every connection of a pool must see the same in-memory database.
@@ -175,12 +185,7 @@ impl Database {
                 } else {
                     settings.max_connections
                 };
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max)
-                    .min_connections(settings.min_connections.min(max))
-                    .acquire_timeout(settings.connect_timeout)
-                    .connect_lazy_with(options);
-                (Pool::Sqlite(pool), format!("sqlite:{path}"))
+                (Options::Sqlite(options, max), format!("sqlite:{path}"))
             }
             Target::Postgres { url } => {
                 let options = PgConnectOptions::from_str(url).map_err(|e| {
@@ -195,21 +200,44 @@ impl Database {
                     options.get_port(),
                     options.get_database().unwrap_or("")
                 );
-                let pool = PgPoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .min_connections(settings.min_connections.min(settings.max_connections))
-                    .acquire_timeout(settings.connect_timeout)
-                    .connect_lazy_with(options);
-                (Pool::Postgres(pool), display)
+                (Options::Postgres(options), display)
             }
         };
         Ok(Database {
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 display,
-                pool,
+                options,
+                settings: settings.clone(),
+                pool: std::sync::OnceLock::new(),
                 connect_timeout: settings.connect_timeout,
             }),
+        })
+    }
+
+    /// The pool, made on first use (inside the runtime).
+    fn pool(&self) -> &Pool {
+        let inner = &self.inner;
+        inner.pool.get_or_init(|| match &inner.options {
+            Options::Sqlite(options, max) => Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(*max)
+                    .min_connections(inner.settings.min_connections.min(*max))
+                    .acquire_timeout(inner.connect_timeout)
+                    .connect_lazy_with(options.clone()),
+            ),
+            Options::Postgres(options) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(inner.settings.max_connections)
+                    .min_connections(
+                        inner
+                            .settings
+                            .min_connections
+                            .min(inner.settings.max_connections),
+                    )
+                    .acquire_timeout(inner.connect_timeout)
+                    .connect_lazy_with(options.clone()),
+            ),
         })
     }
 
@@ -218,9 +246,9 @@ impl Database {
     }
 
     pub fn backend(&self) -> Backend {
-        match self.inner.pool {
-            Pool::Sqlite(_) => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
+        match self.inner.options {
+            Options::Sqlite(..) => Backend::Sqlite,
+            Options::Postgres(_) => Backend::Postgres,
         }
     }
 
@@ -244,9 +272,10 @@ impl Database {
     }
 
     pub async fn close(&self) {
-        match &self.inner.pool {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
+        match self.inner.pool.get() {
+            Some(Pool::Sqlite(p)) => p.close().await,
+            Some(Pool::Postgres(p)) => p.close().await,
+            None => {}
         }
     }
 
@@ -257,7 +286,7 @@ impl Database {
         params: &[Value],
     ) -> Result<Vec<Map<String, Value>>, DbError> {
         let db = self.describe();
-        match &self.inner.pool {
+        match self.pool() {
             Pool::Sqlite(pool) => {
                 let mut conn = pool
                     .acquire()
@@ -278,7 +307,7 @@ impl Database {
     /// Runs a statement for its effect.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecResult, DbError> {
         let db = self.describe();
-        match &self.inner.pool {
+        match self.pool() {
             Pool::Sqlite(pool) => {
                 let mut conn = pool
                     .acquire()
@@ -300,7 +329,7 @@ impl Database {
     /// read-then-write transactions never deadlock each other.
     pub async fn begin(&self) -> Result<Tx, DbError> {
         let db = self.describe();
-        Ok(match &self.inner.pool {
+        Ok(match self.pool() {
             Pool::Sqlite(pool) => Tx {
                 db,
                 inner: TxInner::Sqlite(

@@ -1,0 +1,836 @@
+//! The state machine engine: instances of definitions, kept in a database, moved by
+//! transitions.
+//!
+//! A transition on one instance runs alone: within a host behind a per-instance lock, and on
+//! PostgreSQL also across hosts behind a transaction-scoped advisory lock held from reading
+//! the instance to committing its new state. Every write also checks the instance's version,
+//! so even two hosts sharing a SQLite file cannot both commit from the same state. Hooks run
+//! before the commit and can veto it; listeners (the state tracker) hear about it after.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::OnceCell;
+use wf_engine::{ActionError, ActionTarget, Extensions, Pipeline, async_trait};
+use wf_messaging::MessageHandler;
+use wf_storage::{Backend, Database, DbError, Migration, Tx};
+use wf_template::{Scope, Template};
+
+use crate::definition::{Definition, truthy};
+
+/// Auto-transitions chained from one request at most; a longer chain is a loop.
+const MAX_AUTO_TRANSITIONS: usize = 32;
+
+/// One instance of a definition, in the original's JSON shape.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: String,
+    pub workflow_type: String,
+    pub current_state: String,
+    pub previous_state: String,
+    pub data: Map<String, Value>,
+    pub start_time: String,
+    pub last_updated: String,
+    pub completed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Transitions so far; every write checks it.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl Instance {
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Why an engine call failed; the HTTP status that goes with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl SmError {
+    fn not_found(message: String) -> SmError {
+        SmError {
+            status: 404,
+            message,
+        }
+    }
+    fn not_allowed(message: String) -> SmError {
+        SmError {
+            status: 400,
+            message,
+        }
+    }
+    fn conflict(message: String) -> SmError {
+        SmError {
+            status: 409,
+            message,
+        }
+    }
+    fn storage(e: DbError) -> SmError {
+        SmError {
+            status: 500,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for SmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SmError {}
+
+impl From<SmError> for ActionError {
+    fn from(e: SmError) -> ActionError {
+        ActionError {
+            status: e.status,
+            message: e.message,
+        }
+    }
+}
+
+/// What a hook runs before a transition commits; an error vetoes the transition.
+#[derive(Clone)]
+pub enum HookAction {
+    /// A module receiving `{workflowId, instanceId, transition, fromState, toState, data}`.
+    Handler(Arc<dyn MessageHandler>),
+    /// A pipeline run with the same data.
+    Pipeline(Arc<Pipeline>),
+}
+
+/// A hook and the transitions it applies to (empty filters match everything).
+#[derive(Clone)]
+pub struct Hook {
+    pub name: String,
+    pub workflow_type: Option<String>,
+    pub transitions: Vec<String>,
+    pub from_states: Vec<String>,
+    pub to_states: Vec<String>,
+    pub action: HookAction,
+}
+
+impl Hook {
+    fn applies(&self, workflow_type: &str, transition: &str, from: &str, to: &str) -> bool {
+        let matches =
+            |filter: &[String], value: &str| filter.is_empty() || filter.iter().any(|f| f == value);
+        self.workflow_type
+            .as_deref()
+            .is_none_or(|w| w == workflow_type)
+            && matches(&self.transitions, transition)
+            && matches(&self.from_states, from)
+            && matches(&self.to_states, to)
+    }
+}
+
+/// Told about every committed transition (and every new instance).
+pub trait TransitionListener: Send + Sync {
+    fn on_change(&self, engine: &str, instance: &Instance);
+}
+
+/// A `statemachine.engine`: definitions, hooks and the instances of one application.
+pub struct StateMachineEngine {
+    name: String,
+    database: Database,
+    /// True when the engine keeps instances in a private in-memory database.
+    ephemeral: bool,
+    max_instances: usize,
+    definitions: RwLock<HashMap<String, Arc<Definition>>>,
+    /// Compiled guards, by definition and transition.
+    guards: RwLock<HashMap<(String, String), Template>>,
+    hooks: RwLock<Vec<Hook>>,
+    listeners: RwLock<Vec<Arc<dyn TransitionListener>>>,
+    local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    schema: OnceCell<()>,
+}
+
+impl std::fmt::Debug for StateMachineEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineEngine")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl wf_engine::ServiceKind for StateMachineEngine {
+    const LABEL: &'static str = "a state machine engine";
+}
+
+fn migrations() -> Vec<Migration> {
+    let instances = |data: &str| {
+        format!(
+            "CREATE TABLE IF NOT EXISTS wf_state_instances (
+                engine TEXT NOT NULL,
+                id TEXT NOT NULL,
+                workflow_type TEXT NOT NULL,
+                current_state TEXT NOT NULL,
+                previous_state TEXT NOT NULL,
+                data {data} NOT NULL,
+                completed INTEGER NOT NULL,
+                error TEXT,
+                started_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                PRIMARY KEY (engine, id)
+            );
+            CREATE TABLE IF NOT EXISTS wf_state_history (
+                engine TEXT NOT NULL,
+                id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                transition TEXT NOT NULL,
+                from_state TEXT NOT NULL,
+                to_state TEXT NOT NULL,
+                at TEXT NOT NULL,
+                PRIMARY KEY (engine, id, version)
+            )"
+        )
+    };
+    vec![Migration::new(1, "instances", &instances("TEXT")).postgres(&instances("JSONB"))]
+}
+
+const COLUMNS: &str = "id, workflow_type, current_state, previous_state, data, completed, error, started_at, updated_at, version";
+
+fn row_to_instance(mut row: Map<String, Value>) -> Instance {
+    let mut text = |key: &str| match row.remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let (id, workflow_type, current_state, previous_state, start_time, last_updated) = (
+        text("id"),
+        text("workflow_type"),
+        text("current_state"),
+        text("previous_state"),
+        text("started_at"),
+        text("updated_at"),
+    );
+    Instance {
+        id,
+        workflow_type,
+        current_state,
+        previous_state,
+        start_time,
+        last_updated,
+        data: match row.remove("data") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        },
+        completed: row.get("completed").and_then(Value::as_i64) == Some(1),
+        error: row.get("error").and_then(Value::as_str).map(str::to_string),
+        version: row
+            .get("version")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+    }
+}
+
+/// Runs on the transaction when there is one, else on the pool.
+async fn query(
+    db: &Database,
+    tx: Option<&mut Tx>,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Map<String, Value>>, DbError> {
+    match tx {
+        Some(tx) => tx.query(sql, params).await,
+        None => db.query(sql, params).await,
+    }
+}
+
+async fn execute(
+    db: &Database,
+    tx: Option<&mut Tx>,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64, DbError> {
+    match tx {
+        Some(tx) => tx.execute(sql, params).await.map(|r| r.affected_rows),
+        None => db.execute(sql, params).await.map(|r| r.affected_rows),
+    }
+}
+
+fn now() -> String {
+    wf_storage::resource_store::now()
+}
+
+impl StateMachineEngine {
+    /// An engine keeping its instances in `database`, or in a private in-memory SQLite
+    /// database (gone when the app stops) when there is none.
+    pub fn new(
+        name: &str,
+        database: Option<Database>,
+        max_instances: usize,
+    ) -> anyhow::Result<StateMachineEngine> {
+        let ephemeral = database.is_none();
+        let database = match database {
+            Some(db) => db,
+            None => Database::new(
+                &format!("{name} (in memory)"),
+                &wf_storage::Target::Sqlite {
+                    path: ":memory:".into(),
+                    wal: false,
+                },
+                &wf_storage::PoolSettings {
+                    max_connections: 1,
+                    min_connections: 1,
+                    connect_timeout: std::time::Duration::from_secs(5),
+                },
+            )?,
+        };
+        Ok(StateMachineEngine {
+            name: name.to_string(),
+            database,
+            ephemeral,
+            max_instances,
+            definitions: RwLock::default(),
+            guards: RwLock::default(),
+            hooks: RwLock::default(),
+            listeners: RwLock::default(),
+            local_locks: Mutex::default(),
+            schema: OnceCell::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// Creates the tables when missing (every call waits for the first).
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.schema
+            .get_or_try_init(|| async {
+                wf_storage::migrate(&self.database, "statemachine", &migrations())
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn ensure(&self) -> Result<(), SmError> {
+        self.ready().await.map_err(|e| SmError {
+            status: 500,
+            message: format!("{e:#}"),
+        })
+    }
+
+    pub fn add_definition(&self, definition: Definition) -> anyhow::Result<()> {
+        let mut guards = Vec::new();
+        for (name, t) in &definition.transitions {
+            if let Some(condition) = &t.condition {
+                let template = Template::compile(condition).map_err(|e| {
+                    anyhow::anyhow!("transition `{name}`: condition: {}", e.message)
+                })?;
+                guards.push(((definition.name.clone(), name.clone()), template));
+            }
+        }
+        if let Ok(mut all) = self.guards.write() {
+            all.extend(guards);
+        }
+        if let Ok(mut definitions) = self.definitions.write() {
+            definitions.insert(definition.name.clone(), Arc::new(definition));
+        }
+        Ok(())
+    }
+
+    pub fn definition(&self, workflow_type: &str) -> Option<Arc<Definition>> {
+        self.definitions.read().ok()?.get(workflow_type).cloned()
+    }
+
+    pub fn add_hook(&self, hook: Hook) {
+        if let Ok(mut hooks) = self.hooks.write() {
+            hooks.push(hook);
+        }
+    }
+
+    pub fn add_listener(&self, listener: Arc<dyn TransitionListener>) {
+        if let Ok(mut listeners) = self.listeners.write() {
+            listeners.push(listener);
+        }
+    }
+
+    fn notify(&self, instance: &Instance) {
+        let listeners = self.listeners.read().map(|l| l.clone()).unwrap_or_default();
+        for listener in listeners {
+            listener.on_change(&self.name, instance);
+        }
+    }
+
+    fn local_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.local_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn release_local_lock(&self, id: &str) {
+        let mut locks = self.local_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: nobody is waiting.
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Instance>, SmError> {
+        self.ensure().await?;
+        self.load(None, id).await
+    }
+
+    async fn load(&self, tx: Option<&mut Tx>, id: &str) -> Result<Option<Instance>, SmError> {
+        let rows = query(
+            &self.database,
+            tx,
+            &format!("SELECT {COLUMNS} FROM wf_state_instances WHERE engine = ? AND id = ?"),
+            &[json!(self.name), json!(id)],
+        )
+        .await
+        .map_err(SmError::storage)?;
+        Ok(rows.into_iter().next().map(row_to_instance))
+    }
+
+    /// Instances of one definition (or all), oldest first.
+    pub async fn list(&self, workflow_type: Option<&str>) -> Result<Vec<Instance>, SmError> {
+        self.ensure().await?;
+        let rows = match workflow_type {
+            Some(t) => {
+                self.database
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM wf_state_instances WHERE engine = ? AND workflow_type = ? ORDER BY started_at, id"),
+                        &[json!(self.name), json!(t)],
+                    )
+                    .await
+            }
+            None => {
+                self.database
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM wf_state_instances WHERE engine = ? ORDER BY started_at, id"),
+                        &[json!(self.name)],
+                    )
+                    .await
+            }
+        }
+        .map_err(SmError::storage)?;
+        Ok(rows.into_iter().map(row_to_instance).collect())
+    }
+
+    /// A new instance of `workflow_type` in its initial state (auto-transitions from there
+    /// fire at once). `id` defaults to a fresh UUID.
+    pub async fn create(
+        &self,
+        workflow_type: &str,
+        id: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<Instance, SmError> {
+        self.ensure().await?;
+        let definition = self.definition(workflow_type).ok_or_else(|| {
+            SmError::not_found(format!("workflow definition '{workflow_type}' not found"))
+        })?;
+        let active = self
+            .database
+            .query(
+                "SELECT COUNT(*) AS n FROM wf_state_instances WHERE engine = ? AND completed = 0",
+                &[json!(self.name)],
+            )
+            .await
+            .map_err(SmError::storage)?
+            .first()
+            .and_then(|r| r.get("n").and_then(Value::as_i64))
+            .unwrap_or_default();
+        if active as usize >= self.max_instances {
+            return Err(SmError::conflict(format!(
+                "maximum number of active instances ({}) reached",
+                self.max_instances
+            )));
+        }
+        let id = id
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let state = definition
+            .states
+            .get(&definition.initial_state)
+            .cloned()
+            .unwrap_or_default();
+        let mut data = data;
+        data.extend(state.data.clone());
+        let now = now();
+        let instance = Instance {
+            id: id.clone(),
+            workflow_type: workflow_type.to_string(),
+            current_state: definition.initial_state.clone(),
+            previous_state: String::new(),
+            data,
+            start_time: now.clone(),
+            last_updated: now.clone(),
+            completed: state.is_final,
+            error: (state.is_final && state.is_error)
+                .then(|| "Workflow ended in error state".to_string()),
+            version: 0,
+        };
+        let inserted = self
+            .database
+            .execute(
+                "INSERT INTO wf_state_instances (engine, id, workflow_type, current_state, previous_state, data, completed, error, started_at, updated_at, version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (engine, id) DO NOTHING",
+                &[
+                    json!(self.name),
+                    json!(id),
+                    json!(workflow_type),
+                    json!(instance.current_state),
+                    json!(""),
+                    Value::Object(instance.data.clone()),
+                    json!(i64::from(instance.completed)),
+                    json!(instance.error),
+                    json!(now),
+                    json!(now),
+                ],
+            )
+            .await
+            .map_err(SmError::storage)?;
+        if inserted.affected_rows == 0 {
+            return Err(SmError::conflict(format!(
+                "workflow instance '{id}' already exists"
+            )));
+        }
+        self.notify(&instance);
+        let lock = self.local_lock(&id);
+        let guard = lock.lock().await;
+        let result = self.run_auto_transitions(instance).await;
+        drop(guard);
+        drop(lock);
+        self.release_local_lock(&id);
+        Ok(result)
+    }
+
+    /// Fires `transition` on instance `id` with `data` merged into the instance's data, then
+    /// any auto-transitions from the state it reached.
+    pub async fn trigger(
+        &self,
+        id: &str,
+        transition: &str,
+        data: Map<String, Value>,
+    ) -> Result<Instance, SmError> {
+        self.ensure().await?;
+        let lock = self.local_lock(id);
+        let guard = lock.lock().await;
+        let result = match self.fire(id, transition, data).await {
+            Ok(instance) => Ok(self.run_auto_transitions(instance).await),
+            Err(e) => Err(e),
+        };
+        drop(guard);
+        drop(lock);
+        self.release_local_lock(id);
+        result
+    }
+
+    async fn run_auto_transitions(&self, mut instance: Instance) -> Instance {
+        for _ in 0..MAX_AUTO_TRANSITIONS {
+            let Some(next) = self.auto_transition(&instance) else {
+                return instance;
+            };
+            match self.fire(&instance.id, &next, Map::new()).await {
+                Ok(moved) => instance = moved,
+                Err(e) => {
+                    tracing::warn!(engine = %self.name, instance = %instance.id, transition = %next, error = %e, "auto-transition did not fire");
+                    return instance;
+                }
+            }
+        }
+        tracing::warn!(engine = %self.name, instance = %instance.id, "stopped after {MAX_AUTO_TRANSITIONS} chained auto-transitions; the definition loops");
+        instance
+    }
+
+    /// The first auto-transition (by name) leaving the instance's state whose guard holds.
+    fn auto_transition(&self, instance: &Instance) -> Option<String> {
+        if instance.completed {
+            return None;
+        }
+        let definition = self.definition(&instance.workflow_type)?;
+        definition
+            .transitions
+            .iter()
+            .filter(|(_, t)| t.auto_transform && t.from_state == instance.current_state)
+            .find(|(name, _)| self.guard_holds(&definition.name, name, &instance.data))
+            .map(|(name, _)| name.clone())
+    }
+
+    fn guard_holds(
+        &self,
+        workflow_type: &str,
+        transition: &str,
+        data: &Map<String, Value>,
+    ) -> bool {
+        let guards = match self.guards.read() {
+            Ok(g) => g,
+            Err(_) => return false,
+        };
+        match guards.get(&(workflow_type.to_string(), transition.to_string())) {
+            None => true,
+            Some(template) => template.render(&Scope::of(data)).is_ok_and(|v| truthy(&v)),
+        }
+    }
+
+    /// One transition, under the instance's lock.
+    async fn fire(
+        &self,
+        id: &str,
+        transition: &str,
+        data: Map<String, Value>,
+    ) -> Result<Instance, SmError> {
+        let db = &self.database;
+        // PostgreSQL: every host queues on this instance's advisory lock until commit.
+        let mut tx = match db.backend() {
+            Backend::Postgres => {
+                let mut tx = db.begin().await.map_err(SmError::storage)?;
+                tx.lock(&format!("wf_state:{}:{id}", self.name))
+                    .await
+                    .map_err(SmError::storage)?;
+                Some(tx)
+            }
+            Backend::Sqlite => None,
+        };
+        let instance = self
+            .load(tx.as_mut(), id)
+            .await?
+            .ok_or_else(|| SmError::not_found(format!("workflow instance '{id}' not found")))?;
+        let definition = self.definition(&instance.workflow_type).ok_or_else(|| {
+            SmError::not_found(format!(
+                "workflow definition '{}' not found",
+                instance.workflow_type
+            ))
+        })?;
+        let spec = definition.transitions.get(transition).ok_or_else(|| {
+            SmError::not_allowed(format!(
+                "transition '{transition}' not found in workflow '{}'",
+                instance.workflow_type
+            ))
+        })?;
+        if instance.completed {
+            return Err(SmError::not_allowed(format!(
+                "cannot trigger transition '{transition}': workflow instance '{id}' is complete (state '{}')",
+                instance.current_state
+            )));
+        }
+        if instance.current_state != spec.from_state {
+            return Err(SmError::not_allowed(format!(
+                "cannot trigger transition '{transition}' from state '{}', expected '{}'",
+                instance.current_state, spec.from_state
+            )));
+        }
+        let mut merged = instance.data.clone();
+        merged.extend(data);
+        merged.extend(spec.data.clone());
+        if !self.guard_holds(&definition.name, transition, &merged) {
+            return Err(SmError::not_allowed(format!(
+                "transition '{transition}' is not allowed: its condition `{}` does not hold",
+                spec.condition.as_deref().unwrap_or_default()
+            )));
+        }
+        self.run_hooks(&instance, transition, &spec.to_state, &merged)
+            .await?;
+
+        let target = definition
+            .states
+            .get(&spec.to_state)
+            .cloned()
+            .unwrap_or_default();
+        merged.extend(target.data.clone());
+        let now = now();
+        let next = Instance {
+            previous_state: instance.current_state.clone(),
+            current_state: spec.to_state.clone(),
+            data: merged,
+            last_updated: now.clone(),
+            completed: target.is_final,
+            error: (target.is_final && target.is_error)
+                .then(|| "Workflow ended in error state".to_string()),
+            version: instance.version + 1,
+            ..instance.clone()
+        };
+        let updated = execute(
+            db,
+            tx.as_mut(),
+            "UPDATE wf_state_instances SET current_state = ?, previous_state = ?, data = ?, completed = ?, error = ?, updated_at = ?, version = ?
+             WHERE engine = ? AND id = ? AND version = ?",
+            &[
+                json!(next.current_state),
+                json!(next.previous_state),
+                Value::Object(next.data.clone()),
+                json!(i64::from(next.completed)),
+                json!(next.error),
+                json!(now),
+                json!(next.version),
+                json!(self.name),
+                json!(id),
+                json!(instance.version),
+            ],
+        )
+        .await
+        .map_err(SmError::storage)?;
+        if updated == 0 {
+            return Err(SmError::conflict(format!(
+                "workflow instance '{id}' was changed by another transition at the same time; try again"
+            )));
+        }
+        execute(
+            db,
+            tx.as_mut(),
+            "INSERT INTO wf_state_history (engine, id, version, transition, from_state, to_state, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            &[
+                json!(self.name),
+                json!(id),
+                json!(next.version),
+                json!(transition),
+                json!(next.previous_state),
+                json!(next.current_state),
+                json!(now),
+            ],
+        )
+        .await
+        .map_err(SmError::storage)?;
+        if let Some(tx) = tx {
+            tx.commit().await.map_err(SmError::storage)?;
+        }
+        tracing::debug!(engine = %self.name, instance = %id, transition, from = %next.previous_state, to = %next.current_state, "transition");
+        self.notify(&next);
+        Ok(next)
+    }
+
+    async fn run_hooks(
+        &self,
+        instance: &Instance,
+        transition: &str,
+        to: &str,
+        data: &Map<String, Value>,
+    ) -> Result<(), SmError> {
+        let hooks: Vec<Hook> = self
+            .hooks
+            .read()
+            .map(|h| {
+                h.iter()
+                    .filter(|h| {
+                        h.applies(
+                            &instance.workflow_type,
+                            transition,
+                            &instance.current_state,
+                            to,
+                        )
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let mut event = Map::new();
+        event.insert("workflowId".into(), json!(instance.workflow_type));
+        event.insert("workflowType".into(), json!(instance.workflow_type));
+        event.insert("instanceId".into(), json!(instance.id));
+        event.insert("transition".into(), json!(transition));
+        event.insert("fromState".into(), json!(instance.current_state));
+        event.insert("toState".into(), json!(to));
+        event.insert("data".into(), Value::Object(data.clone()));
+        for hook in hooks {
+            let outcome = match &hook.action {
+                HookAction::Handler(handler) => handler
+                    .handle(
+                        &format!("statemachine.{}", self.name),
+                        bytes::Bytes::from(Value::Object(event.clone()).to_string()),
+                    )
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+                HookAction::Pipeline(pipeline) => pipeline
+                    .run(event.clone(), Extensions::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = outcome {
+                return Err(SmError::not_allowed(format!(
+                    "transition handler failed: {}: {e}",
+                    hook.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A definition as a trigger target: `workflow: <definition>`, `action: <transition>`. The
+/// instance is the data's `id` (or `instanceId`); a transition leaving the initial state
+/// creates the instance when it does not exist yet.
+#[derive(Debug)]
+pub struct DefinitionTarget {
+    pub engine: Arc<StateMachineEngine>,
+    pub workflow_type: String,
+}
+
+#[async_trait]
+impl ActionTarget for DefinitionTarget {
+    async fn run_action(
+        &self,
+        action: &str,
+        data: Map<String, Value>,
+    ) -> Result<Value, ActionError> {
+        let id = data
+            .get("id")
+            .or_else(|| data.get("instanceId"))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+        let definition =
+            self.engine
+                .definition(&self.workflow_type)
+                .ok_or_else(|| ActionError {
+                    status: 404,
+                    message: format!("workflow definition '{}' not found", self.workflow_type),
+                })?;
+        let exists = match &id {
+            Some(id) => self.engine.get(id).await?.is_some(),
+            None => false,
+        };
+        if !exists {
+            let starts = definition
+                .transitions
+                .get(action)
+                .is_some_and(|t| t.from_state == definition.initial_state);
+            if !starts {
+                return Err(match id {
+                    Some(id) => ActionError {
+                        status: 404,
+                        message: format!("workflow instance '{id}' not found"),
+                    },
+                    None => ActionError {
+                        status: 400,
+                        message: format!(
+                            "transition '{action}' needs the `id` of an existing instance"
+                        ),
+                    },
+                });
+            }
+            let created = self
+                .engine
+                .create(&self.workflow_type, id.as_deref(), data.clone())
+                .await?;
+            return Ok(self
+                .engine
+                .trigger(&created.id, action, Map::new())
+                .await?
+                .to_json());
+        }
+        let id = id.unwrap_or_default();
+        Ok(self.engine.trigger(&id, action, data).await?.to_json())
+    }
+}
