@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP benchmark, every scenario in the same run with the same wrk settings: bare axum; a wf route
 # running request_parse → set → json_response (native); the same route with a wasm step in place
-# of `set`, with warm (`reuse`) and per-call (`fresh`) instances. Then the in-process costs:
+# of `set`, with warm (`reuse`) and per-call (`fresh`) instances; the route reading one row with
+# step.db_query on SQLite and on PostgreSQL. Then the in-process costs:
 # executor overhead per step and wasm call, compile and swap times; message throughput and
 # latency per broker. Prints req/s, p50, p99 and
 # ratios against axum.
@@ -38,7 +39,11 @@ measure() { # name url -> "name req/s p50 p99"
 BENCH_ADDRESS=127.0.0.1:18091 "$TARGET/wf-host" run bench/http-pipeline.yaml --log-level warn & pids+=($!)
 BENCH_ADDRESS=127.0.0.1:18092 WASM_POLICY=reuse "$TARGET/wf-host" run bench/wasm-pipeline.yaml --log-level warn & pids+=($!)
 BENCH_ADDRESS=127.0.0.1:18093 WASM_POLICY=fresh "$TARGET/wf-host" run bench/wasm-pipeline.yaml --log-level warn & pids+=($!)
-for port in 18090 18091 18092 18093; do wait_for "http://127.0.0.1:$port/orders/1"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
+# The same route reading one row by primary key, on SQLite and on PostgreSQL.
+rm -f /tmp/wf-bench.db /tmp/wf-bench.db-wal /tmp/wf-bench.db-shm
+BENCH_ADDRESS=127.0.0.1:18094 BENCH_DSN=/tmp/wf-bench.db "$TARGET/wf-host" run bench/db-pipeline.yaml --log-level warn & pids+=($!)
+BENCH_ADDRESS=127.0.0.1:18095 BENCH_DSN="${WF_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" "$TARGET/wf-host" run bench/db-pipeline.yaml --log-level warn & pids+=($!)
+for port in 18090 18091 18092 18093 18094 18095; do wait_for "http://127.0.0.1:$port/orders/1"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
 
 # One server at a time, so each has the machine to itself.
 results=()
@@ -46,6 +51,8 @@ results+=("$(measure axum http://127.0.0.1:18090/orders/42)")
 results+=("$(measure wf-native http://127.0.0.1:18091/orders/42)")
 results+=("$(measure wf-wasm-reuse http://127.0.0.1:18092/orders/42)")
 results+=("$(measure wf-wasm-fresh http://127.0.0.1:18093/orders/42)")
+results+=("$(measure wf-db-sqlite http://127.0.0.1:18094/orders/42)")
+results+=("$(measure wf-db-postgres http://127.0.0.1:18095/orders/42)")
 base_rps=$(cut -d' ' -f2 <<<"${results[0]}")
 printf '%-15s %12s %10s %10s %8s\n' scenario req/s p50 p99 "vs axum"
 for r in "${results[@]}"; do

@@ -277,7 +277,7 @@ pipelines:
         "{rendered}"
     );
     assert!(
-        rendered.contains("starting workflow `order-machine` (not a pipeline)"),
+        rendered.contains("`order-machine` is neither a pipeline nor a state machine"),
         "{rendered}"
     );
 }

@@ -36,6 +36,7 @@ modules:
     config:
       dsn: "{dsn}"
       migrationsDir: "{migrations}"
+      migrationSet: "{table}"
 pipelines:
   add-item:
     trigger: {{type: http, config: {{path: /items, method: POST}}}}
@@ -214,7 +215,7 @@ async fn database_steps_keep_types_and_json_on_both_backends() {
             Err(e) => format!("{e:#}"),
         };
         assert!(
-            error.contains("migration 1 `items`") && error.contains("was changed"),
+            error.contains("migration 1 `items` of set `items_") && error.contains("was changed"),
             "{backend}: {error}"
         );
     }

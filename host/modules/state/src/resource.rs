@@ -44,9 +44,13 @@ pub struct ResourceConfig {
     /// Instance ids are this prefix plus the resource id.
     #[serde(default, rename = "instanceIDPrefix")]
     pub instance_id_prefix: String,
-    /// List only resources in these states (a `?state=` query narrows further).
+    /// List only resources in this state, or these states (a `?state=` query narrows
+    /// further).
     #[serde(default, rename = "stateFilter")]
-    pub state_filter: Vec<String>,
+    pub state_filter: OneOrMany,
+    /// The body field a created resource's id is read from (a UUID when it is absent).
+    #[serde(default = "default_id_field", rename = "instanceIDField")]
+    pub instance_id_field: String,
     /// A JSON file of resources to create at start when missing: an array of
     /// `{id, data, state}` (or plain objects with an `id`), relative to this config file.
     #[serde(default, rename = "seedFile")]
@@ -66,6 +70,30 @@ pub struct ResourceConfig {
     /// The original's chat-platform queue view; not supported.
     #[serde(default, rename = "sourceResourceName")]
     pub source_resource_name: Option<String>,
+}
+
+/// One value or a list of them.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn values(&self) -> &[String] {
+        match self {
+            OneOrMany::None => &[],
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+fn default_id_field() -> String {
+    "id".to_string()
 }
 
 fn default_resource_name() -> String {
@@ -140,10 +168,10 @@ impl ModuleType for ResourceType {
         issues
     }
 
-    fn references(config: &ResourceConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        let mut refs: Vec<String> = store_module(ctx).into_iter().collect();
-        refs.extend(engine_of(config, ctx).ok().flatten());
-        refs
+    /// The store comes first; the engine is looked up at start (the original's configs have
+    /// engines depend on their resource handlers).
+    fn references(_config: &ResourceConfig, ctx: &CheckContext<'_>) -> Vec<String> {
+        store_module(ctx).into_iter().collect()
     }
 
     fn build(
@@ -171,22 +199,10 @@ impl ModuleType for ResourceType {
                 Arc::new(ResourceStore::new(database))
             }
         };
-        let engine = match &config.workflow_type {
-            None => None,
-            Some(_) => Some(match &config.workflow_engine {
-                Some(name) => ctx.service::<StateMachineEngine>(name)?,
-                None => ctx
-                    .all::<StateMachineEngine>()
-                    .into_iter()
-                    .next()
-                    .map(|(_, e)| e)
-                    .ok_or_else(|| anyhow::anyhow!("there is no state machine engine"))?,
-            }),
-        };
         let handler = Arc::new(ResourceHandler {
             name: ctx.name.to_string(),
             store,
-            engine,
+            engine: std::sync::OnceLock::new(),
             seed_file: config.seed_file.as_ref().map(|f| ctx.base_dir.join(f)),
             config,
         });
@@ -199,13 +215,30 @@ pub struct ResourceHandler {
     name: String,
     config: ResourceConfig,
     store: Arc<ResourceStore>,
-    engine: Option<Arc<StateMachineEngine>>,
+    /// Found at start (see `references`); unset without `workflowType`.
+    engine: std::sync::OnceLock<Arc<StateMachineEngine>>,
     seed_file: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
 impl Module for ResourceHandler {
-    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        if self.config.workflow_type.is_some() {
+            let services = ctx
+                .app
+                .services()
+                .ok_or_else(|| anyhow::anyhow!("the app's services are not available"))?;
+            let engine = match &self.config.workflow_engine {
+                Some(name) => services.get::<StateMachineEngine>(name)?,
+                None => services
+                    .all::<StateMachineEngine>()
+                    .into_iter()
+                    .next()
+                    .map(|(_, e)| e)
+                    .ok_or_else(|| anyhow::anyhow!("there is no state machine engine"))?,
+            };
+            let _ = self.engine.set(engine);
+        }
         self.store.ready().await?;
         if let Some(path) = &self.seed_file {
             self.seed(path).await?;
@@ -286,7 +319,7 @@ impl ResourceHandler {
 
     /// The resource with its state from the state machine when it has one.
     async fn with_state(&self, mut resource: Resource) -> Result<Resource, SmError> {
-        if let Some(engine) = &self.engine
+        if let Some(engine) = self.engine.get()
             && let Some(instance) = engine.get(&self.instance_id(&resource.id)).await?
         {
             resource.state = instance.current_state;
@@ -306,8 +339,8 @@ impl ResourceHandler {
                 Ok(r) => r,
                 Err(e) => return self.internal(e),
             };
-            let filtered = !self.config.state_filter.is_empty()
-                && !self.config.state_filter.contains(&resource.state);
+            let wanted = self.config.state_filter.values();
+            let filtered = !wanted.is_empty() && !wanted.contains(&resource.state);
             if filtered || state.is_some_and(|s| s != resource.state) {
                 continue;
             }
@@ -331,7 +364,7 @@ impl ResourceHandler {
         let Some(Value::Object(mut data)) = body else {
             return error(StatusCode::BAD_REQUEST, "Invalid request body");
         };
-        let id = match data.get("id") {
+        let id = match data.get(&self.config.instance_id_field) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
@@ -353,7 +386,8 @@ impl ResourceHandler {
             Err(DbError::Constraint(e)) => return error(StatusCode::CONFLICT, &e),
             Err(e) => return self.internal(e),
         };
-        if let (Some(engine), Some(workflow_type)) = (&self.engine, &self.config.workflow_type) {
+        if let (Some(engine), Some(workflow_type)) = (self.engine.get(), &self.config.workflow_type)
+        {
             let instance_id = self.instance_id(&id);
             let created = engine
                 .create(workflow_type, Some(&instance_id), data.clone())
@@ -436,7 +470,7 @@ impl ResourceHandler {
             Ok(None) => return error(StatusCode::NOT_FOUND, "Resource not found"),
             Err(e) => return self.internal(e),
         };
-        let Some(engine) = &self.engine else {
+        let Some(engine) = self.engine.get() else {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!(

@@ -50,9 +50,17 @@ pub struct DatabaseConfig {
     /// (relative to this config file's directory).
     #[serde(default, rename = "migrationsDir")]
     pub migrations_dir: Option<String>,
+    /// The name `migrationsDir`'s scripts are recorded under in `wf_migrations`; apps that
+    /// share one database need different names.
+    #[serde(default = "default_migration_set", rename = "migrationSet")]
+    pub migration_set: String,
     /// SQLite: write-ahead logging, so readers do not wait for writers.
     #[serde(default = "yes", rename = "walMode")]
     pub wal_mode: bool,
+}
+
+pub(crate) fn default_migration_set() -> String {
+    "app".to_string()
 }
 
 fn default_max_open() -> u32 {
@@ -144,7 +152,8 @@ pub(crate) fn target(
 pub struct DatabaseModule {
     pub database: Database,
     target: Target,
-    migrations_dir: Option<PathBuf>,
+    /// The scripts to apply at start and the set they are recorded under.
+    migrations: Option<(PathBuf, String)>,
 }
 
 impl DatabaseModule {
@@ -152,14 +161,14 @@ impl DatabaseModule {
         ctx: &mut BuildContext<'_>,
         target: Target,
         settings: PoolSettings,
-        migrations_dir: Option<PathBuf>,
+        migrations: Option<(PathBuf, String)>,
     ) -> anyhow::Result<Arc<dyn Module>> {
         let database = Database::new(ctx.name, &target, &settings)?;
         ctx.provide::<Database>(Arc::new(database.clone()));
         Ok(Arc::new(DatabaseModule {
             database,
             target,
-            migrations_dir,
+            migrations,
         }))
     }
 }
@@ -181,9 +190,9 @@ impl Module for DatabaseModule {
             })?;
         }
         self.database.check().await?;
-        if let Some(dir) = &self.migrations_dir {
+        if let Some((dir, set)) = &self.migrations {
             let scripts: Vec<Migration> = migrate::read_dir(dir)?;
-            migrate::migrate(&self.database, "app", &scripts).await?;
+            migrate::migrate(&self.database, set, &scripts).await?;
         }
         tracing::info!(database = %self.database.describe(), "database ready");
         Ok(())
@@ -252,8 +261,10 @@ fn build_config(
         config.max_idle_conns,
         &config.connect_timeout,
     )?;
-    let migrations_dir = config.migrations_dir.map(|d| ctx.base_dir.join(d));
-    DatabaseModule::build(ctx, target, settings, migrations_dir)
+    let migrations = config
+        .migrations_dir
+        .map(|d| (ctx.base_dir.join(d), config.migration_set));
+    DatabaseModule::build(ctx, target, settings, migrations)
 }
 
 pub struct DatabaseWorkflowType;

@@ -27,6 +27,12 @@ pub struct SqliteConfig {
     /// A directory of `<number>_<name>.sql` scripts applied in order at start, each once.
     #[serde(default, rename = "migrationsDir")]
     pub migrations_dir: Option<String>,
+    /// The name the scripts are recorded under in `wf_migrations`.
+    #[serde(
+        default = "crate::database_module::default_migration_set",
+        rename = "migrationSet"
+    )]
+    pub migration_set: String,
 }
 
 fn default_path() -> String {
@@ -80,7 +86,9 @@ impl ModuleType for SqliteStorageType {
         )
         .map_err(|issue| anyhow::anyhow!("`dbPath`: {}", issue.message))?;
         let settings = pool_settings(config.max_connections, 0, "5s")?;
-        let migrations_dir = config.migrations_dir.map(|d| ctx.base_dir.join(d));
-        DatabaseModule::build(ctx, target, settings, migrations_dir)
+        let migrations = config
+            .migrations_dir
+            .map(|d| (ctx.base_dir.join(d), config.migration_set));
+        DatabaseModule::build(ctx, target, settings, migrations)
     }
 }
