@@ -265,3 +265,19 @@ pub fn running_broker(
         .get::<dyn wf_messaging::MessageBroker>(name)
         .expect("the app has this broker")
 }
+
+/// The databases a storage suite runs on: a SQLite file in `dir` always, and PostgreSQL when
+/// `WF_TEST_POSTGRES_URL` is set (`.ci/run` sets it, so CI never skips it).
+pub fn database_backends(dir: &TempDir) -> Vec<(&'static str, String)> {
+    let mut out = vec![(
+        "sqlite",
+        dir.0.join("app.db").to_string_lossy().into_owned(),
+    )];
+    match std::env::var("WF_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => out.push(("postgres", url)),
+        _ => {
+            eprintln!("WF_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of this test")
+        }
+    }
+    out
+}

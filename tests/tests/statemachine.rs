@@ -210,17 +210,7 @@ async fn transition(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_follow_their_state_machine_and_survive_a_restart_on_both_backends() {
     let dir = TempDir::new("statemachine");
-    let mut backends = vec![(
-        "sqlite",
-        dir.0.join("orders.db").to_string_lossy().into_owned(),
-    )];
-    match std::env::var("WF_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => backends.push(("postgres", url)),
-        _ => {
-            eprintln!("WF_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of this test")
-        }
-    }
-    for (backend, dsn) in backends {
+    for (backend, dsn) in wf_tests::database_backends(&dir) {
         let id = unique_name("o");
         let app = start_yaml(&resource_app(&dsn)).await;
         let base = format!("http://{}", server_addr(&app, "web"));

@@ -7,21 +7,6 @@
 use serde_json::{Value, json};
 use wf_tests::{TempDir, client, invalid_yaml, server_addr, start_yaml, unique_name};
 
-/// The backends to run a suite on: SQLite always, PostgreSQL when `WF_TEST_POSTGRES_URL` is set.
-pub fn backends(dir: &TempDir) -> Vec<(&'static str, String)> {
-    let mut out = vec![(
-        "sqlite",
-        dir.0.join("app.db").to_string_lossy().into_owned(),
-    )];
-    match std::env::var("WF_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => out.push(("postgres", url)),
-        _ => {
-            eprintln!("WF_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of this test")
-        }
-    }
-    out
-}
-
 fn app_yaml(dsn: &str, migrations: &str, table: &str) -> String {
     format!(
         r#"
@@ -97,7 +82,7 @@ fn migration(backend: &str, table: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_steps_keep_types_and_json_on_both_backends() {
     let dir = TempDir::new("storage");
-    for (backend, dsn) in backends(&dir) {
+    for (backend, dsn) in wf_tests::database_backends(&dir) {
         let table = unique_name("items_");
         let migrations = dir.0.join(format!("migrations-{backend}"));
         std::fs::create_dir_all(&migrations).unwrap();

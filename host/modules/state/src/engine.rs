@@ -272,18 +272,7 @@ impl StateMachineEngine {
         let ephemeral = database.is_none();
         let database = match database {
             Some(db) => db,
-            None => Database::new(
-                &format!("{name} (in memory)"),
-                &wf_storage::Target::Sqlite {
-                    path: ":memory:".into(),
-                    wal: false,
-                },
-                &wf_storage::PoolSettings {
-                    max_connections: 1,
-                    min_connections: 1,
-                    connect_timeout: std::time::Duration::from_secs(5),
-                },
-            )?,
+            None => Database::in_memory(name)?,
         };
         Ok(StateMachineEngine {
             name: name.to_string(),

@@ -183,18 +183,7 @@ impl ModuleType for ResourceType {
             None => {
                 let database = match ctx.all::<Database>().into_iter().next() {
                     Some((_, db)) => (*db).clone(),
-                    None => Database::new(
-                        &format!("{} (in memory)", ctx.name),
-                        &wf_storage::Target::Sqlite {
-                            path: ":memory:".into(),
-                            wal: false,
-                        },
-                        &wf_storage::PoolSettings {
-                            max_connections: 1,
-                            min_connections: 1,
-                            connect_timeout: std::time::Duration::from_secs(5),
-                        },
-                    )?,
+                    None => Database::in_memory(ctx.name)?,
                 };
                 Arc::new(ResourceStore::new(database))
             }

@@ -215,6 +215,23 @@ impl Database {
         })
     }
 
+    /// A private in-memory SQLite database, for parts that keep state without a configured
+    /// database (gone when the app stops).
+    pub fn in_memory(name: &str) -> anyhow::Result<Database> {
+        Database::new(
+            &format!("{name} (in memory)"),
+            &Target::Sqlite {
+                path: ":memory:".into(),
+                wal: false,
+            },
+            &PoolSettings {
+                max_connections: 1,
+                min_connections: 1,
+                connect_timeout: Duration::from_secs(5),
+            },
+        )
+    }
+
     /// The pool, made on first use (inside the runtime).
     fn pool(&self) -> &Pool {
         let inner = &self.inner;
