@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value, json};
 use wf_engine::{AppState, ErrorKind, Extensions};
 use wf_http::{Request, Response, Router, json_response, route_fn};
@@ -224,14 +223,9 @@ async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Re
         );
     }
     let (parts, body) = req.into_parts();
-    let body: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"error": format!("the request body is larger than {MAX_BODY_BYTES} bytes or unreadable")}),
-            );
-        }
+    let body: Bytes = match wf_http::exchange::read_body(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     // Credentials stay with the host: a trigger sees the request, not the caller's secrets.
     let headers: Map<String, Value> = parts

@@ -184,10 +184,18 @@ pub fn pipeline_service(pipeline: Arc<Pipeline>, options: PipelineRoute) -> Rout
 /// `{"error"}`, except that the engine's own failures are a generic 500.
 pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteService {
     let options = Arc::new(options);
+    // The answer's fixed part, made once; each request adds its `result`.
+    let accepted = Arc::new(match &dispatch {
+        Dispatch::Action {
+            workflow, action, ..
+        } => json!({"status": "workflow triggered", "workflow": workflow, "action": action}),
+        Dispatch::Pipeline(p) => json!({"status": "workflow triggered", "workflow": p.name}),
+    });
     let dispatch = Arc::new(dispatch);
     route_fn(move |req: Request| {
         let dispatch = dispatch.clone();
         let options = options.clone();
+        let accepted = accepted.clone();
         async move {
             let exchange = match read_exchange(&options, req).await {
                 Ok(exchange) => exchange,
@@ -201,16 +209,9 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
             };
             match dispatch.start(data, Extensions::default()).await {
                 Ok(result) => {
-                    let (workflow, action) = match dispatch.as_ref() {
-                        Dispatch::Action {
-                            workflow, action, ..
-                        } => (workflow.clone(), action.clone()),
-                        Dispatch::Pipeline(p) => (p.name.clone(), String::new()),
-                    };
-                    json_response(
-                        StatusCode::ACCEPTED,
-                        &json!({"status": "workflow triggered", "workflow": workflow, "action": action, "result": result}),
-                    )
+                    let mut body = (*accepted).clone();
+                    body["result"] = result;
+                    json_response(StatusCode::ACCEPTED, &body)
                 }
                 Err(e) => {
                     let status =
@@ -227,27 +228,31 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
     })
 }
 
-/// The request as an exchange, or the response refusing it (body too large or unreadable).
-async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExchange, Response> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, options.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
+/// A request body of at most `limit` bytes, or the response refusing it: `413` when it is
+/// larger, `400` when it cannot be read (the client went away mid-body).
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(json_response(
+            Err(json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"error": format!("request body is larger than {} bytes", options.max_body_bytes)}),
-            ));
+                &json!({"error": format!("request body is larger than {limit} bytes")}),
+            ))
         }
-        Err(_) => {
-            return Err(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "could not read the request body"}),
-            ));
-        }
-    };
+        Err(_) => Err(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "could not read the request body"}),
+        )),
+    }
+}
+
+/// The request as an exchange, or the response refusing it (body too large or unreadable).
+async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExchange, Response> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, options.max_body_bytes).await?;
     Ok(HttpExchange {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use wf_engine::ConfigIssue;
-use wf_template::Template;
+use wf_template::{Scope, Template};
 
 /// One state machine: its states and the transitions between them.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
@@ -66,9 +66,46 @@ pub struct TransitionDef {
     /// Values merged into the instance's data when the transition fires.
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// `condition`, compiled by [`Definition::compiled`].
+    #[serde(skip)]
+    #[schemars(skip)]
+    guard: Option<Guard>,
+}
+
+/// A compiled `condition`.
+#[derive(Clone)]
+struct Guard(Template);
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Guard").field(&self.0.source()).finish()
+    }
+}
+
+impl TransitionDef {
+    /// Whether the guard lets the transition through for an instance with `data` (always,
+    /// without a `condition`).
+    pub fn allows(&self, data: &Map<String, Value>) -> bool {
+        self.guard.as_ref().is_none_or(|Guard(template)| {
+            template.render(&Scope::of(data)).is_ok_and(|v| truthy(&v))
+        })
+    }
 }
 
 impl Definition {
+    /// The definition with its guards compiled, ready for an engine.
+    pub fn compiled(mut self) -> anyhow::Result<Definition> {
+        for (name, t) in &mut self.transitions {
+            if let Some(condition) = &t.condition {
+                let template = Template::compile(condition).map_err(|e| {
+                    anyhow::anyhow!("transition `{name}`: condition: {}", e.message)
+                })?;
+                t.guard = Some(Guard(template));
+            }
+        }
+        Ok(self)
+    }
+
     /// Problems a definition can have on its own, with pointers relative to it.
     pub fn issues(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();

@@ -16,9 +16,8 @@ use tokio::sync::OnceCell;
 use wf_engine::{ActionError, ActionTarget, Extensions, Pipeline, async_trait};
 use wf_messaging::MessageHandler;
 use wf_storage::{Backend, Database, DbError, Migration, Tx};
-use wf_template::{Scope, Template};
 
-use crate::definition::{Definition, truthy};
+use crate::definition::Definition;
 
 /// Auto-transitions chained from one request at most; a longer chain is a loop.
 const MAX_AUTO_TRANSITIONS: usize = 32;
@@ -145,8 +144,6 @@ pub struct StateMachineEngine {
     ephemeral: bool,
     max_instances: usize,
     definitions: RwLock<HashMap<String, Arc<Definition>>>,
-    /// Compiled guards, by definition and transition.
-    guards: RwLock<HashMap<(String, String), Template>>,
     hooks: RwLock<Vec<Hook>>,
     listeners: RwLock<Vec<Arc<dyn TransitionListener>>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -194,7 +191,15 @@ fn migrations() -> Vec<Migration> {
             )"
         )
     };
-    vec![Migration::new(1, "instances", &instances("TEXT")).postgres(&instances("JSONB"))]
+    vec![
+        Migration::new(1, "instances", &instances("TEXT")).postgres(&instances("JSONB")),
+        // `create` counts an engine's active instances against `maxInstances`.
+        Migration::new(
+            2,
+            "active instances index",
+            "CREATE INDEX IF NOT EXISTS wf_state_instances_active ON wf_state_instances (engine, completed)",
+        ),
+    ]
 }
 
 const COLUMNS: &str = "id, workflow_type, current_state, previous_state, data, completed, error, started_at, updated_at, version";
@@ -280,7 +285,6 @@ impl StateMachineEngine {
             ephemeral,
             max_instances,
             definitions: RwLock::default(),
-            guards: RwLock::default(),
             hooks: RwLock::default(),
             listeners: RwLock::default(),
             local_locks: Mutex::default(),
@@ -316,18 +320,7 @@ impl StateMachineEngine {
     }
 
     pub fn add_definition(&self, definition: Definition) -> anyhow::Result<()> {
-        let mut guards = Vec::new();
-        for (name, t) in &definition.transitions {
-            if let Some(condition) = &t.condition {
-                let template = Template::compile(condition).map_err(|e| {
-                    anyhow::anyhow!("transition `{name}`: condition: {}", e.message)
-                })?;
-                guards.push(((definition.name.clone(), name.clone()), template));
-            }
-        }
-        if let Ok(mut all) = self.guards.write() {
-            all.extend(guards);
-        }
+        let definition = definition.compiled()?;
         if let Ok(mut definitions) = self.definitions.write() {
             definitions.insert(definition.name.clone(), Arc::new(definition));
         }
@@ -547,25 +540,12 @@ impl StateMachineEngine {
         definition
             .transitions
             .iter()
-            .filter(|(_, t)| t.auto_transform && t.from_state == instance.current_state)
-            .find(|(name, _)| self.guard_holds(&definition.name, name, &instance.data))
+            .find(|(_, t)| {
+                t.auto_transform
+                    && t.from_state == instance.current_state
+                    && t.allows(&instance.data)
+            })
             .map(|(name, _)| name.clone())
-    }
-
-    fn guard_holds(
-        &self,
-        workflow_type: &str,
-        transition: &str,
-        data: &Map<String, Value>,
-    ) -> bool {
-        let guards = match self.guards.read() {
-            Ok(g) => g,
-            Err(_) => return false,
-        };
-        match guards.get(&(workflow_type.to_string(), transition.to_string())) {
-            None => true,
-            Some(template) => template.render(&Scope::of(data)).is_ok_and(|v| truthy(&v)),
-        }
     }
 
     /// One transition, under the instance's lock.
@@ -618,7 +598,7 @@ impl StateMachineEngine {
         let mut merged = instance.data.clone();
         merged.extend(data);
         merged.extend(spec.data.clone());
-        if !self.guard_holds(&definition.name, transition, &merged) {
+        if !spec.allows(&merged) {
             return Err(SmError::not_allowed(format!(
                 "transition '{transition}' is not allowed: its condition `{}` does not hold",
                 spec.condition.as_deref().unwrap_or_default()
@@ -645,9 +625,15 @@ impl StateMachineEngine {
             version: instance.version + 1,
             ..instance.clone()
         };
+        // The new state and its history line commit together; on SQLite the write lock is
+        // taken only now, after the hooks ran.
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => db.begin().await.map_err(SmError::storage)?,
+        };
         let updated = execute(
             db,
-            tx.as_mut(),
+            Some(&mut tx),
             "UPDATE wf_state_instances SET current_state = ?, previous_state = ?, data = ?, completed = ?, error = ?, updated_at = ?, version = ?
              WHERE engine = ? AND id = ? AND version = ?",
             &[
@@ -672,7 +658,7 @@ impl StateMachineEngine {
         }
         execute(
             db,
-            tx.as_mut(),
+            Some(&mut tx),
             "INSERT INTO wf_state_history (engine, id, version, transition, from_state, to_state, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             &[
                 json!(self.name),
@@ -686,9 +672,7 @@ impl StateMachineEngine {
         )
         .await
         .map_err(SmError::storage)?;
-        if let Some(tx) = tx {
-            tx.commit().await.map_err(SmError::storage)?;
-        }
+        tx.commit().await.map_err(SmError::storage)?;
         tracing::debug!(engine = %self.name, instance = %id, transition, from = %next.previous_state, to = %next.current_state, "transition");
         self.notify(&next);
         Ok(next)

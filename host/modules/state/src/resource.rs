@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -534,15 +533,7 @@ impl ResourceHandler {
 
 /// The body as JSON (`None` when empty), or the response refusing it.
 async fn read_body(req: Request, limit: usize) -> Result<Option<Value>, Response> {
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than {limit} bytes"),
-            ));
-        }
-    };
+    let bytes = wf_http::exchange::read_body(req.into_body(), limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -75,6 +75,8 @@ struct Inner {
     /// What errors and logs call the database: a file path, or host and database without
     /// credentials.
     display: String,
+    /// ``database `name` (display)``, made once: every error names it.
+    label: String,
     options: Options,
     settings: PoolSettings,
     pool: std::sync::OnceLock<Pool>,
@@ -126,12 +128,13 @@ pub enum DbError {
 impl DbError {
     fn from_sqlx(db: &str, error: sqlx::Error) -> DbError {
         match error {
-            sqlx::Error::Database(e) => match e.kind() {
-                sqlx::error::ErrorKind::Other => {
-                    DbError::Statement(format!("{db}: {}", e.message()))
-                }
-                _ => DbError::Constraint(format!("{db}: {}", e.message())),
-            },
+            sqlx::Error::Database(e)
+                if e.kind() != sqlx::error::ErrorKind::Other
+                    || is_constraint_code(e.code().as_deref()) =>
+            {
+                DbError::Constraint(format!("{db}: {}", e.message()))
+            }
+            sqlx::Error::Database(e) => DbError::Statement(format!("{db}: {}", e.message())),
             sqlx::Error::PoolTimedOut => DbError::Unavailable(format!(
                 "{db}: no connection free within the pool's acquire timeout"
             )),
@@ -206,6 +209,7 @@ impl Database {
         Ok(Database {
             inner: Arc::new(Inner {
                 name: name.to_string(),
+                label: format!("database `{name}` ({display})"),
                 display,
                 options,
                 settings: settings.clone(),
@@ -270,8 +274,8 @@ impl Database {
     }
 
     /// `database `orders-db` (postgres://127.0.0.1:5432/test)`: how errors name it.
-    pub fn describe(&self) -> String {
-        format!("database `{}` ({})", self.inner.name, self.inner.display)
+    pub fn describe(&self) -> &str {
+        &self.inner.label
     }
 
     /// Connects once, so an unreachable database fails the app's start with a clear error.
@@ -308,15 +312,15 @@ impl Database {
                 let mut conn = pool
                     .acquire()
                     .await
-                    .map_err(|e| DbError::from_sqlx(&db, e))?;
-                sqlite_query(&db, &mut conn, sql, params).await
+                    .map_err(|e| DbError::from_sqlx(db, e))?;
+                sqlite_query(db, &mut conn, sql, params).await
             }
             Pool::Postgres(pool) => {
                 let mut conn = pool
                     .acquire()
                     .await
-                    .map_err(|e| DbError::from_sqlx(&db, e))?;
-                pg_query(&db, &mut conn, sql, params).await
+                    .map_err(|e| DbError::from_sqlx(db, e))?;
+                pg_query(db, &mut conn, sql, params).await
             }
         }
     }
@@ -329,15 +333,15 @@ impl Database {
                 let mut conn = pool
                     .acquire()
                     .await
-                    .map_err(|e| DbError::from_sqlx(&db, e))?;
-                sqlite_execute(&db, &mut conn, sql, params).await
+                    .map_err(|e| DbError::from_sqlx(db, e))?;
+                sqlite_execute(db, &mut conn, sql, params).await
             }
             Pool::Postgres(pool) => {
                 let mut conn = pool
                     .acquire()
                     .await
-                    .map_err(|e| DbError::from_sqlx(&db, e))?;
-                pg_execute(&db, &mut conn, sql, params).await
+                    .map_err(|e| DbError::from_sqlx(db, e))?;
+                pg_execute(db, &mut conn, sql, params).await
             }
         }
     }
@@ -345,22 +349,21 @@ impl Database {
     /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// read-then-write transactions never deadlock each other.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        let db = self.describe();
         Ok(match self.pool() {
             Pool::Sqlite(pool) => Tx {
-                db,
+                database: self.clone(),
                 inner: TxInner::Sqlite(
                     pool.begin_with("BEGIN IMMEDIATE")
                         .await
-                        .map_err(|e| DbError::from_sqlx(&self.describe(), e))?,
+                        .map_err(|e| DbError::from_sqlx(self.describe(), e))?,
                 ),
             },
             Pool::Postgres(pool) => Tx {
-                db,
+                database: self.clone(),
                 inner: TxInner::Postgres(
                     pool.begin()
                         .await
-                        .map_err(|e| DbError::from_sqlx(&self.describe(), e))?,
+                        .map_err(|e| DbError::from_sqlx(self.describe(), e))?,
                 ),
             },
         })
@@ -369,7 +372,8 @@ impl Database {
 
 /// An open transaction; dropped without [`Tx::commit`] it rolls back.
 pub struct Tx {
-    db: String,
+    /// For errors, which name it.
+    database: Database,
     inner: TxInner,
 }
 
@@ -385,15 +389,15 @@ impl Tx {
         params: &[Value],
     ) -> Result<Vec<Map<String, Value>>, DbError> {
         match &mut self.inner {
-            TxInner::Sqlite(tx) => sqlite_query(&self.db, tx, sql, params).await,
-            TxInner::Postgres(tx) => pg_query(&self.db, tx, sql, params).await,
+            TxInner::Sqlite(tx) => sqlite_query(self.database.describe(), tx, sql, params).await,
+            TxInner::Postgres(tx) => pg_query(self.database.describe(), tx, sql, params).await,
         }
     }
 
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<ExecResult, DbError> {
         match &mut self.inner {
-            TxInner::Sqlite(tx) => sqlite_execute(&self.db, tx, sql, params).await,
-            TxInner::Postgres(tx) => pg_execute(&self.db, tx, sql, params).await,
+            TxInner::Sqlite(tx) => sqlite_execute(self.database.describe(), tx, sql, params).await,
+            TxInner::Postgres(tx) => pg_execute(self.database.describe(), tx, sql, params).await,
         }
     }
 
@@ -408,7 +412,7 @@ impl Tx {
                 .execute(&mut **tx)
                 .await
                 .map(|_| ())
-                .map_err(|e| DbError::from_sqlx(&self.db, e)),
+                .map_err(|e| DbError::from_sqlx(self.database.describe(), e)),
         }
     }
 
@@ -417,7 +421,18 @@ impl Tx {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Postgres(tx) => tx.commit().await,
         }
-        .map_err(|e| DbError::from_sqlx(&self.db, e))
+        .map_err(|e| DbError::from_sqlx(self.database.describe(), e))
+    }
+}
+
+/// Constraint failures sqlx does not classify: SQLite's whole `SQLITE_CONSTRAINT` family
+/// (a STRICT table's datatype check, ...) and PostgreSQL's class 23 (integrity) and 22
+/// (data exception: a value out of range, bad input syntax).
+fn is_constraint_code(code: Option<&str>) -> bool {
+    match code {
+        Some(code) if code.starts_with("23") || code.starts_with("22") => true,
+        Some(code) => code.parse::<u32>().is_ok_and(|c| c & 0xff == 19),
+        None => false,
     }
 }
 
