@@ -43,7 +43,7 @@ BENCH_ADDRESS=127.0.0.1:18093 WASM_POLICY=fresh "$TARGET/wf-host" run bench/wasm
 rm -f /tmp/wf-bench.db /tmp/wf-bench.db-wal /tmp/wf-bench.db-shm
 BENCH_ADDRESS=127.0.0.1:18094 BENCH_DSN=/tmp/wf-bench.db "$TARGET/wf-host" run bench/db-pipeline.yaml --log-level warn & pids+=($!)
 BENCH_ADDRESS=127.0.0.1:18095 BENCH_DSN="${WF_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" "$TARGET/wf-host" run bench/db-pipeline.yaml --log-level warn & pids+=($!)
-for port in 18090 18091 18092 18093 18094 18095; do wait_for "http://127.0.0.1:$port/orders/1"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
+for port in 18090 18091 18092 18093 18094 18095; do wait_for "http://127.0.0.1:$port/orders/42"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
 
 # One server at a time, so each has the machine to itself.
 results=()

@@ -110,13 +110,21 @@ where
 /// Validates, builds and starts an app from YAML text (panicking with the rendered
 /// diagnostics when it is invalid).
 pub async fn start_yaml(yaml: &str) -> RunningApp {
-    let registry = wf_host::registry().expect("registry");
-    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
-        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
-    let app = build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
-    app.start(std::time::Duration::from_secs(10))
+    build_yaml(yaml)
+        .start(std::time::Duration::from_secs(10))
         .await
         .expect("the app starts")
+}
+
+/// Why an app from valid YAML text fails to start (panicking if it starts).
+pub async fn start_error(yaml: &str) -> String {
+    match build_yaml(yaml)
+        .start(std::time::Duration::from_secs(10))
+        .await
+    {
+        Ok(_) => panic!("the app started"),
+        Err(e) => format!("{e:#}"),
+    }
 }
 
 /// The rendered diagnostics of YAML text that must not validate.

@@ -162,7 +162,7 @@ pipelines:
     assert_eq!(steps[0]["step"], "compute");
     assert_eq!(steps[0]["step_type"], "step.set");
     assert_eq!(steps[0]["type"], "step.completed");
-    assert!(steps[0]["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(steps[0]["duration_ms"].is_number(), "{}", steps[0]);
 
     // `audit` ran because of a lifecycle event, so its own completion published nothing:
     // a second run of `work` gives exactly one more audit.

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use std::sync::Arc;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use wf_host::commands::{DeadLetterAction, dead_letters_command};
@@ -161,23 +162,14 @@ async fn failures_become_dead_letters_that_survive_a_restart_and_replay() {
     let http = client();
     let denied = http.get(&base).send().await.unwrap();
     assert_eq!(denied.status(), 401);
-    let listed: Value = http
-        .get(&base)
-        .bearer_auth("admin-token")
-        .send()
+    let listed = admin(&http, Method::GET, &base)
         .await
-        .unwrap()
-        .json()
+        .json::<Value>()
         .await
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     let id = first["id"].as_str().unwrap();
-    let replayed = http
-        .post(format!("{base}/{id}/replay"))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .unwrap();
+    let replayed = admin(&http, Method::POST, &format!("{base}/{id}/replay")).await;
     assert_eq!(replayed.status(), 200);
     let received = receiver.requests.lock().unwrap().clone();
     assert_eq!(received.len(), 5);
@@ -187,12 +179,7 @@ async fn failures_become_dead_letters_that_survive_a_restart_and_replay() {
         id,
         "same id as the original"
     );
-    let missing = http
-        .post(format!("{base}/{id}/replay"))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .unwrap();
+    let missing = admin(&http, Method::POST, &format!("{base}/{id}/replay")).await;
     assert_eq!(missing.status(), 404, "delivered letters are removed");
 
     // The other one is replayed from the CLI.
@@ -207,13 +194,9 @@ async fn failures_become_dead_letters_that_survive_a_restart_and_replay() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("delivered"), "{out}");
     assert_eq!(receiver.requests.lock().unwrap().len(), 6);
-    let left: Value = http
-        .get(&base)
-        .bearer_auth("admin-token")
-        .send()
+    let left = admin(&http, Method::GET, &base)
         .await
-        .unwrap()
-        .json()
+        .json::<Value>()
         .await
         .unwrap();
     assert_eq!(left, json!([]));
@@ -464,4 +447,13 @@ fn json_reply(
 
 fn seen_count(seen: &std::sync::Mutex<Vec<String>>) -> usize {
     seen.lock().unwrap().len()
+}
+
+/// A request to the dead-letter API with its admin token.
+async fn admin(http: &reqwest::Client, method: Method, url: &str) -> reqwest::Response {
+    http.request(method, url)
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap()
 }

@@ -186,18 +186,8 @@ async fn database_steps_keep_types_and_json_on_both_backends() {
             format!("{} -- edited", migration(backend, &table)),
         )
         .unwrap();
-        let registry = wf_host::registry().unwrap();
-        let loaded = wf_config::load_str(
-            "app.yaml",
-            &app_yaml(&dsn, &migrations.to_string_lossy(), &table),
-            &wf_tests::example_vars(),
-        );
-        let validated = wf_engine::validate(loaded, &registry).unwrap_or_else(|_| panic!("valid"));
-        let app = wf_engine::build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
-        let error = match app.start(std::time::Duration::from_secs(5)).await {
-            Ok(_) => panic!("{backend}: an edited migration must stop the start"),
-            Err(e) => format!("{e:#}"),
-        };
+        let error =
+            wf_tests::start_error(&app_yaml(&dsn, &migrations.to_string_lossy(), &table)).await;
         assert!(
             error.contains("migration 1 `items` of set `items_") && error.contains("was changed"),
             "{backend}: {error}"
@@ -245,23 +235,13 @@ modules:
 
 #[tokio::test]
 async fn an_unreachable_postgres_stops_the_start_without_showing_the_password() {
-    let registry = wf_host::registry().unwrap();
     let yaml = r#"
 modules:
   - name: db
     type: database.workflow
     config: {dsn: "postgres://wf:sup3rs3cret@127.0.0.1:1/nothing", connectTimeout: 2s}
 "#;
-    let validated = wf_engine::validate(
-        wf_config::load_str("app.yaml", yaml, &wf_tests::example_vars()),
-        &registry,
-    )
-    .unwrap_or_else(|_| panic!("valid"));
-    let app = wf_engine::build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
-    let error = match app.start(std::time::Duration::from_secs(5)).await {
-        Ok(_) => panic!("started without a database"),
-        Err(e) => format!("{e:#}"),
-    };
+    let error = wf_tests::start_error(yaml).await;
     assert!(
         error.contains("database `db` (postgres://127.0.0.1:1/nothing)"),
         "{error}"

@@ -47,7 +47,7 @@ impl CheckContext<'_> {
 
     /// An issue at `pointer` unless a pipeline named `name` is declared.
     pub fn require_pipeline(&self, pointer: &str, name: &str) -> Option<ConfigIssue> {
-        if self.config.pipelines.iter().any(|p| p.name == name) || self.declared_by_workflow(name) {
+        if self.has_pipeline(name) {
             return None;
         }
         let names = self.config.pipelines.iter().map(|p| p.name.as_str());
@@ -56,6 +56,11 @@ impl CheckContext<'_> {
             Some(s) => issue.help(format!("did you mean `{s}`?")),
             None => issue.help("declare it under `pipelines:`"),
         })
+    }
+
+    /// Whether a pipeline named `name` is declared, under `pipelines:` or by a workflow.
+    pub fn has_pipeline(&self, name: &str) -> bool {
+        self.config.pipelines.iter().any(|p| p.name == name) || self.declared_by_workflow(name)
     }
 
     /// Whether a workflow (an `integration`, ...) declares a pipeline named `name`.

@@ -49,6 +49,16 @@ impl TriggerTarget {
         })
     }
 
+    /// Whether the entry uses the original's `workflow:` form without `pipeline:`, which may
+    /// name a state machine rather than a pipeline.
+    fn names_workflow(&self) -> bool {
+        self.pipeline.is_none()
+            && self
+                .workflow
+                .as_deref()
+                .is_some_and(|w| !w.starts_with("pipeline:"))
+    }
+
     /// The issue for this entry at `pointer`, if it names no pipeline or an undeclared one.
     /// `workflow:` + `action:` may name a state machine definition and one of its
     /// transitions; naming neither a pipeline nor a state machine, or an action the machine
@@ -63,16 +73,11 @@ impl TriggerTarget {
             }
             Some(name) => name,
         };
-        if ctx.config.pipelines.iter().any(|p| p.name == name) || ctx.declared_by_workflow(name) {
-            return None;
-        }
-        let workflow_form = self.pipeline.is_none()
-            && self
-                .workflow
-                .as_deref()
-                .is_some_and(|w| !w.starts_with("pipeline:"));
-        if !workflow_form {
+        if !self.names_workflow() {
             return ctx.require_pipeline(pointer, name);
+        }
+        if ctx.has_pipeline(name) {
+            return None;
         }
         match (ctx.declared_actions(name), self.action.as_deref()) {
             (Some(_), None) => Some(
@@ -107,9 +112,7 @@ impl TriggerTarget {
         if let Some(pipeline) = app.pipelines().get(name) {
             return Some(Dispatch::Pipeline(pipeline));
         }
-        let workflow_form =
-            self.pipeline.is_none() && !self.workflow.as_deref()?.starts_with("pipeline:");
-        workflow_form.then(|| Dispatch::Action {
+        self.names_workflow().then(|| Dispatch::Action {
             target: app.action_target(name),
             workflow: name.to_string(),
             action: self.action.clone().unwrap_or_default(),

@@ -9,6 +9,7 @@
 //! behaviour), which suits tests and request/response-style flows.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use wf_engine::{
 use crate::delivery::{DeliveryConfig, DeliveryPolicy};
 use crate::lifecycle::LifecycleForwarder;
 use crate::{Delivery, MessageBroker, MessageHandler};
+use wf_engine::events::LIFECYCLE_TOPICS;
 
 /// How `publish` hands messages to subscribers.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -152,7 +154,18 @@ pub struct MemoryBroker {
     /// Set at stop: publishing then fails instead of reaching no one silently.
     stopped: std::sync::atomic::AtomicBool,
     lifecycle: Mutex<Option<LifecycleForwarder>>,
+    /// Bit `i` set: [`LIFECYCLE_TOPICS`]`[i]` has a subscriber. Read for every step's events,
+    /// so it is an atomic rather than a look-up in `topics`.
+    lifecycle_subscribed: AtomicU8,
     this: Weak<MemoryBroker>,
+}
+
+/// The bit of a lifecycle topic in `lifecycle_subscribed`.
+fn lifecycle_bit(topic: &str) -> Option<u8> {
+    LIFECYCLE_TOPICS
+        .iter()
+        .position(|t| *t == topic)
+        .map(|i| 1 << i)
 }
 
 impl MemoryBroker {
@@ -176,6 +189,7 @@ impl MemoryBroker {
             running: Default::default(),
             stopped: Default::default(),
             lifecycle: Mutex::default(),
+            lifecycle_subscribed: AtomicU8::new(0),
             this: this.clone(),
         }))
     }
@@ -224,7 +238,7 @@ impl MemoryBroker {
 #[async_trait]
 impl MessageBroker for MemoryBroker {
     async fn publish(&self, topic: &str, payload: Bytes) -> anyhow::Result<Delivery> {
-        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stopped.load(Ordering::Acquire) {
             anyhow::bail!(
                 "broker `{}` has stopped; `{topic}` was not published",
                 self.name
@@ -310,7 +324,7 @@ impl MessageBroker for MemoryBroker {
                 queue: receiver,
             };
             // Subscriptions made while running (trigger components) start their worker now.
-            if self.running.load(std::sync::atomic::Ordering::Acquire) {
+            if self.running.load(Ordering::Acquire) {
                 let worker = self.spawn_worker(pending)?;
                 self.workers
                     .lock()
@@ -334,6 +348,9 @@ impl MessageBroker for MemoryBroker {
         if let Ok(mut order) = self.order.write() {
             order.push((topic.to_string(), subscriber.to_string()));
         }
+        if let Some(bit) = lifecycle_bit(topic) {
+            self.lifecycle_subscribed.fetch_or(bit, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -342,7 +359,9 @@ impl MessageBroker for MemoryBroker {
     }
 
     fn wants_run_event(&self, topic: &str) -> bool {
-        self.lifecycle_events && self.subscribers(topic).is_some()
+        self.lifecycle_events
+            && lifecycle_bit(topic)
+                .is_some_and(|bit| self.lifecycle_subscribed.load(Ordering::Acquire) & bit != 0)
     }
 }
 
@@ -363,8 +382,7 @@ impl Module for MemoryBroker {
             .lock()
             .map_err(|_| anyhow::anyhow!("broker lock poisoned"))?
             .extend(workers);
-        self.running
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.running.store(true, Ordering::Release);
         if self.lifecycle_events {
             let this: Weak<dyn MessageBroker> = self.this.clone();
             let forwarder = LifecycleForwarder::install(&ctx.app, self.lifecycle_priority, this);
@@ -377,10 +395,8 @@ impl Module for MemoryBroker {
 
     /// Stops taking messages and lets every worker finish its queue until the deadline.
     async fn stop(&self, ctx: &StopContext) -> anyhow::Result<()> {
-        self.running
-            .store(false, std::sync::atomic::Ordering::Release);
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.running.store(false, Ordering::Release);
+        self.stopped.store(true, Ordering::Release);
         if let Ok(mut slot) = self.lifecycle.lock() {
             slot.take();
         }

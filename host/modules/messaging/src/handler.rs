@@ -155,7 +155,8 @@ pub struct LoggingHandler {
     name: String,
     received: AtomicU64,
     /// Where received messages are published next.
-    forward: RwLock<Vec<(Arc<dyn MessageBroker>, String)>>,
+    /// Replaced whole when targets are added (at wiring), so each message takes an `Arc`.
+    forward: RwLock<Arc<[ForwardTarget]>>,
     /// `watchPath`, when files are an input.
     files: Option<WatchedDir>,
     poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -179,9 +180,9 @@ impl LoggingHandler {
     /// Adds target topics (on `broker`) that every received message is forwarded to.
     pub fn forward_to(&self, broker: &Arc<dyn MessageBroker>, topics: &[String]) {
         if let Ok(mut forward) = self.forward.write() {
-            for topic in topics {
-                forward.push((broker.clone(), topic.clone()));
-            }
+            let mut all = forward.to_vec();
+            all.extend(topics.iter().map(|topic| (broker.clone(), topic.clone())));
+            *forward = all.into();
         }
     }
 }
@@ -203,17 +204,20 @@ impl MessageHandler for LoggingHandler {
     }
 }
 
+/// A topic on a broker that received messages are forwarded to.
+type ForwardTarget = (Arc<dyn MessageBroker>, String);
+
 impl LoggingHandler {
     /// Publishes `payload` to every target topic except `from` (a handler forwarding to the
     /// topic it reads would feed itself forever).
     async fn forward(&self, from: Option<&str>, payload: Bytes) -> anyhow::Result<()> {
         let targets = self.forward.read().map(|f| f.clone()).unwrap_or_default();
-        for (broker, target) in targets {
+        for (broker, target) in targets.iter() {
             if Some(target.as_str()) == from {
                 continue;
             }
             broker
-                .publish(&target, payload.clone())
+                .publish(target, payload.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("forwarding to `{target}`: {e:#}"))?;
         }

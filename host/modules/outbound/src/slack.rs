@@ -132,8 +132,7 @@ impl MessageHandler for SlackNotifier {
             })?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let excerpt: String = body.chars().take(200).collect();
+            let excerpt = wf_steps::http_call::body_excerpt(response).await;
             anyhow::bail!("Slack answered {status}: {excerpt}");
         }
         Ok(())

@@ -306,8 +306,7 @@ impl WebhookSender {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => {
                 let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                let excerpt: String = text.chars().take(200).collect();
+                let excerpt = wf_steps::http_call::body_excerpt(response).await;
                 let retryable = status.is_server_error()
                     || status == StatusCode::REQUEST_TIMEOUT
                     || status == StatusCode::TOO_MANY_REQUESTS;

@@ -123,6 +123,22 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(timeout).build()?)
 }
 
+/// The start of an error response's body, for messages: at most a few KiB are read (an
+/// upstream must not be able to exhaust memory), at most `EXCERPT` characters kept.
+pub async fn body_excerpt(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() >= EXCERPT * 4 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(EXCERPT)
+        .collect()
+}
+
 struct HttpCall {
     url: Template,
     method: reqwest::Method,
