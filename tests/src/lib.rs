@@ -144,6 +144,17 @@ pub fn build_yaml(yaml: &str) -> App {
     build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"))
 }
 
+/// Why valid YAML text fails to build (panicking if it builds).
+pub fn build_error(yaml: &str) -> String {
+    let registry = wf_host::registry().expect("registry");
+    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    match build(&validated, &registry) {
+        Ok(_) => panic!("the app built"),
+        Err(d) => format!("{d:?}"),
+    }
+}
+
 /// A name no earlier run used (topics, streams, consumer groups on shared servers).
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -15,6 +15,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     wf_steps::register(&mut registry)?;
     wf_storage::register(&mut registry)?;
     wf_state::register(&mut registry)?;
+    wf_auth::register(&mut registry)?;
     wf_wasm::register(&mut registry)?;
     Ok(registry)
 }

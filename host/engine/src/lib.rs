@@ -32,7 +32,9 @@ pub use registry::{
 };
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, RouteInfo, ScheduleInfo};
-pub use step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
+pub use step::{
+    ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
+};
 pub use trigger::{ActionError, ActionTarget, Dispatch, Trigger, TriggerTarget};
 pub use validate::{Invalid, ValidatedConfig, validate};
 

@@ -26,7 +26,9 @@ use crate::events::{self, QuietRun, RunEvents};
 use crate::registry::{ConfigIssue, Registry};
 use crate::services::Services;
 use crate::state::AppState;
-use crate::step::{ErrorKind, Extensions, Next, PipelineContext, Step, StepError, StepOutput};
+use crate::step::{
+    ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
+};
 
 /// Steps one run may execute when the pipeline does not say otherwise.
 pub const DEFAULT_MAX_STEPS: u32 = 1000;
@@ -306,6 +308,11 @@ impl Pipeline {
         ctx.meta
             .insert("run_id".into(), json!(uuid::Uuid::new_v4().to_string()));
         ctx.meta.insert("started_at".into(), json!(rfc3339_now()));
+        if let Some(RunMeta(extra)) = ctx.extensions.get::<RunMeta>() {
+            for (key, value) in extra {
+                ctx.meta.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
         let events = (!quiet).then_some(&*self.events);
         if let Some(events) = events {
             events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));

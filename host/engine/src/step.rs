@@ -33,6 +33,10 @@ impl Extensions {
     }
 }
 
+/// Entries a trigger adds to a run's `meta`, e.g. `auth`: the verified claims of the caller.
+#[derive(Clone, Debug, Default)]
+pub struct RunMeta(pub Map<String, Value>);
+
 /// The data a pipeline run carries from step to step (the original's `PipelineContext`).
 /// Templates see `current`'s keys at the top level, with `steps`, `trigger` and `meta` beside
 /// them (winning over same-named `current` keys), as in the original.

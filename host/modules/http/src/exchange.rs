@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value, json};
-use wf_engine::{Dispatch, ErrorKind, Extensions, Pipeline};
+use wf_engine::{Dispatch, ErrorKind, Extensions, Pipeline, RunMeta};
+
+use crate::middleware_auth::AuthClaims;
 
 use crate::router::{MatchedRoute, PathParams};
 use crate::{Request, Response, RouteService, json_response, route_fn};
@@ -29,6 +31,8 @@ pub struct HttpExchange {
     pub body: Bytes,
     /// The request URI as the client sent it (path and encoded query).
     pub uri: http::Uri,
+    /// The caller's verified claims, when an authentication middleware let the request in.
+    pub claims: Option<AuthClaims>,
     response: Mutex<Option<Response>>,
 }
 
@@ -269,6 +273,7 @@ async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExch
         headers: parts.headers,
         body,
         uri: parts.uri.clone(),
+        claims: parts.extensions.get::<AuthClaims>().cloned(),
         response: Mutex::new(None),
     })
 }
@@ -285,6 +290,11 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
 
     let exchange = Arc::new(exchange);
     let mut extensions = Extensions::default();
+    if let Some(claims) = &exchange.claims {
+        let mut meta = Map::new();
+        meta.insert("auth".into(), claims.0.clone());
+        extensions.insert(RunMeta(meta));
+    }
     extensions.insert(exchange.clone());
     match pipeline.run(data, extensions).await {
         Ok(outcome) => exchange.take_response().unwrap_or_else(|| {

@@ -19,6 +19,7 @@ pub mod endpoint;
 pub mod exchange;
 pub mod handler;
 pub mod health;
+pub mod jwt;
 pub mod middleware_auth;
 pub mod router;
 pub mod schemas;

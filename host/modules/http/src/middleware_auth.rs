@@ -1,33 +1,37 @@
-//! `http.middleware.auth`: requires `Authorization: <authType> <token>` and accepts the token if
-//! it is a valid HS256 JWT signed with `secretKey`, or if an authentication provider module (such
-//! as `auth.jwt`) vouches for it. Rejections are `401` with the original's texts.
+//! `http.middleware.auth`: lets a request through when it carries a valid credential — a JWT in
+//! `Authorization: <authType> <token>` (checked against this middleware's own key, then every
+//! authentication provider module such as `auth.jwt`) or an API key — and, with `requireRoles`,
+//! a required role. Refusals are JSON: 401 `{"error": ...}` with the original's texts, 403 for
+//! a missing role. The verified claims go to the handler and to pipelines (`meta.auth`).
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use http::{StatusCode, header};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, ServiceKind,
     StartContext, async_trait,
 };
 
-use crate::{HttpMiddleware, Request, RouteService, route_fn, text_response};
+use crate::jwt::{JwtAlgorithm, JwtVerifier, TokenError, check_secret, read_pem, roles_of};
+use crate::{HttpMiddleware, Request, Response, RouteService, json_response, route_fn};
 
 /// Validates bearer tokens for `http.middleware.auth` (implemented by `auth.*` modules).
 pub trait AuthProvider: Send + Sync {
-    /// The token's claims, or `None` when this provider does not accept it.
-    fn authenticate(&self, token: &str) -> Option<Value>;
+    /// The token's claims, or why this provider refuses it.
+    fn authenticate(&self, token: &str) -> Result<Value, TokenError>;
 }
 
 impl ServiceKind for dyn AuthProvider {
     const LABEL: &'static str = "an authentication provider";
 }
 
-/// The verified claims of the request's token, in its extensions.
+/// The verified claims of the request's credential, in its extensions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthClaims(pub Value);
 
@@ -38,15 +42,61 @@ pub struct AuthMiddlewareConfig {
     /// The scheme expected in the `Authorization` header.
     #[serde(default = "default_auth_type", rename = "authType")]
     pub auth_type: String,
-    /// Secret for HS256-signed JWTs. Tokens must carry an unexpired `exp`. Use at least 32
-    /// random bytes, and `${ENV_VAR}` rather than the secret itself.
+    /// The algorithm this middleware's own key checks (`HS256` with `secretKey`, `RS256` or
+    /// `ES256` with `publicKey`); tokens naming any other algorithm are refused.
+    #[serde(default)]
+    pub algorithm: JwtAlgorithm,
+    /// Secret for HS256-signed JWTs, at least 32 bytes: write `${JWT_SECRET}`, not the secret.
+    /// Without a key, tokens are checked by the app's `auth.*` modules only.
     #[serde(default, rename = "secretKey")]
     pub secret_key: Option<String>,
+    /// PEM public key checking RS256/ES256 tokens.
+    #[serde(default, rename = "publicKey")]
+    pub public_key: Option<String>,
+    /// File holding `publicKey` (relative to this config file).
+    #[serde(default, rename = "publicKeyFile")]
+    pub public_key_file: Option<String>,
+    /// Tokens checked by this middleware's key must carry this `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Tokens checked by this middleware's key must carry this `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// API keys accepted in `apiKeyHeader`, for machine clients.
+    #[serde(default, rename = "apiKeys")]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// The request header carrying an API key.
+    #[serde(default = "default_api_key_header", rename = "apiKeyHeader")]
+    pub api_key_header: String,
+    /// Roles of which the caller needs at least one (from the token's `role` or `roles`, or the
+    /// API key's `roles`); others get 403. Routes can require roles too (`roles:`).
+    #[serde(default, rename = "requireRoles")]
+    pub require_roles: Vec<String>,
+}
+
+/// One accepted API key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who the key belongs to: the `sub` pipelines see.
+    pub name: String,
+    /// The key itself: write `${API_KEY}`, not the key. At least 16 bytes.
+    pub key: String,
+    /// Roles granted to callers with this key.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_auth_type() -> String {
     "Bearer".to_string()
 }
+
+fn default_api_key_header() -> String {
+    "X-API-Key".to_string()
+}
+
+/// API keys shorter than this are refused.
+const MIN_API_KEY_BYTES: usize = 16;
 
 pub struct AuthMiddlewareType;
 
@@ -54,7 +104,7 @@ impl Described for AuthMiddlewareType {
     const NAME: &'static str = "http.middleware.auth";
     const CATEGORY: Category = Category::Middleware;
     const PLUGIN: &'static str = crate::PLUGIN;
-    const DESCRIPTION: &'static str = "Rejects requests without a valid `Authorization` token (HS256 JWT or an authentication provider module) with 401.";
+    const DESCRIPTION: &'static str = "Rejects requests without a valid JWT (its own key or an `auth.*` module's) or API key with 401, and callers without a required role with 403.";
     type Config = AuthMiddlewareConfig;
 }
 
@@ -66,10 +116,13 @@ impl ModuleType for AuthMiddlewareType {
             .modules
             .iter()
             .any(|m| m.type_name.starts_with("auth."));
-        if config.secret_key.is_none() && !providers {
+        let own_key = config.secret_key.is_some()
+            || config.public_key.is_some()
+            || config.public_key_file.is_some();
+        if !own_key && !providers && config.api_keys.is_empty() {
             issues.push(
-                ConfigIssue::warning("", "no `secretKey` and no `auth.*` module: every request through this middleware will get 401")
-                    .help("set `secretKey: ${JWT_SECRET}`"),
+                ConfigIssue::warning("", "no `secretKey`, no `apiKeys` and no `auth.*` module: every request through this middleware will get 401")
+                    .help("set `secretKey: ${JWT_SECRET}`, or add an `auth.jwt` module"),
             );
         }
         if config.auth_type.is_empty() || config.auth_type.contains(char::is_whitespace) {
@@ -78,13 +131,57 @@ impl ModuleType for AuthMiddlewareType {
                 "`authType` must be one word, e.g. `Bearer`",
             ));
         }
-        if let Some(secret) = &config.secret_key {
-            if secret.is_empty() {
-                issues.push(ConfigIssue::new("/secretKey", "`secretKey` is empty"));
-            } else if secret.len() < 32 {
+        if config.algorithm.is_hmac() {
+            // The original ignored `secretKey`, so its examples carry short ones: a warning
+            // here (`auth.jwt`, which signs, refuses them).
+            if config.secret_key.is_some()
+                && let Some(mut issue) = check_secret("/secretKey", config.secret_key.as_deref())
+            {
+                if config.secret_key.as_deref() != Some("") {
+                    issue.warning = true;
+                    issue
+                        .message
+                        .push_str("; tokens signed with it can be forged");
+                }
+                issues.push(issue);
+            }
+            if config.public_key.is_some() || config.public_key_file.is_some() {
+                issues.push(ConfigIssue::new("/algorithm", "a public key checks RS256 or ES256 tokens; set `algorithm` to match the key").help("HS256 tokens are checked with `secretKey`"));
+            }
+        } else {
+            if config.secret_key.is_some() {
                 issues.push(
-                    ConfigIssue::warning("/secretKey", format!("`secretKey` is {} bytes; HS256 secrets shorter than 32 bytes can be guessed", secret.len()))
-                        .help("use 32 or more random bytes, from the environment: `secretKey: ${JWT_SECRET}`"),
+                    ConfigIssue::new(
+                        "/secretKey",
+                        format!(
+                            "`{:?}` tokens are checked with a public key, not `secretKey`",
+                            config.algorithm
+                        ),
+                    )
+                    .help("set `publicKey` or `publicKeyFile`"),
+                );
+            }
+            if config.public_key.is_none() && config.public_key_file.is_none() {
+                issues.push(ConfigIssue::new(
+                    "/algorithm",
+                    format!(
+                        "`{:?}` needs `publicKey` or `publicKeyFile`",
+                        config.algorithm
+                    ),
+                ));
+            }
+        }
+        if http::HeaderName::from_bytes(config.api_key_header.as_bytes()).is_err() {
+            issues.push(ConfigIssue::new(
+                "/apiKeyHeader",
+                "`apiKeyHeader` is not a valid header name",
+            ));
+        }
+        for (i, key) in config.api_keys.iter().enumerate() {
+            if key.key.len() < MIN_API_KEY_BYTES {
+                issues.push(
+                    ConfigIssue::new(format!("/apiKeys/{i}/key"), format!("API keys must be at least {MIN_API_KEY_BYTES} bytes"))
+                        .help("generate one with `openssl rand -hex 24` and pass it in from the environment"),
                 );
             }
         }
@@ -95,31 +192,89 @@ impl ModuleType for AuthMiddlewareType {
         config: AuthMiddlewareConfig,
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
-        let hs256 = config.secret_key.map(|secret| {
-            // Pinned to HS256: a token naming any other algorithm (or `none`) is refused.
-            let mut validation = Validation::new(Algorithm::HS256);
-            validation.validate_nbf = true;
-            (DecodingKey::from_secret(secret.as_bytes()), validation)
-        });
-        let middleware = Arc::new(AuthMiddleware {
-            scheme: config.auth_type,
-            hs256,
-            providers: OnceLock::new(),
-        });
+        let middleware = Arc::new(AuthMiddleware::new(config, ctx.base_dir)?);
         ctx.provide::<dyn HttpMiddleware>(middleware.clone());
         Ok(middleware)
     }
 }
 
+/// An API key, kept as its SHA-256 so that comparing does not leak the key through timing.
+struct ApiKey {
+    digest: [u8; 32],
+    claims: Value,
+}
+
 pub struct AuthMiddleware {
     scheme: String,
-    hs256: Option<(DecodingKey, Validation)>,
+    verifier: Option<JwtVerifier>,
+    api_key_header: http::HeaderName,
+    api_keys: Vec<ApiKey>,
+    required_roles: Vec<String>,
     /// Every authentication provider of the app, found when it starts.
     providers: OnceLock<Vec<Arc<dyn AuthProvider>>>,
 }
 
+/// Why a request is refused.
+enum Refusal {
+    Unauthenticated(String),
+    Forbidden(String),
+}
+
 impl AuthMiddleware {
-    fn authenticate(&self, req: &Request) -> Result<Value, &'static str> {
+    fn new(config: AuthMiddlewareConfig, base_dir: &Path) -> anyhow::Result<AuthMiddleware> {
+        let public_pem = read_pem(
+            config.public_key.as_deref(),
+            config.public_key_file.as_deref(),
+            base_dir,
+            "publicKey",
+        )?;
+        let verifier = if config.secret_key.is_some() || public_pem.is_some() {
+            Some(JwtVerifier::new(
+                config.algorithm,
+                config.secret_key.as_deref(),
+                public_pem.as_deref(),
+                config.issuer.as_deref(),
+                config.audience.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        let api_keys = config
+            .api_keys
+            .into_iter()
+            .map(|k| ApiKey {
+                digest: Sha256::digest(k.key.as_bytes()).into(),
+                claims: json!({"sub": k.name, "auth": "api_key", "roles": k.roles}),
+            })
+            .collect();
+        Ok(AuthMiddleware {
+            scheme: config.auth_type,
+            verifier,
+            api_key_header: http::HeaderName::from_bytes(config.api_key_header.as_bytes())?,
+            api_keys,
+            required_roles: config.require_roles,
+            providers: OnceLock::new(),
+        })
+    }
+
+    fn authenticate(&self, req: &Request) -> Result<Value, Refusal> {
+        let claims = self.credential(req).map_err(Refusal::Unauthenticated)?;
+        check_roles(&self.required_roles, &claims).map_err(Refusal::Forbidden)?;
+        Ok(claims)
+    }
+
+    fn credential(&self, req: &Request) -> Result<Value, String> {
+        if !self.api_keys.is_empty()
+            && let Some(key) = req.headers().get(&self.api_key_header)
+        {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            return self
+                .api_keys
+                .iter()
+                .find(|k| constant_time_eq(&k.digest, &digest))
+                .map(|k| k.claims.clone())
+                .ok_or_else(|| "Invalid credentials".to_string());
+        }
         let header = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -131,18 +286,92 @@ impl AuthMiddleware {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(&self.scheme))
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
-            .ok_or("scheme")?;
-        if let Some((key, validation)) = &self.hs256
-            && let Ok(data) = decode::<Value>(token, key, validation)
+            .ok_or_else(|| format!("{} authorization required", self.scheme))?;
+        let mut refusal = TokenError::Invalid;
+        let mut consider = |result: Result<Value, TokenError>| match result {
+            // A refresh token proves a sign-in, not a request: it only buys new tokens.
+            Ok(claims) if claims.get("type").and_then(Value::as_str) == Some("refresh") => None,
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                if e != TokenError::Invalid {
+                    refusal = e;
+                }
+                None
+            }
+        };
+        if let Some(verifier) = &self.verifier
+            && let Some(claims) = consider(verifier.verify(token))
         {
-            return Ok(data.claims);
+            return Ok(claims);
         }
-        self.providers
-            .get()
-            .into_iter()
-            .flatten()
-            .find_map(|p| p.authenticate(token))
-            .ok_or("Invalid credentials")
+        for provider in self.providers.get().into_iter().flatten() {
+            if let Some(claims) = consider(provider.authenticate(token)) {
+                return Ok(claims);
+            }
+        }
+        Err(refusal.message().to_string())
+    }
+}
+
+/// Compares two digests in time independent of where they differ.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Ok` when `required` is empty or the claims grant one of its roles; else the 403 message.
+pub fn check_roles(required: &[String], claims: &Value) -> Result<(), String> {
+    if required.is_empty() || roles_of(claims).any(|r| required.iter().any(|q| q == r)) {
+        return Ok(());
+    }
+    Err(match required {
+        [one] => format!("forbidden: requires role {one}"),
+        many => format!("forbidden: requires one of the roles {}", many.join(", ")),
+    })
+}
+
+/// Wraps a route's handler so that only callers with one of `roles` reach it. It sits inside
+/// the route's middlewares, so an authentication middleware has already run; a request without
+/// claims (no authentication middleware ran) is refused with 401.
+pub fn require_roles(roles: Vec<String>, inner: RouteService) -> RouteService {
+    if roles.is_empty() {
+        return inner;
+    }
+    let roles = Arc::new(roles);
+    route_fn(move |req: Request| {
+        let verdict = match req.extensions().get::<AuthClaims>() {
+            Some(claims) => check_roles(&roles, &claims.0).map_err(Refusal::Forbidden),
+            None => Err(Refusal::Unauthenticated(
+                "Authorization header required".to_string(),
+            )),
+        };
+        let inner = inner.clone();
+        async move {
+            match verdict {
+                Ok(()) => match inner.oneshot(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                Err(refusal) => refusal_response(refusal, None),
+            }
+        }
+    })
+}
+
+fn refusal_response(refusal: Refusal, scheme: Option<&str>) -> Response {
+    match refusal {
+        Refusal::Forbidden(message) => {
+            json_response(StatusCode::FORBIDDEN, &json!({"error": message}))
+        }
+        Refusal::Unauthenticated(message) => {
+            let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({"error": message}));
+            // RFC 9110: a 401 names the scheme the client should use.
+            if let Some(challenge) = scheme.and_then(|s| http::HeaderValue::from_str(s).ok()) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        }
     }
 }
 
@@ -168,8 +397,7 @@ impl HttpMiddleware for AuthMiddleware {
     fn layer(self: Arc<Self>, inner: RouteService) -> RouteService {
         route_fn(move |mut req: Request| {
             let verdict = self.authenticate(&req);
-            let scheme_message = format!("{} authorization required", self.scheme);
-            let scheme = self.scheme.clone();
+            let this = self.clone();
             let inner = inner.clone();
             async move {
                 match verdict {
@@ -180,21 +408,7 @@ impl HttpMiddleware for AuthMiddleware {
                             Err(never) => match never {},
                         }
                     }
-                    Err(message) => {
-                        let text = if message == "scheme" {
-                            scheme_message.as_str()
-                        } else {
-                            message
-                        };
-                        let mut response = text_response(StatusCode::UNAUTHORIZED, text);
-                        // RFC 9110: a 401 names the scheme the client should use.
-                        if let Ok(challenge) = http::HeaderValue::from_str(&scheme) {
-                            response
-                                .headers_mut()
-                                .insert(header::WWW_AUTHENTICATE, challenge);
-                        }
-                        response
-                    }
+                    Err(refusal) => refusal_response(refusal, Some(&this.scheme)),
                 }
             }
         })
@@ -206,29 +420,32 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http_body_util::BodyExt;
-    use jsonwebtoken::{EncodingKey, Header, encode};
-    use serde_json::json;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 
     const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
+    const API_KEY: &str = "k-0123456789abcdef0123";
 
-    fn middleware() -> Arc<AuthMiddleware> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_nbf = true;
-        let m = AuthMiddleware {
-            scheme: "Bearer".into(),
-            hs256: Some((DecodingKey::from_secret(SECRET.as_bytes()), validation)),
-            providers: OnceLock::new(),
-        };
+    fn config(extra: Value) -> AuthMiddlewareConfig {
+        let mut base = json!({"secretKey": SECRET});
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn middleware(extra: Value) -> Arc<AuthMiddleware> {
+        let m = AuthMiddleware::new(config(extra), Path::new(".")).unwrap();
         let _ = m.providers.set(Vec::new());
         Arc::new(m)
     }
 
-    fn token(secret: &str, algorithm: Algorithm, exp_offset: i64) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+    fn token(secret: &str, algorithm: Algorithm, exp_offset: i64, extra: Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = json!({"sub": "u1", "role": "editor", "exp": now + exp_offset});
+        claims
+            .as_object_mut()
             .unwrap()
-            .as_secs() as i64;
-        let claims = json!({"sub": "u1", "role": "admin", "exp": now + exp_offset});
+            .extend(extra.as_object().unwrap().clone());
         encode(
             &Header::new(algorithm),
             &claims,
@@ -237,15 +454,19 @@ mod tests {
         .unwrap()
     }
 
-    async fn call(auth: Option<String>) -> (StatusCode, String) {
+    fn valid() -> String {
+        format!("Bearer {}", token(SECRET, Algorithm::HS256, 60, json!({})))
+    }
+
+    async fn call(m: Arc<AuthMiddleware>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
         let inner = route_fn(|req: Request| async move {
             let claims = req.extensions().get::<AuthClaims>().cloned().unwrap();
-            http::Response::new(Body::from(claims.0["sub"].as_str().unwrap().to_string()))
+            json_response(StatusCode::OK, &claims.0)
         });
-        let service = middleware().layer(inner);
+        let service = m.layer(inner);
         let mut builder = http::Request::builder().uri("/x");
-        if let Some(auth) = auth {
-            builder = builder.header("authorization", auth);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let res = service
             .oneshot(builder.body(Body::empty()).unwrap())
@@ -253,51 +474,90 @@ mod tests {
             .unwrap();
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            String::from_utf8_lossy(&body).trim_end().to_string(),
-        )
+        (status, serde_json::from_slice(&body).unwrap())
     }
 
     #[tokio::test]
     async fn accepts_valid_tokens_and_exposes_claims() {
-        let (status, body) = call(Some(format!(
-            "Bearer {}",
-            token(SECRET, Algorithm::HS256, 60)
-        )))
-        .await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "u1"));
+        let (status, claims) = call(middleware(json!({})), &[("authorization", &valid())]).await;
+        assert_eq!(
+            (status, claims["sub"].as_str()),
+            (StatusCode::OK, Some("u1"))
+        );
     }
 
     #[tokio::test]
-    async fn rejections_use_the_original_texts() {
-        let unauthorized = |text: &str| (StatusCode::UNAUTHORIZED, text.to_string());
+    async fn refusals_are_json_with_the_original_texts() {
+        let refused = |text: &str| (StatusCode::UNAUTHORIZED, json!({"error": text}));
+        let m = || middleware(json!({}));
         assert_eq!(
-            call(None).await,
-            unauthorized("Authorization header required")
+            call(m(), &[]).await,
+            refused("Authorization header required")
         );
         assert_eq!(
-            call(Some("Basic abc".into())).await,
-            unauthorized("Bearer authorization required")
+            call(m(), &[("authorization", "Basic abc")]).await,
+            refused("Bearer authorization required")
         );
         assert_eq!(
-            call(Some("Bearer garbage".into())).await,
-            unauthorized("Invalid credentials")
+            call(m(), &[("authorization", "Bearer garbage")]).await,
+            refused("Invalid credentials")
         );
-        let expired = token(SECRET, Algorithm::HS256, -3600);
+        let expired = token(SECRET, Algorithm::HS256, -3600, json!({}));
         assert_eq!(
-            call(Some(format!("Bearer {expired}"))).await,
-            unauthorized("Invalid credentials")
+            call(m(), &[("authorization", &format!("Bearer {expired}"))]).await,
+            refused("token expired")
         );
-        let wrong_key = token("another-secret-that-is-32-bytes-long", Algorithm::HS256, 60);
-        assert_eq!(
-            call(Some(format!("Bearer {wrong_key}"))).await,
-            unauthorized("Invalid credentials")
+        let wrong_key = token(
+            "another-secret-that-is-32-bytes-long",
+            Algorithm::HS256,
+            60,
+            json!({}),
         );
-        let wrong_alg = token(SECRET, Algorithm::HS512, 60);
         assert_eq!(
-            call(Some(format!("Bearer {wrong_alg}"))).await,
-            unauthorized("Invalid credentials")
+            call(m(), &[("authorization", &format!("Bearer {wrong_key}"))]).await,
+            refused("Invalid credentials")
+        );
+        let wrong_alg = token(SECRET, Algorithm::HS512, 60, json!({}));
+        assert_eq!(
+            call(m(), &[("authorization", &format!("Bearer {wrong_alg}"))]).await,
+            refused("Invalid credentials")
+        );
+        let refresh = token(SECRET, Algorithm::HS256, 60, json!({"type": "refresh"}));
+        assert_eq!(
+            call(m(), &[("authorization", &format!("Bearer {refresh}"))]).await,
+            refused("Invalid credentials")
+        );
+    }
+
+    #[tokio::test]
+    async fn required_roles_are_enforced_with_403() {
+        let m = || middleware(json!({"requireRoles": ["admin"]}));
+        let (status, body) = call(m(), &[("authorization", &valid())]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"], "forbidden: requires role admin");
+        let admin = token(SECRET, Algorithm::HS256, 60, json!({"roles": ["admin"]}));
+        let (status, _) = call(m(), &[("authorization", &format!("Bearer {admin}"))]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn api_keys_authenticate_machine_clients() {
+        let m = || {
+            middleware(json!({"apiKeys": [{"name": "ci", "key": API_KEY, "roles": ["deployer"]}]}))
+        };
+        let (status, claims) = call(m(), &[("x-api-key", API_KEY)]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            claims,
+            json!({"sub": "ci", "auth": "api_key", "roles": ["deployer"]})
+        );
+        let (status, body) = call(m(), &[("x-api-key", "k-0123456789abcdef0124")]).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "Invalid credentials"})
+            )
         );
     }
 }

@@ -45,6 +45,13 @@ pub struct HttpTriggerRoute {
     #[serde(default = "default_max_body", rename = "maxBodyBytes")]
     #[schemars(range(min = 0))]
     pub max_body_bytes: usize,
+    /// Middleware modules, outermost first (as for `http` workflow routes).
+    #[serde(default)]
+    pub middlewares: Vec<String>,
+    /// Roles of which the caller needs at least one; needs an `http.middleware.auth` among
+    /// `middlewares`.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_method() -> String {
@@ -72,7 +79,14 @@ impl TriggerType for HttpTriggerType {
             .into_iter()
             .collect();
         for (i, route) in config.routes.iter().enumerate() {
-            issues.extend(route.target.check(ctx, &format!("/routes/{i}")));
+            let pointer = format!("/routes/{i}");
+            issues.extend(route.target.check(ctx, &pointer));
+            issues.extend(crate::workflow::check_guard(
+                ctx,
+                &route.middlewares,
+                &route.roles,
+                &pointer,
+            ));
         }
         issues
     }
@@ -125,6 +139,13 @@ impl TriggerType for HttpTriggerType {
                 Dispatch::Pipeline(pipeline) => pipeline_service(pipeline, options),
                 action => action_service(action, options),
             };
+            let service = crate::workflow::guard(
+                ctx,
+                service,
+                &route.middlewares,
+                route.roles,
+                &format!("/routes/{i}"),
+            );
             match router.add_route(method, &route.path, service) {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: None,
@@ -132,7 +153,7 @@ impl TriggerType for HttpTriggerType {
                     method: route.method,
                     path,
                     handler,
-                    middlewares: Vec::new(),
+                    middlewares: route.middlewares,
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),
             }

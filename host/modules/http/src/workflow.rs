@@ -19,7 +19,7 @@ use wf_engine::{
     Category, CheckContext, ConfigIssue, Described, RouteInfo, WireContext, WorkflowType,
 };
 
-use crate::{HttpHandler, HttpMiddleware, HttpServer, Router};
+use crate::{HttpHandler, HttpMiddleware, HttpServer, RouteService, Router};
 
 /// Configuration of an `http` workflow.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -52,6 +52,10 @@ pub struct RouteConfig {
     /// Middleware modules, outermost first: a request passes through them in this order.
     #[serde(default)]
     pub middlewares: Vec<String>,
+    /// Roles of which the caller needs at least one (403 otherwise); the route needs an
+    /// `http.middleware.auth` among its `middlewares` to know the caller.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// A pipeline run for each request to this route (`steps`, `on_error`, `timeout`, ...).
     #[serde(default)]
     pub pipeline: Option<PipelineEntry>,
@@ -232,13 +236,12 @@ impl WorkflowType for HttpWorkflow {
                     "give the route `steps` or a `pipeline`, not both",
                 ));
             }
-            for (j, middleware) in route.middlewares.iter().enumerate() {
-                issues.extend(ctx.require_module(
-                    &format!("/routes/{i}/middlewares/{j}"),
-                    middleware,
-                    "middleware",
-                ));
-            }
+            issues.extend(check_guard(
+                ctx,
+                &route.middlewares,
+                &route.roles,
+                &format!("/routes/{i}"),
+            ));
         }
         issues
     }
@@ -297,21 +300,13 @@ impl WorkflowType for HttpWorkflow {
                 }
             };
             let (endpoint, handler_label) = endpoint;
-            let mut middlewares: Vec<Arc<dyn HttpMiddleware>> = Vec::new();
-            for (j, name) in route.middlewares.iter().enumerate() {
-                match ctx.service::<dyn HttpMiddleware>(name) {
-                    Ok(m) => middlewares.push(m),
-                    Err(e) => ctx.issue(ConfigIssue::new(
-                        format!("/routes/{i}/middlewares/{j}"),
-                        e.to_string(),
-                    )),
-                }
-            }
-            // The first listed middleware must see the request first, so it is applied last.
-            let service = middlewares
-                .into_iter()
-                .rev()
-                .fold(endpoint, |inner, middleware| middleware.layer(inner));
+            let service = guard(
+                ctx,
+                endpoint,
+                &route.middlewares,
+                route.roles,
+                &format!("/routes/{i}"),
+            );
             let Ok(method) = Method::from_str(&route.method) else {
                 continue;
             };
@@ -329,4 +324,60 @@ impl WorkflowType for HttpWorkflow {
         }
         Ok(())
     }
+}
+
+/// Checks a route's `middlewares` and `roles`: each middleware exists, and roles come with an
+/// authentication middleware that can tell who the caller is.
+pub(crate) fn check_guard(
+    ctx: &CheckContext<'_>,
+    middlewares: &[String],
+    roles: &[String],
+    route_pointer: &str,
+) -> Vec<ConfigIssue> {
+    let mut issues: Vec<ConfigIssue> = middlewares
+        .iter()
+        .enumerate()
+        .filter_map(|(j, m)| {
+            ctx.require_module(&format!("{route_pointer}/middlewares/{j}"), m, "middleware")
+        })
+        .collect();
+    let authenticated = middlewares
+        .iter()
+        .any(|m| ctx.module_type(m) == Some(crate::middleware_auth::AuthMiddlewareType::NAME));
+    if !roles.is_empty() && !authenticated {
+        issues.push(
+            ConfigIssue::new(
+                format!("{route_pointer}/roles"),
+                "`roles` needs an authentication middleware on the route to know the caller",
+            )
+            .help("add an `http.middleware.auth` module to the route's `middlewares`"),
+        );
+    }
+    issues
+}
+
+/// Puts a route's endpoint behind its role requirement and its middlewares; the first listed
+/// middleware sees the request first.
+pub(crate) fn guard(
+    ctx: &mut WireContext<'_>,
+    endpoint: RouteService,
+    middlewares: &[String],
+    roles: Vec<String>,
+    route_pointer: &str,
+) -> RouteService {
+    let mut layers: Vec<Arc<dyn HttpMiddleware>> = Vec::new();
+    for (j, name) in middlewares.iter().enumerate() {
+        match ctx.service::<dyn HttpMiddleware>(name) {
+            Ok(m) => layers.push(m),
+            Err(e) => ctx.issue(ConfigIssue::new(
+                format!("{route_pointer}/middlewares/{j}"),
+                e.to_string(),
+            )),
+        }
+    }
+    let endpoint = crate::middleware_auth::require_roles(roles, endpoint);
+    layers
+        .into_iter()
+        .rev()
+        .fold(endpoint, |inner, middleware| middleware.layer(inner))
 }

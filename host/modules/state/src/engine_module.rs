@@ -11,7 +11,7 @@ use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, StartContext,
     async_trait,
 };
-use wf_storage::{DATABASE_TYPES, Database};
+use wf_storage::{chosen_database, database_of};
 
 use crate::engine::StateMachineEngine;
 
@@ -32,18 +32,6 @@ pub struct EngineConfig {
 
 fn default_max_instances() -> usize {
     1000
-}
-
-/// The database an engine uses: the named one, the app's only one, or none.
-pub(crate) fn database_of(
-    configured: Option<&str>,
-    ctx: &CheckContext<'_>,
-) -> Result<Option<String>, ConfigIssue> {
-    if configured.is_none() && ctx.modules_of_type(DATABASE_TYPES).is_empty() {
-        return Ok(None);
-    }
-    ctx.choose(configured, "database", "database", DATABASE_TYPES)
-        .map(Some)
 }
 
 pub struct EngineType;
@@ -73,10 +61,7 @@ impl ModuleType for EngineType {
     }
 
     fn build(config: EngineConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
-        let database = match &config.database {
-            Some(name) => Some((*ctx.service::<Database>(name)?).clone()),
-            None => ctx.all::<Database>().first().map(|(_, db)| (**db).clone()),
-        };
+        let database = chosen_database(config.database.as_deref(), ctx)?;
         let engine = Arc::new(StateMachineEngine::new(
             ctx.name,
             database,

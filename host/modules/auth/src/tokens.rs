@@ -1,0 +1,179 @@
+//! Access and refresh tokens of one `auth.jwt` module: signing, checking, and the revoked
+//! sessions whose tokens are refused until they would have expired anyway.
+//!
+//! Access tokens carry the session id (`sid`), so signing out or removing a user ends the
+//! session's access tokens too, not just its refresh tokens. This host learns of revocations
+//! at once; other hosts sharing the database within [`REVOCATION_POLL`].
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use wf_http::jwt::{JwtSigner, JwtVerifier, TokenError};
+use wf_http::middleware_auth::AuthProvider;
+
+use crate::store::{StoreError, User, UserStore};
+
+/// How often the revoked sessions are re-read from the database (other hosts' sign-outs).
+pub const REVOCATION_POLL: Duration = Duration::from_secs(15);
+
+/// What tokens say and how long they last.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+/// User metadata copied into access tokens (as the original did), for middlewares and
+/// pipelines that need them without a lookup.
+const CLAIMED_METADATA: &[&str] = &["role", "roles", "affiliateId", "programIds"];
+
+pub struct TokenService {
+    signer: JwtSigner,
+    verifier: JwtVerifier,
+    settings: TokenSettings,
+    /// Revoked session ids, each with the time after which none of its tokens can be valid.
+    revoked: RwLock<HashMap<String, i64>>,
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl TokenService {
+    pub fn new(signer: JwtSigner, verifier: JwtVerifier, settings: TokenSettings) -> TokenService {
+        TokenService {
+            signer,
+            verifier,
+            settings,
+            revoked: RwLock::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    fn base_claims(&self, user: &User, session: &str, ttl: Duration) -> Map<String, Value> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), json!(user.id));
+        claims.insert("email".into(), json!(user.email));
+        claims.insert("iss".into(), json!(self.settings.issuer));
+        if let Some(audience) = &self.settings.audience {
+            claims.insert("aud".into(), json!(audience));
+        }
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + ttl.as_secs() as i64));
+        claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+        claims.insert("sid".into(), json!(session));
+        claims
+    }
+
+    /// Signs a probe and checks it: fails when the private and public keys are not a pair.
+    pub fn self_check(&self) -> anyhow::Result<()> {
+        let mut claims = Map::new();
+        claims.insert("iss".into(), json!(self.settings.issuer));
+        if let Some(audience) = &self.settings.audience {
+            claims.insert("aud".into(), json!(audience));
+        }
+        claims.insert("exp".into(), json!(unix_now() + 60));
+        let token = self.signer.sign(&Value::Object(claims))?;
+        self.verifier.verify(&token).map(|_| ()).map_err(|e| {
+            anyhow::anyhow!(
+                "a token signed with the private key is refused by the public key ({e:?})"
+            )
+        })
+    }
+
+    /// An access token for `user` in `session`.
+    pub fn access_token(&self, user: &User, session: &str) -> anyhow::Result<String> {
+        let mut claims = self.base_claims(user, session, self.settings.access_ttl);
+        claims.insert("name".into(), json!(user.name));
+        for key in CLAIMED_METADATA {
+            if let Some(value) = user.metadata.get(*key).filter(|v| !v.is_null()) {
+                claims.insert((*key).into(), value.clone());
+            }
+        }
+        self.signer.sign(&Value::Object(claims))
+    }
+
+    /// A refresh token for `user` in `session`: its `jti` and the token.
+    pub fn refresh_token(&self, user: &User, session: &str) -> anyhow::Result<(String, String)> {
+        let mut claims = self.base_claims(user, session, self.settings.refresh_ttl);
+        claims.insert("type".into(), json!("refresh"));
+        let jti = claims["jti"].as_str().unwrap_or_default().to_string();
+        Ok((jti, self.signer.sign(&Value::Object(claims))?))
+    }
+
+    /// When a refresh token issued now expires (unix seconds).
+    pub fn refresh_expiry(&self) -> i64 {
+        unix_now() + self.settings.refresh_ttl.as_secs() as i64
+    }
+
+    /// The claims of a valid access token of a live session.
+    pub fn verify_access(&self, token: &str) -> Result<Value, TokenError> {
+        let claims = self.verifier.verify(token)?;
+        if claims.get("type").and_then(Value::as_str) == Some("refresh") {
+            return Err(TokenError::Invalid);
+        }
+        self.check_session(&claims)?;
+        Ok(claims)
+    }
+
+    /// The claims of a valid refresh token of a live session.
+    pub fn verify_refresh(&self, token: &str) -> Result<Value, TokenError> {
+        let claims = self.verifier.verify(token)?;
+        if claims.get("type").and_then(Value::as_str) != Some("refresh") {
+            return Err(TokenError::Invalid);
+        }
+        self.check_session(&claims)?;
+        Ok(claims)
+    }
+
+    fn check_session(&self, claims: &Value) -> Result<(), TokenError> {
+        let Some(session) = claims.get("sid").and_then(Value::as_str) else {
+            // Every token this module issues names its session.
+            return Err(TokenError::Invalid);
+        };
+        let revoked = self
+            .revoked
+            .read()
+            .map(|r| r.contains_key(session))
+            .unwrap_or(true);
+        if revoked {
+            Err(TokenError::Revoked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses the session's tokens from now on. `expires_at` is when its last refresh token
+    /// expires; access tokens can outlive that by one access lifetime.
+    pub fn mark_revoked(&self, session: &str, expires_at: i64) {
+        let until = expires_at.max(unix_now()) + self.settings.access_ttl.as_secs() as i64;
+        if let Ok(mut revoked) = self.revoked.write() {
+            let now = unix_now();
+            revoked.retain(|_, until| *until > now);
+            revoked.insert(session.to_string(), until);
+        }
+    }
+
+    /// Reads the sessions revoked since `since` (unix seconds; `0` for all) into memory.
+    pub async fn load_revocations(&self, store: &UserStore, since: i64) -> Result<(), StoreError> {
+        let alive_at = unix_now() - self.settings.access_ttl.as_secs() as i64;
+        for (session, expires_at) in store.revoked_sessions(since, alive_at).await? {
+            self.mark_revoked(&session, expires_at);
+        }
+        Ok(())
+    }
+}
+
+impl AuthProvider for TokenService {
+    fn authenticate(&self, token: &str) -> Result<Value, TokenError> {
+        self.verify_access(token)
+    }
+}
