@@ -44,6 +44,12 @@ const KNOWN_DEFECTS: &[(&str, &str)] = &[
         "test-route-pipeline.yaml",
         "database `main-db` is not a module of this application",
     ),
+    // Its `processing.step` runs component `event-pattern-matcher`, which nothing loads (the
+    // original's Init failed on the missing component too).
+    (
+        "event-driven-workflow.yaml",
+        "there is no component registry in this application",
+    ),
 ];
 
 #[test]

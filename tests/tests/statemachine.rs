@@ -373,3 +373,120 @@ async fn resources_follow_their_state_machine_and_survive_a_restart_on_both_back
         app.stop(Duration::from_secs(5)).await;
     }
 }
+
+const PROCESSING_APP: &str = r#"
+modules:
+  - {name: web, type: http.server, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: http.router}
+  - {name: orders-engine, type: statemachine.engine}
+  - name: orders-api
+    type: api.handler
+    config: {resourceName: orders, workflowType: order}
+  - name: charge
+    type: processing.step
+    config:
+      pipeline: charge-card
+      successTransition: charged
+      compensateTransition: decline
+      maxRetries: 2
+      retryBackoffMs: 10
+  - {name: metrics, type: metrics.collector}
+pipelines:
+  charge-card:
+    steps:
+      - {name: check, type: step.validate, config: {required_fields: [card]}}
+      - {name: receipt, type: step.set, config: {values: {receipt: "r-{{ workflowId }}"}}}
+workflows:
+  http:
+    routes:
+      - {method: POST, path: /api/orders, handler: orders-api}
+      - {method: POST, path: "/api/orders/{id}/transition", handler: orders-api}
+  statemachine:
+    engine: orders-engine
+    definitions:
+      - name: order
+        initialState: new
+        states:
+          new: {}
+          charging: {}
+          paid: {isFinal: true}
+          declined: {isFinal: true, isError: true}
+        transitions:
+          pay: {fromState: new, toState: charging}
+          charged: {fromState: charging, toState: paid}
+          decline: {fromState: charging, toState: declined}
+    hooks:
+      - {transitions: [pay], handler: charge}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_step_moves_the_instance_on_or_compensates_after_its_retries() {
+    let app = start_yaml(PROCESSING_APP).await;
+    let base = format!("http://{}", server_addr(&app, "web"));
+    let http = client();
+    for (id, body) in [
+        ("o-card", json!({"id": "o-card", "card": "4242"})),
+        ("o-none", json!({"id": "o-none"})),
+    ] {
+        let created = http
+            .post(format!("{base}/api/orders"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{id}");
+    }
+
+    // The work succeeds: the follow-up fires before the caller is answered.
+    let (status, body) = transition(&http, &base, "o-card", "pay", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "paid", "{body}");
+    let engine = app
+        .state()
+        .services()
+        .unwrap()
+        .get::<StateMachineEngine>("orders-engine")
+        .unwrap();
+    let paid = engine.get("o-card").await.unwrap().unwrap();
+    assert_eq!(paid.data["receipt"], "r-o-card", "{:?}", paid.data);
+    assert!(
+        !paid.data.contains_key("transitionId"),
+        "coordinates stay out"
+    );
+
+    // The work fails three times (two retries): the compensation fires with the error.
+    let (status, body) = transition(&http, &base, "o-none", "pay", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "declined", "{body}");
+    let declined = engine.get("o-none").await.unwrap().unwrap();
+    let error = declined.data["error"].as_str().unwrap();
+    assert!(error.contains("card"), "{error}");
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"workflow_module_operations_total{module="charge",operation="process",status="success"} 1"#,
+        r#"workflow_module_operations_total{module="charge",operation="process",status="error"} 1"#,
+        r#"workflow_workflow_executions_total{action="run",status="failed",workflow_type="charge-card"} 3"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
+    app.stop(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn a_processing_step_needs_an_executor() {
+    let text = wf_tests::invalid_yaml(
+        "modules:\n  - name: p\n    type: processing.step\n    config: {successTransition: done}\n",
+    );
+    assert!(text.contains("needs an executor"), "{text}");
+}

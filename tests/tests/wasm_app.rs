@@ -947,3 +947,49 @@ async fn a_trigger_component_schedule_starts_runs() {
     );
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_step_runs_a_component_and_moves_the_instance_on() {
+    let dir = TempDir::new("processing");
+    std::fs::write(dir.0.join("hello.wasm"), plugin("hello")).unwrap();
+    let yaml = r#"
+modules:
+  - {name: wasm, type: wasm.components, config: {data_dir: data}}
+  - name: greeter
+    type: dynamic.component
+    config: {source: hello.wasm, componentId: hello, config: {greeting: howdy}}
+  - {name: engine, type: statemachine.engine}
+  - name: greet
+    type: processing.step
+    config: {componentId: hello, successTransition: greeted, maxRetries: 0}
+workflows:
+  statemachine:
+    engine: engine
+    definitions:
+      - name: visit
+        initialState: arrived
+        states: {arrived: {}, greeting: {}, greeted: {isFinal: true}}
+        transitions:
+          welcome: {fromState: arrived, toState: greeting}
+          greeted: {fromState: greeting, toState: greeted}
+    hooks:
+      - {transitions: [welcome], handler: greet}
+"#;
+    let running = start(&dir.0, yaml).await;
+    let engine = running
+        .state()
+        .services()
+        .unwrap()
+        .get::<wf_state::StateMachineEngine>("engine")
+        .unwrap();
+    let mut data = serde_json::Map::new();
+    data.insert("name".into(), json!("ada"));
+    engine.create("visit", Some("v-1"), data).await.unwrap();
+    let visit = engine
+        .trigger("v-1", "welcome", serde_json::Map::new())
+        .await
+        .unwrap();
+    assert_eq!(visit.current_state, "greeted");
+    assert_eq!(visit.data["message"], "howdy, ada");
+    running.stop(Duration::from_secs(5)).await;
+}

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -36,6 +37,14 @@ pub trait RunEventSink: Send + Sync {
     fn emit(&self, topic: &'static str, event: Map<String, Value>);
 }
 
+/// Told of every finished run and step with its timing, quiet runs included — for metrics.
+/// Called on the run's task: implementations must be quick and never block.
+pub trait RunObserver: Send + Sync {
+    fn run_started(&self, _pipeline: &str) {}
+    fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration);
+    fn step_finished(&self, pipeline: &str, step_type: &str, ok: bool, elapsed: Duration);
+}
+
 /// Marks a run that must not produce lifecycle events: runs started *by* a lifecycle event,
 /// which would otherwise feed themselves forever. Triggers put it in the run's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +59,9 @@ pub struct RunEvents {
     /// Whether any sink is installed: runs of apps without one pay a single atomic load per
     /// event instead of a lock.
     any: AtomicBool,
+    observers: RwLock<Vec<Arc<dyn RunObserver>>>,
+    /// Whether any observer is installed (the same fast path as `any`).
+    observed: AtomicBool,
 }
 
 impl std::fmt::Debug for RunEvents {
@@ -70,12 +82,39 @@ impl RunEvents {
         }
     }
 
-    /// Removes every sink (at app stop: sinks hold brokers, which hold the handlers that hold
-    /// pipelines, which hold this — clearing it breaks the cycle).
+    /// Removes every sink and observer (at app stop: sinks hold brokers, which hold the
+    /// handlers that hold pipelines, which hold this — clearing it breaks the cycle).
     pub fn clear(&self) {
         if let Ok(mut sinks) = self.sinks.write() {
             sinks.clear();
             self.any.store(false, Ordering::Release);
+        }
+        if let Ok(mut observers) = self.observers.write() {
+            observers.clear();
+            self.observed.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn add_observer(&self, observer: Arc<dyn RunObserver>) {
+        if let Ok(mut observers) = self.observers.write() {
+            observers.push(observer);
+            self.observed.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn is_observed(&self) -> bool {
+        self.observed.load(Ordering::Acquire)
+    }
+
+    /// Calls `tell` with each observer.
+    pub fn observe(&self, tell: impl Fn(&dyn RunObserver)) {
+        if !self.is_observed() {
+            return;
+        }
+        if let Ok(observers) = self.observers.read() {
+            for observer in observers.iter() {
+                tell(observer.as_ref());
+            }
         }
     }
 

@@ -313,12 +313,16 @@ impl Pipeline {
                 ctx.meta.entry(key.clone()).or_insert_with(|| value.clone());
             }
         }
+        self.events.observe(|o| o.run_started(&self.name));
         let events = (!quiet).then_some(&*self.events);
         if let Some(events) = events {
             events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));
         }
         let result = self.execute(&mut ctx, started, events).await;
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        self.events
+            .observe(|o| o.run_finished(&self.name, result.is_ok(), elapsed));
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         match result {
             Ok(()) => {
                 ctx.meta.insert("completed_at".into(), json!(rfc3339_now()));
@@ -500,19 +504,30 @@ impl Pipeline {
         deadline: Option<Instant>,
         events: Option<&RunEvents>,
     ) -> Result<StepOutput, StepError> {
-        let Some(events) = events else {
+        let observed = self.events.is_observed();
+        if events.is_none() && !observed {
             return self.run_step(step, ctx, deadline).await;
-        };
+        }
         let step_event = || {
             let mut event = self.event_base(ctx);
             event.insert("step".into(), json!(step.name));
             event.insert("step_type".into(), json!(step.type_name));
             event
         };
-        events.emit_with(events::STEP_STARTED, step_event);
+        if let Some(events) = events {
+            events.emit_with(events::STEP_STARTED, step_event);
+        }
         let started = Instant::now();
         let result = self.run_step(step, ctx, deadline).await;
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        if observed {
+            self.events
+                .observe(|o| o.step_finished(&self.name, &step.type_name, result.is_ok(), elapsed));
+        }
+        let Some(events) = events else {
+            return result;
+        };
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         match &result {
             Ok(output) => events.emit_with(events::STEP_COMPLETED, || {
                 let mut event = step_event();

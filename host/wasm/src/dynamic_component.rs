@@ -13,7 +13,7 @@ use wf_engine::{
 };
 
 use crate::registry::{ComponentRegistry, Expect, Grant, Origin};
-use crate::step_wasm::{REGISTRY_TYPES, registry_for};
+use crate::step_wasm::registry_for;
 
 /// Configuration of `dynamic.component`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -53,13 +53,7 @@ fn choose_registry(
     config: &DynamicComponentConfig,
     ctx: &CheckContext<'_>,
 ) -> Result<String, ConfigIssue> {
-    ctx.choose(
-        config.components.as_deref(),
-        "components",
-        "component registry",
-        REGISTRY_TYPES,
-    )
-    .map_err(|issue| issue.help("add a module `- name: wasm\n    type: wasm.components`"))
+    crate::step_wasm::choose_registry(config.components.as_deref(), ctx)
 }
 
 impl ModuleType for DynamicComponentType {

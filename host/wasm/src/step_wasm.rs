@@ -55,15 +55,8 @@ impl Described for WasmStepType {
 
 impl StepType for WasmStepType {
     fn check(config: &WasmStepConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues: Vec<ConfigIssue> = ctx
-            .choose(
-                config.components.as_deref(),
-                "components",
-                "component registry",
-                REGISTRY_TYPES,
-            )
+        let mut issues: Vec<ConfigIssue> = choose_registry(config.components.as_deref(), ctx)
             .err()
-            .map(|issue| issue.help("add a module `- name: wasm\n    type: wasm.components`"))
             .into_iter()
             .collect();
         if let Err(message) = crate::component::check_name(&config.component) {
@@ -87,6 +80,22 @@ impl StepType for WasmStepType {
 }
 
 /// The app's component registry: the named one, or the only one.
+/// The `wasm.components` module a component user loads from: the named one, or the app's only
+/// one (validation).
+pub fn choose_registry(
+    configured: Option<&str>,
+    ctx: &CheckContext<'_>,
+) -> Result<String, ConfigIssue> {
+    ctx.choose(
+        configured,
+        "components",
+        "component registry",
+        REGISTRY_TYPES,
+    )
+    .map_err(|issue| issue.help("add a module `- name: wasm\n    type: wasm.components`"))
+}
+
+/// At build time: the registry [`choose_registry`] chose.
 pub fn registry_for(
     name: Option<&str>,
     ctx: &BuildContext<'_>,

@@ -20,6 +20,7 @@ pub mod exchange;
 pub mod handler;
 pub mod health;
 pub mod jwt;
+pub mod metrics;
 pub mod middleware_auth;
 pub mod router;
 pub mod schemas;
@@ -28,7 +29,7 @@ pub mod trigger;
 pub mod workflow;
 
 pub use exchange::HttpExchange;
-pub use router::{PathParams, Router};
+pub use router::{PathParams, RequestObserver, Router};
 pub use server::HttpServer;
 
 pub type Request = http::Request<Body>;
@@ -80,6 +81,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<router::HttpRouterType>()?
         .register_module::<handler::HttpHandlerType>()?
         .register_module::<health::HealthCheckerType>()?
+        .register_module::<metrics::MetricsCollectorType>()?
         .register_module::<schemas::ModuleSchemasType>()?
         .register_module::<middleware_auth::AuthMiddlewareType>()?
         .register_module::<api_query::ApiQueryType>()?

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -120,6 +121,16 @@ pub struct Router {
     /// serving path only ever reads an immutable table.
     routes: Mutex<Vec<(Method, String, RouteService)>>,
     table: ArcSwap<Table>,
+    /// Told of each answered request (metrics); empty unless a collector is installed.
+    observers: ArcSwap<Vec<Arc<dyn RequestObserver>>>,
+}
+
+/// Told of every request a router answers, for metrics. Called on the request's task, so it
+/// must be quick and never block.
+pub trait RequestObserver: Send + Sync {
+    /// `route` is the matched pattern (`/users/{id}`), or `""` when no route matched — never
+    /// the raw path, whose values would make one series per URL.
+    fn request_finished(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration);
 }
 
 impl Router {
@@ -129,6 +140,7 @@ impl Router {
             prefix: String::new(),
             routes: Mutex::default(),
             table: ArcSwap::from_pointee(Table::default()),
+            observers: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -174,8 +186,33 @@ impl Router {
             .unwrap_or_default()
     }
 
+    pub fn add_observer(&self, observer: Arc<dyn RequestObserver>) {
+        self.observers.rcu(|current| {
+            let mut next = Vec::clone(current);
+            next.push(observer.clone());
+            next
+        });
+    }
+
     /// Routes one request.
-    pub async fn dispatch(&self, mut req: Request) -> Response {
+    pub async fn dispatch(&self, req: Request) -> Response {
+        let observers = self.observers.load();
+        if observers.is_empty() {
+            return self.route(req).await.0;
+        }
+        let started = Instant::now();
+        let method = req.method().clone();
+        let (response, pattern) = self.route(req).await;
+        let elapsed = started.elapsed();
+        let route = pattern.as_deref().unwrap_or_default();
+        for observer in observers.iter() {
+            observer.request_finished(&method, route, response.status(), elapsed);
+        }
+        response
+    }
+
+    /// Routes one request; the matched pattern comes back with the response.
+    async fn route(&self, mut req: Request) -> (Response, Option<Arc<str>>) {
         let table = self.table.load_full();
         let (index, params) = match table.matcher.at(req.uri().path()) {
             Ok(matched) => {
@@ -189,7 +226,12 @@ impl Router {
                 );
                 (*matched.value, params)
             }
-            Err(_) => return text_response(StatusCode::NOT_FOUND, "404 page not found"),
+            Err(_) => {
+                return (
+                    text_response(StatusCode::NOT_FOUND, "404 page not found"),
+                    None,
+                );
+            }
         };
         let (_, methods) = &table.paths[index];
         let route = methods.get(req.method().as_str()).or_else(|| {
@@ -198,14 +240,14 @@ impl Router {
                 .flatten()
         });
         let Some(&route) = route else {
-            return method_not_allowed(methods);
+            return (method_not_allowed(methods), None);
         };
         let route = &table.routes[route];
         req.extensions_mut().insert(params);
         req.extensions_mut()
             .insert(MatchedRoute(route.pattern.clone()));
         match route.service.clone().oneshot(req).await {
-            Ok(response) => response,
+            Ok(response) => (response, Some(route.pattern.clone())),
             Err(never) => match never {},
         }
     }

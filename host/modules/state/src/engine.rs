@@ -105,6 +105,28 @@ pub enum HookAction {
     Handler(Arc<dyn MessageHandler>),
     /// A pipeline run with the same data.
     Pipeline(Arc<Pipeline>),
+    /// A module doing the transition's work and naming the transition that follows.
+    Processor(Arc<dyn TransitionProcessor>),
+}
+
+/// A transition to fire on the same instance right after the current one commits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FollowUp {
+    pub transition: String,
+    /// Merged into the instance's data.
+    pub data: Map<String, Value>,
+}
+
+/// A hook that does a transition's work (`processing.step`): it runs before the transition
+/// commits (an error vetoes it), and the follow-up it returns fires as soon as the transition
+/// has committed, under the same instance lock, before any auto-transition.
+#[async_trait]
+pub trait TransitionProcessor: Send + Sync {
+    async fn process(&self, event: &Map<String, Value>) -> Result<Option<FollowUp>, String>;
+}
+
+impl wf_engine::ServiceKind for dyn TransitionProcessor {
+    const LABEL: &'static str = "a transition processor";
 }
 
 /// A hook and the transitions it applies to (empty filters match everything).
@@ -486,7 +508,7 @@ impl StateMachineEngine {
         self.notify(&instance);
         let lock = self.local_lock(&id);
         let guard = lock.lock().await;
-        let result = self.run_auto_transitions(instance).await;
+        let result = self.run_follow_ups(instance, None).await;
         drop(guard);
         drop(lock);
         self.release_local_lock(&id);
@@ -505,7 +527,7 @@ impl StateMachineEngine {
         let lock = self.local_lock(id);
         let guard = lock.lock().await;
         let result = match self.fire(id, transition, data).await {
-            Ok(instance) => Ok(self.run_auto_transitions(instance).await),
+            Ok((instance, follow_up)) => Ok(self.run_follow_ups(instance, follow_up).await),
             Err(e) => Err(e),
         };
         drop(guard);
@@ -514,13 +536,26 @@ impl StateMachineEngine {
         result
     }
 
-    async fn run_auto_transitions(&self, mut instance: Instance) -> Instance {
+    /// Fires the follow-up a processor asked for, then auto-transitions, as long as each
+    /// step leads to another (at most [`MAX_AUTO_TRANSITIONS`] in a row).
+    async fn run_follow_ups(
+        &self,
+        mut instance: Instance,
+        mut pending: Option<FollowUp>,
+    ) -> Instance {
         for _ in 0..MAX_AUTO_TRANSITIONS {
-            let Some(next) = self.auto_transition(&instance) else {
-                return instance;
+            let (next, data) = match pending.take() {
+                Some(follow_up) => (follow_up.transition, follow_up.data),
+                None => match self.auto_transition(&instance) {
+                    Some(next) => (next, Map::new()),
+                    None => return instance,
+                },
             };
-            match self.fire(&instance.id, &next, Map::new()).await {
-                Ok(moved) => instance = moved,
+            match self.fire(&instance.id, &next, data).await {
+                Ok((moved, follow_up)) => {
+                    instance = moved;
+                    pending = follow_up;
+                }
                 Err(e) => {
                     tracing::warn!(engine = %self.name, instance = %instance.id, transition = %next, error = %e, "auto-transition did not fire");
                     return instance;
@@ -548,13 +583,13 @@ impl StateMachineEngine {
             .map(|(name, _)| name.clone())
     }
 
-    /// One transition, under the instance's lock.
+    /// One transition, under the instance's lock; with the follow-up a processor asked for.
     async fn fire(
         &self,
         id: &str,
         transition: &str,
         data: Map<String, Value>,
-    ) -> Result<Instance, SmError> {
+    ) -> Result<(Instance, Option<FollowUp>), SmError> {
         let db = &self.database;
         // PostgreSQL: every host queues on this instance's advisory lock until commit.
         let mut tx = match db.backend() {
@@ -604,7 +639,8 @@ impl StateMachineEngine {
                 spec.condition.as_deref().unwrap_or_default()
             )));
         }
-        self.run_hooks(&instance, transition, &spec.to_state, &merged)
+        let follow_up = self
+            .run_hooks(&instance, transition, &spec.to_state, &merged)
             .await?;
 
         let target = definition
@@ -675,7 +711,7 @@ impl StateMachineEngine {
         tx.commit().await.map_err(SmError::storage)?;
         tracing::debug!(engine = %self.name, instance = %id, transition, from = %next.previous_state, to = %next.current_state, "transition");
         self.notify(&next);
-        Ok(next)
+        Ok((next, follow_up))
     }
 
     async fn run_hooks(
@@ -684,7 +720,7 @@ impl StateMachineEngine {
         transition: &str,
         to: &str,
         data: &Map<String, Value>,
-    ) -> Result<(), SmError> {
+    ) -> Result<Option<FollowUp>, SmError> {
         let hooks: Vec<Hook> = self
             .hooks
             .read()
@@ -703,7 +739,7 @@ impl StateMachineEngine {
             })
             .unwrap_or_default();
         if hooks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut event = Map::new();
         event.insert("workflowId".into(), json!(instance.workflow_type));
@@ -713,6 +749,7 @@ impl StateMachineEngine {
         event.insert("fromState".into(), json!(instance.current_state));
         event.insert("toState".into(), json!(to));
         event.insert("data".into(), Value::Object(data.clone()));
+        let mut follow_up = None;
         for hook in hooks {
             let outcome = match &hook.action {
                 HookAction::Handler(handler) => handler
@@ -721,21 +758,27 @@ impl StateMachineEngine {
                         bytes::Bytes::from(Value::Object(event.clone()).to_string()),
                     )
                     .await
+                    .map(|_| None)
                     .map_err(|e| format!("{e:#}")),
                 HookAction::Pipeline(pipeline) => pipeline
                     .run(event.clone(), Extensions::default())
                     .await
-                    .map(|_| ())
+                    .map(|_| None)
                     .map_err(|e| e.to_string()),
+                HookAction::Processor(processor) => processor.process(&event).await,
             };
-            if let Err(e) = outcome {
-                return Err(SmError::not_allowed(format!(
-                    "transition handler failed: {}: {e}",
-                    hook.name
-                )));
+            match outcome {
+                // The last processor to name a follow-up wins.
+                Ok(next) => follow_up = next.or(follow_up),
+                Err(e) => {
+                    return Err(SmError::not_allowed(format!(
+                        "transition handler failed: {}: {e}",
+                        hook.name
+                    )));
+                }
             }
         }
-        Ok(())
+        Ok(follow_up)
     }
 }
 

@@ -12,6 +12,7 @@ use wf_engine::{Registry, RegistryError};
 pub mod definition;
 pub mod engine;
 pub mod engine_module;
+pub mod processing_step;
 pub mod resource;
 pub mod tracker;
 pub mod workflow;
@@ -26,6 +27,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<tracker::TrackerType>()?
         .register_module::<tracker::ConnectorType>()?
         .register_module::<resource::ResourceType>()?
+        .register_module::<processing_step::ProcessingStepType>()?
         .register_workflow::<workflow::StateMachineWorkflow>()?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use wf_engine::{Category, CheckContext, ConfigIssue, Described, WireContext, Wor
 use wf_messaging::MessageHandler;
 
 use crate::definition::Definition;
-use crate::engine::{DefinitionTarget, Hook, HookAction, StateMachineEngine};
+use crate::engine::{DefinitionTarget, Hook, HookAction, StateMachineEngine, TransitionProcessor};
 use crate::tracker::{Mapping, StateTracker};
 
 /// Configuration of the `statemachine` workflow.
@@ -167,7 +167,10 @@ impl WorkflowType for StateMachineWorkflow {
             let (name, action) = match (&hook.handler, &hook.pipeline) {
                 (Some(handler), _) => (
                     handler.clone(),
-                    HookAction::Handler(ctx.service::<dyn MessageHandler>(handler)?),
+                    match ctx.service::<dyn TransitionProcessor>(handler) {
+                        Ok(processor) => HookAction::Processor(processor),
+                        Err(_) => HookAction::Handler(ctx.service::<dyn MessageHandler>(handler)?),
+                    },
                 ),
                 (None, Some(pipeline)) => match ctx.pipeline(pipeline) {
                     Some(p) => (format!("pipeline:{pipeline}"), HookAction::Pipeline(p)),

@@ -1,0 +1,409 @@
+//! `metrics.collector`: Prometheus metrics of the app — HTTP requests per route, pipeline runs
+//! and steps, and the operations modules report — served in the text format at `metricsPath`.
+//! The original defined the HTTP metrics but never recorded them.
+//!
+//! Names are `<namespace>_<subsystem>_<metric>` as in the original (`workflow_http_requests_total`
+//! with the default namespace). Labels hold route patterns and pipeline names, never raw paths
+//! or ids, so the number of series stays bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, StatusCode, header};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use wf_engine::events::RunObserver;
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, ServiceKind,
+    StartContext, async_trait,
+};
+
+use crate::endpoint::choose_router;
+use crate::router::RequestObserver;
+use crate::{Response, Router, route_fn};
+
+/// Configuration of `metrics.collector`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// First part of every metric name.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Optional second part of every metric name.
+    #[serde(default)]
+    pub subsystem: String,
+    /// Path the metrics are served at (`GET`).
+    #[serde(default = "default_path", rename = "metricsPath")]
+    pub metrics_path: String,
+    /// Metric groups to record: `workflow` (pipeline runs), `http` (requests), `module`
+    /// (module operations), `step` (pipeline steps), `active_workflows` (runs in flight).
+    #[serde(default = "default_groups", rename = "enabledMetrics")]
+    pub enabled_metrics: Vec<String>,
+    /// The `http.router` to serve `metricsPath` on; optional when the application has one.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// What this collector is for (documentation only).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Accepted for the original's configs; metrics are recorded as things happen, not polled.
+    #[serde(default, rename = "collectInterval")]
+    pub collect_interval: Option<serde_json::Value>,
+}
+
+fn default_namespace() -> String {
+    "workflow".to_string()
+}
+
+fn default_path() -> String {
+    "/metrics".to_string()
+}
+
+const GROUPS: &[&str] = &["workflow", "http", "module", "step", "active_workflows"];
+
+fn default_groups() -> Vec<String> {
+    GROUPS.iter().map(|g| g.to_string()).collect()
+}
+
+pub struct MetricsCollectorType;
+
+impl Described for MetricsCollectorType {
+    const NAME: &'static str = "metrics.collector";
+    const CATEGORY: Category = Category::Observability;
+    const PLUGIN: &'static str = "observability";
+    const DESCRIPTION: &'static str = "Prometheus metrics of HTTP requests, pipeline runs, steps and module operations, served at `/metrics`.";
+    type Config = MetricsConfig;
+}
+
+fn valid_name_part(part: &str) -> bool {
+    let mut chars = part.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl ModuleType for MetricsCollectorType {
+    fn check(config: &MetricsConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        let mut issues: Vec<ConfigIssue> = choose_router(config.router.as_deref(), ctx)
+            .err()
+            .into_iter()
+            .collect();
+        if !valid_name_part(&config.namespace) {
+            issues.push(ConfigIssue::new(
+                "/namespace",
+                "a namespace is letters, digits and `_`, not starting with a digit",
+            ));
+        }
+        if !config.subsystem.is_empty() && !valid_name_part(&config.subsystem) {
+            issues.push(ConfigIssue::new(
+                "/subsystem",
+                "a subsystem is letters, digits and `_`, not starting with a digit",
+            ));
+        }
+        if !config.metrics_path.starts_with('/') {
+            issues.push(ConfigIssue::new(
+                "/metricsPath",
+                format!("`{}` must start with `/`", config.metrics_path),
+            ));
+        }
+        for (i, group) in config.enabled_metrics.iter().enumerate() {
+            if !GROUPS.contains(&group.as_str()) {
+                issues.push(ConfigIssue::new(
+                    format!("/enabledMetrics/{i}"),
+                    format!(
+                        "unknown metric group `{group}`; the groups are {}",
+                        GROUPS.join(", ")
+                    ),
+                ));
+            }
+        }
+        issues
+    }
+
+    // No `references`: the endpoint is added at start, so servers may depend on the
+    // collector (as the original's examples declare) without a cycle through the router.
+
+    fn build(config: MetricsConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
+        let metrics = Arc::new(Metrics::new(&config)?);
+        if metrics.runs.is_some() || metrics.steps.is_some() || metrics.active.is_some() {
+            ctx.app.run_events().add_observer(metrics.clone());
+        }
+        ctx.provide::<Metrics>(metrics.clone());
+        Ok(Arc::new(MetricsModule {
+            name: ctx.name.to_string(),
+            metrics,
+            router: config.router,
+            path: config.metrics_path,
+        }))
+    }
+}
+
+/// A counter and a duration histogram over the same labels.
+struct Timed {
+    total: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl Timed {
+    fn new(
+        registry: &Registry,
+        config: &MetricsConfig,
+        (name, help): (&str, &str),
+        counter_labels: &[&str],
+        (seconds_name, seconds_help): (&str, &str),
+        seconds_labels: &[&str],
+    ) -> anyhow::Result<Timed> {
+        let total = IntCounterVec::new(
+            Opts::new(name, help)
+                .namespace(&config.namespace)
+                .subsystem(&config.subsystem),
+            counter_labels,
+        )?;
+        let seconds = HistogramVec::new(
+            HistogramOpts::new(seconds_name, seconds_help)
+                .namespace(&config.namespace)
+                .subsystem(&config.subsystem),
+            seconds_labels,
+        )?;
+        registry.register(Box::new(total.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(Timed { total, seconds })
+    }
+}
+
+/// The collector's metrics; other modules record module operations through it.
+pub struct Metrics {
+    registry: Registry,
+    http: Option<Timed>,
+    runs: Option<Timed>,
+    steps: Option<Timed>,
+    active: Option<IntGaugeVec>,
+    operations: Option<IntCounterVec>,
+}
+
+impl ServiceKind for Metrics {
+    const LABEL: &'static str = "a metrics collector";
+}
+
+fn status_label(ok: bool) -> &'static str {
+    if ok { "completed" } else { "failed" }
+}
+
+impl Metrics {
+    fn new(config: &MetricsConfig) -> anyhow::Result<Metrics> {
+        let registry = Registry::new();
+        let on = |group: &str| config.enabled_metrics.iter().any(|g| g == group);
+        let http = on("http")
+            .then(|| {
+                Timed::new(
+                    &registry,
+                    config,
+                    (
+                        "http_requests_total",
+                        "HTTP requests answered, by route pattern and status.",
+                    ),
+                    &["method", "path", "status_code"],
+                    (
+                        "http_request_duration_seconds",
+                        "Time to answer HTTP requests, by route pattern.",
+                    ),
+                    &["method", "path"],
+                )
+            })
+            .transpose()?;
+        let runs = on("workflow")
+            .then(|| {
+                Timed::new(
+                    &registry,
+                    config,
+                    (
+                        "workflow_executions_total",
+                        "Pipeline runs finished, by pipeline and outcome.",
+                    ),
+                    &["workflow_type", "action", "status"],
+                    ("workflow_duration_seconds", "Duration of pipeline runs."),
+                    &["workflow_type", "action"],
+                )
+            })
+            .transpose()?;
+        let steps = on("step")
+            .then(|| {
+                Timed::new(
+                    &registry,
+                    config,
+                    (
+                        "step_executions_total",
+                        "Pipeline steps finished, by pipeline, step type and outcome.",
+                    ),
+                    &["pipeline", "step_type", "status"],
+                    ("step_duration_seconds", "Duration of pipeline steps."),
+                    &["pipeline", "step_type"],
+                )
+            })
+            .transpose()?;
+        let active = on("active_workflows")
+            .then(|| -> anyhow::Result<IntGaugeVec> {
+                let gauge = IntGaugeVec::new(
+                    Opts::new("active_workflows", "Pipeline runs in flight.")
+                        .namespace(&config.namespace)
+                        .subsystem(&config.subsystem),
+                    &["workflow_type"],
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                Ok(gauge)
+            })
+            .transpose()?;
+        let operations = on("module")
+            .then(|| -> anyhow::Result<IntCounterVec> {
+                let counter = IntCounterVec::new(
+                    Opts::new(
+                        "module_operations_total",
+                        "Operations modules reported, by outcome.",
+                    )
+                    .namespace(&config.namespace)
+                    .subsystem(&config.subsystem),
+                    &["module", "operation", "status"],
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                Ok(counter)
+            })
+            .transpose()?;
+        Ok(Metrics {
+            registry,
+            http,
+            runs,
+            steps,
+            active,
+            operations,
+        })
+    }
+
+    /// Counts one operation of a module (`processing.step`, ...).
+    pub fn module_operation(&self, module: &str, operation: &str, ok: bool) {
+        if let Some(operations) = &self.operations {
+            operations
+                .with_label_values(&[module, operation, if ok { "success" } else { "error" }])
+                .inc();
+        }
+    }
+
+    fn render(&self) -> Response {
+        let mut body = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut body) {
+            tracing::error!(error = %e, "could not encode the metrics");
+            return crate::text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+        let mut response = Response::new(axum::body::Body::from(body));
+        if let Ok(value) = HeaderValue::from_str(encoder.format_type()) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        response
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn request_finished(
+        &self,
+        method: &Method,
+        route: &str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        if let Some(http) = &self.http {
+            http.total
+                .with_label_values(&[method.as_str(), route, status.as_str()])
+                .inc();
+            http.seconds
+                .with_label_values(&[method.as_str(), route])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+impl RunObserver for Metrics {
+    fn run_started(&self, pipeline: &str) {
+        if let Some(active) = &self.active {
+            active.with_label_values(&[pipeline]).inc();
+        }
+    }
+
+    fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration) {
+        if let Some(active) = &self.active {
+            active.with_label_values(&[pipeline]).dec();
+        }
+        if let Some(runs) = &self.runs {
+            runs.total
+                .with_label_values(&[pipeline, "run", status_label(ok)])
+                .inc();
+            runs.seconds
+                .with_label_values(&[pipeline, "run"])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    fn step_finished(&self, pipeline: &str, step_type: &str, ok: bool, elapsed: Duration) {
+        if let Some(steps) = &self.steps {
+            steps
+                .total
+                .with_label_values(&[pipeline, step_type, status_label(ok)])
+                .inc();
+            steps
+                .seconds
+                .with_label_values(&[pipeline, step_type])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+struct MetricsModule {
+    name: String,
+    metrics: Arc<Metrics>,
+    router: Option<String>,
+    path: String,
+}
+
+#[async_trait]
+impl Module for MetricsModule {
+    /// Serves the metrics on the chosen router, and has every router report its requests.
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        let services = ctx
+            .app
+            .services()
+            .ok_or_else(|| anyhow::anyhow!("the app's services are not available"))?;
+        let router = match &self.router {
+            Some(name) => services.get::<Router>(name)?,
+            None => services
+                .all::<Router>()
+                .into_iter()
+                .map(|(_, router)| router)
+                .next()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("there is no `http.router` to serve the metrics on")
+                })?,
+        };
+        let served = self.metrics.clone();
+        let service = route_fn(move |_| {
+            let body = served.render();
+            async move { body }
+        });
+        let path = router.add_route(Method::GET, &self.path, service)?;
+        ctx.app.add_route(wf_engine::RouteInfo {
+            server: None,
+            router: router.name().to_string(),
+            method: "GET".to_string(),
+            path,
+            handler: self.name.clone(),
+            middlewares: Vec::new(),
+        });
+        if self.metrics.http.is_some() {
+            for (_, router) in services.all::<Router>() {
+                router.add_observer(self.metrics.clone());
+            }
+        }
+        Ok(())
+    }
+}
