@@ -33,6 +33,8 @@ pub struct HttpExchange {
     pub uri: http::Uri,
     /// The caller's verified claims, when an authentication middleware let the request in.
     pub claims: Option<AuthClaims>,
+    /// The id `http.middleware.requestid` gave the request.
+    pub request_id: Option<String>,
     response: Mutex<Option<Response>>,
 }
 
@@ -274,6 +276,10 @@ async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExch
         body,
         uri: parts.uri.clone(),
         claims: parts.extensions.get::<AuthClaims>().cloned(),
+        request_id: parts
+            .extensions
+            .get::<crate::middleware_requestid::RequestId>()
+            .map(|r| r.0.clone()),
         response: Mutex::new(None),
     })
 }
@@ -290,9 +296,14 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
 
     let exchange = Arc::new(exchange);
     let mut extensions = Extensions::default();
+    let mut meta = Map::new();
     if let Some(claims) = &exchange.claims {
-        let mut meta = Map::new();
         meta.insert("auth".into(), claims.0.clone());
+    }
+    if let Some(id) = &exchange.request_id {
+        meta.insert("request_id".into(), json!(id));
+    }
+    if !meta.is_empty() {
         extensions.insert(RunMeta(meta));
     }
     extensions.insert(exchange.clone());

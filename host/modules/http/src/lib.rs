@@ -22,6 +22,11 @@ pub mod health;
 pub mod jwt;
 pub mod metrics;
 pub mod middleware_auth;
+pub mod middleware_cors;
+pub mod middleware_logging;
+pub mod middleware_ratelimit;
+pub mod middleware_requestid;
+pub mod middleware_securityheaders;
 pub mod router;
 pub mod schemas;
 pub mod server;
@@ -84,6 +89,11 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<metrics::MetricsCollectorType>()?
         .register_module::<schemas::ModuleSchemasType>()?
         .register_module::<middleware_auth::AuthMiddlewareType>()?
+        .register_module::<middleware_cors::CorsType>()?
+        .register_module::<middleware_logging::LoggingType>()?
+        .register_module::<middleware_ratelimit::RateLimitType>()?
+        .register_module::<middleware_requestid::RequestIdType>()?
+        .register_module::<middleware_securityheaders::SecurityHeadersType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
@@ -132,6 +142,14 @@ pub fn text_response(status: StatusCode, text: &str) -> Response {
 }
 
 /// Wraps an async function as a [`RouteService`].
+/// Calls a route service (they never fail: errors are responses).
+pub async fn call(service: RouteService, req: Request) -> Response {
+    match tower::ServiceExt::oneshot(service, req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
 pub fn route_fn<F, Fut>(f: F) -> RouteService
 where
     F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,

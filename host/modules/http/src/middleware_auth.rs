@@ -12,7 +12,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
 use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, ServiceKind,
     StartContext, async_trait,
@@ -347,10 +346,7 @@ pub fn require_roles(roles: Vec<String>, inner: RouteService) -> RouteService {
         let inner = inner.clone();
         async move {
             match verdict {
-                Ok(()) => match inner.oneshot(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
+                Ok(()) => crate::call(inner, req).await,
                 Err(refusal) => refusal_response(refusal, None),
             }
         }
@@ -403,10 +399,7 @@ impl HttpMiddleware for AuthMiddleware {
                 match verdict {
                     Ok(claims) => {
                         req.extensions_mut().insert(AuthClaims(claims));
-                        match inner.oneshot(req).await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        }
+                        crate::call(inner, req).await
                     }
                     Err(refusal) => refusal_response(refusal, Some(&this.scheme)),
                 }
@@ -468,10 +461,7 @@ mod tests {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let res = service
-            .oneshot(builder.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let res = crate::call(service, builder.body(Body::empty()).unwrap()).await;
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())

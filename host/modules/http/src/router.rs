@@ -9,7 +9,6 @@ use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, StatusCode, header};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tower::ServiceExt;
 use wf_engine::{BuildContext, Category, Described, Module, ModuleType};
 
 use crate::{Request, Response, RouteService, text_response};
@@ -246,10 +245,10 @@ impl Router {
         req.extensions_mut().insert(params);
         req.extensions_mut()
             .insert(MatchedRoute(route.pattern.clone()));
-        match route.service.clone().oneshot(req).await {
-            Ok(response) => (response, Some(route.pattern.clone())),
-            Err(never) => match never {},
-        }
+        (
+            crate::call(route.service.clone(), req).await,
+            Some(route.pattern.clone()),
+        )
     }
 }
 

@@ -146,6 +146,7 @@ impl TriggerType for HttpTriggerType {
                 route.roles,
                 &format!("/routes/{i}"),
             );
+            crate::workflow::add_preflight(ctx, &router, &route.path, &route.middlewares);
             match router.add_route(method, &route.path, service) {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: None,

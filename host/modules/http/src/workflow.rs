@@ -261,6 +261,7 @@ impl WorkflowType for HttpWorkflow {
                 e,
             ));
         }
+        let mut preflights = Vec::new();
         for (i, route) in config.routes.into_iter().enumerate() {
             let endpoint = if let Some((entry, pointer)) = route.pipeline_entry() {
                 let name = format!("{} {} {}", ctx.kind, route.method, route.path);
@@ -310,6 +311,7 @@ impl WorkflowType for HttpWorkflow {
             let Ok(method) = Method::from_str(&route.method) else {
                 continue;
             };
+            preflights.push((route.path.clone(), route.middlewares.clone()));
             match router.add_route(method, &route.path, service) {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: Some(server_name.clone()),
@@ -321,6 +323,10 @@ impl WorkflowType for HttpWorkflow {
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),
             }
+        }
+        // After the declared routes, so that a declared `OPTIONS` route wins.
+        for (path, middlewares) in preflights {
+            add_preflight(ctx, &router, &path, &middlewares);
         }
         Ok(())
     }
@@ -380,4 +386,25 @@ pub(crate) fn guard(
         .into_iter()
         .rev()
         .fold(endpoint, |inner, middleware| middleware.layer(inner))
+}
+
+/// For a route with a CORS middleware, an `OPTIONS` route on its path answering preflights
+/// (the original left them to the router's 405). Only the CORS middleware sees it: browsers
+/// send preflights without credentials, so an authentication middleware would refuse them.
+/// Routes sharing a path share it; a declared `OPTIONS` route wins.
+pub(crate) fn add_preflight(
+    ctx: &WireContext<'_>,
+    router: &Router,
+    path: &str,
+    middlewares: &[String],
+) {
+    let cors = middlewares
+        .iter()
+        .find(|m| ctx.module_type(m) == Some(crate::middleware_cors::CorsType::NAME))
+        .and_then(|m| ctx.service::<dyn HttpMiddleware>(m).ok());
+    if let Some(cors) = cors {
+        let service = cors.layer(crate::middleware_cors::options_endpoint());
+        // Already there (another method on this path, or a declared OPTIONS route): fine.
+        let _ = router.add_route(Method::OPTIONS, path, service);
+    }
 }

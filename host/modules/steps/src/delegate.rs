@@ -9,7 +9,6 @@ use http_body_util::BodyExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, Next, PipelineContext, Step,
     StepError, StepOutput, StepType, async_trait,
@@ -113,10 +112,7 @@ impl Step for Delegate {
             Some(exchange) => request_from(exchange)?,
             None => synthetic_request(ctx)?,
         };
-        let response = match self.service.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+        let response = wf_http::call(self.service.clone(), request).await;
         let mut values = crate::output([("delegated_to", json!(self.name))]);
         match exchange {
             Some(exchange) => exchange.respond(response),
