@@ -696,3 +696,94 @@ modules:
     ));
     assert!(mismatched.contains("do not match"), "{mismatched}");
 }
+
+/// Copies `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_users_and_products_service_signs_users_up_and_in() {
+    // A copy, since the service keeps its SQLite file beside its config. The seed examples
+    // lack the original's `seed/products.json`; a small one stands in.
+    let dir = TempDir::new("users-products");
+    copy_dir(&wf_tests::seed_examples().join("ecommerce-app"), &dir.0);
+    std::fs::create_dir_all(dir.0.join("seed")).unwrap();
+    std::fs::write(
+        dir.0.join("seed/products.json"),
+        json!([{"id": "p-1", "data": {"name": "Kettle", "price": 25}}]).to_string(),
+    )
+    .unwrap();
+    let registry = wf_host::registry().unwrap();
+    let built = wf_tests::build_on_loopback(&dir.0.join("configs/users-products.yaml"), &registry);
+    let running = built.start(Duration::from_secs(10)).await.unwrap();
+    let api = Api {
+        http: client(),
+        base: format!("http://{}/api", server_addr(&running, "web-server")),
+    };
+
+    let (status, products) = api
+        .call(reqwest::Method::GET, "/products", None, None)
+        .await;
+    assert_eq!(status, 200, "{products}");
+    assert_eq!(products.as_array().map(Vec::len), Some(1), "{products}");
+
+    // The first user may sign up; the token opens the profile behind the auth middleware.
+    let (status, body) = api
+        .post(
+            "/auth/register",
+            json!({"email": "ann@example.com", "password": "a-good-password", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, login) = api.login("ann@example.com", "a-good-password").await;
+    assert_eq!(status, 200, "{login}");
+    let token = token_of(&login, "token");
+    let (status, profile) = api.get("/auth/profile", &token).await;
+    assert_eq!(
+        (status, profile["email"].as_str()),
+        (200, Some("ann@example.com"))
+    );
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/auth/profile", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let (status, updated) = api
+        .call(
+            reqwest::Method::PUT,
+            "/auth/profile",
+            Some(&token),
+            Some(json!({"name": "Ann B"})),
+        )
+        .await;
+    assert_eq!((status, updated["name"].as_str()), (200, Some("Ann B")));
+
+    // The middleware chain: a request id comes back, and preflights are answered.
+    let res = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/auth/login", api.base))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let res = api
+        .http
+        .get(format!("{}/products", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
+}

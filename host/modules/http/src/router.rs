@@ -159,7 +159,10 @@ impl Router {
             .routes
             .lock()
             .map_err(|_| RouteConflict("router lock poisoned".into()))?;
-        let pattern = if self.prefix.is_empty() || !pattern.starts_with('/') {
+        let pattern = if self.prefix.is_empty()
+            || !pattern.starts_with('/')
+            || has_prefix(pattern, &self.prefix)
+        {
             pattern.to_string()
         } else {
             format!("{}{pattern}", self.prefix)
@@ -250,6 +253,15 @@ impl Router {
             Some(route.pattern.clone()),
         )
     }
+}
+
+/// Whether `pattern` already starts with the whole `prefix`: the original ignored `prefix`, so
+/// its configs spell routes in full (`prefix: /api` with `/api/products`), and those are not
+/// prefixed twice.
+fn has_prefix(pattern: &str, prefix: &str) -> bool {
+    pattern
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn method_not_allowed(methods: &BTreeMap<String, usize>) -> Response {
@@ -514,6 +526,12 @@ mod tests {
             .unwrap();
         assert_eq!(call(&r, "GET", "/api/users/1").await.0, StatusCode::OK);
         assert_eq!(call(&r, "GET", "/users/1").await.0, StatusCode::NOT_FOUND);
+        // Spelled in full, as the original's configs do: not prefixed twice.
+        r.add_route(Method::GET, "/api/products", echo("p"))
+            .unwrap();
+        r.add_route(Method::GET, "/apis", echo("q")).unwrap();
+        assert_eq!(call(&r, "GET", "/api/products").await.0, StatusCode::OK);
+        assert_eq!(call(&r, "GET", "/api/apis").await.0, StatusCode::OK);
     }
 
     #[test]
