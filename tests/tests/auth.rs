@@ -38,6 +38,9 @@ modules:
 {auth_config}
   - name: authn
     type: http.middleware.auth
+  - name: authn-keyed
+    type: http.middleware.auth
+    config: {{secretKey: "{SECRET}"}}
 workflows:
   http:
     routes:
@@ -62,6 +65,11 @@ workflows:
                 user: "{{{{ meta.auth.sub }}}}"
                 email: "{{{{ meta.auth.email }}}}"
                 role: "{{{{ meta.auth.role | default(value='none') }}}}"
+      - method: GET
+        path: /api/keyed
+        middlewares: [authn-keyed]
+        steps:
+          - {{name: reply, type: step.set, config: {{values: {{ok: true}}}}}}
       - method: GET
         path: /api/admin
         middlewares: [authn]
@@ -272,9 +280,16 @@ async fn sign_up_sign_in_rotation_and_sign_out_survive_restarts_on_both_backends
             .await;
         assert_eq!(signed_out, (200, json!({"status": "ok"})), "{backend}");
         assert_eq!(api.get("/whoami", &second_access).await.0, 401, "{backend}");
+        // Also where the middleware holds the same secret itself.
+        assert_eq!(
+            api.get("/keyed", &second_access).await,
+            (401, json!({"error": "token revoked"})),
+            "{backend}"
+        );
         let second_refresh = token_of(&second, "refresh_token");
         assert_eq!(api.refresh(&second_refresh).await.0, 401, "{backend}");
         let third_access = token_of(&third, "access_token");
+        assert_eq!(api.get("/keyed", &third_access).await.0, 200, "{backend}");
         assert_eq!(
             api.get("/whoami", &third_access).await.0,
             200,

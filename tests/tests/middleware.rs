@@ -183,8 +183,10 @@ async fn a_burst_beyond_the_limit_gets_429_and_forwarded_for_is_believed_only_wh
             vec![("x-forwarded-for", client)],
         )
     };
-    assert_eq!(behind("198.51.100.1, 10.0.0.1").await.status(), 200);
+    assert_eq!(behind("203.0.113.9, 198.51.100.1").await.status(), 200);
     assert_eq!(behind("198.51.100.1").await.status(), 429);
+    // Only the address the proxy appended counts: a made-up first entry changes nothing.
+    assert_eq!(behind("192.0.2.77, 198.51.100.1").await.status(), 429);
     assert_eq!(behind("198.51.100.2").await.status(), 200);
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }

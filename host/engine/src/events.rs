@@ -41,6 +41,8 @@ pub trait RunEventSink: Send + Sync {
 /// Called on the run's task: implementations must be quick and never block.
 pub trait RunObserver: Send + Sync {
     fn run_started(&self, _pipeline: &str) {}
+    /// A started run that will not finish: its future was dropped (a timeout, a client gone).
+    fn run_abandoned(&self, _pipeline: &str) {}
     fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration);
     fn step_finished(&self, pipeline: &str, step_type: &str, ok: bool, elapsed: Duration);
 }

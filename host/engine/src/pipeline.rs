@@ -287,6 +287,21 @@ fn retry_policy(entry: &RetryEntry) -> Result<Retry, String> {
     })
 }
 
+/// Tells observers of a run whose future was dropped before it finished.
+struct InFlight<'a> {
+    events: &'a RunEvents,
+    pipeline: &'a str,
+    finished: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.events.observe(|o| o.run_abandoned(self.pipeline));
+        }
+    }
+}
+
 impl Pipeline {
     /// Runs the pipeline on `trigger` data. `extensions` carries what the trigger attaches for
     /// steps (the HTTP exchange, ...).
@@ -314,12 +329,18 @@ impl Pipeline {
             }
         }
         self.events.observe(|o| o.run_started(&self.name));
+        let mut in_flight = InFlight {
+            events: &self.events,
+            pipeline: &self.name,
+            finished: false,
+        };
         let events = (!quiet).then_some(&*self.events);
         if let Some(events) = events {
             events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));
         }
         let result = self.execute(&mut ctx, started, events).await;
         let elapsed = started.elapsed();
+        in_flight.finished = true;
         self.events
             .observe(|o| o.run_finished(&self.name, result.is_ok(), elapsed));
         let duration_ms = elapsed.as_secs_f64() * 1000.0;

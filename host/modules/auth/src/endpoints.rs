@@ -45,9 +45,10 @@ pub struct AuthEndpoints {
     pub store: Arc<UserStore>,
     pub format: ResponseFormat,
     pub allow_registration: bool,
-    /// Held while deciding whether a sign-up is the first user's, so two concurrent first
-    /// sign-ups cannot both become it.
-    first_user: tokio::sync::Mutex<()>,
+    /// Held across a check of who the users are and the change it allows (the first user's
+    /// sign-up, removing or demoting an admin), so two concurrent requests cannot both pass
+    /// it: two first users, or no admin left.
+    membership: tokio::sync::Mutex<()>,
 }
 
 /// A refusal: status and the message the client sees.
@@ -149,7 +150,7 @@ impl AuthEndpoints {
             store,
             format,
             allow_registration,
-            first_user: tokio::sync::Mutex::new(()),
+            membership: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -258,26 +259,27 @@ impl AuthEndpoints {
         let user = if self.allow_registration {
             self.create(credentials, None).await?
         } else {
-            let _first = self.first_user.lock().await;
+            let _membership = self.membership.lock().await;
             if self.store.count().await? > 0 {
                 return refuse(
                     StatusCode::FORBIDDEN,
                     "registration is disabled; contact an administrator",
                 );
             }
-            self.create(credentials, None).await?
+            // The only user there will be until an admin adds more: it must be able to.
+            self.create(credentials, Some("admin".into())).await?
         };
         self.signed_in(&user, StatusCode::CREATED).await
     }
 
     async fn setup(&self, body: &[u8]) -> Answer {
         let credentials: Credentials = Self::parse(body)?;
-        let _first = self.first_user.lock().await;
+        let membership = self.membership.lock().await;
         if self.store.count().await? > 0 {
             return refuse(StatusCode::FORBIDDEN, "setup already completed");
         }
         let user = self.create(credentials, Some("admin".into())).await?;
-        drop(_first);
+        drop(membership);
         self.signed_in(&user, StatusCode::CREATED).await
     }
 
@@ -303,10 +305,14 @@ impl AuthEndpoints {
             // An imported bcrypt hash: replace it while the password is at hand.
             match password::hash(&credentials.password).await {
                 Ok(hash) => {
-                    user.password_hash = hash;
-                    if let Err(e) = self.store.update(&user).await {
+                    let upgraded = self
+                        .store
+                        .set_password_hash(&user.id, &hash, Some(&user.password_hash))
+                        .await;
+                    if let Err(e) = upgraded {
                         tracing::warn!(user = %user.id, error = %e, "could not upgrade a bcrypt password hash");
                     }
+                    user.password_hash = hash;
                 }
                 Err(e) => tracing::warn!(error = %e, "could not rehash a password"),
             }
@@ -419,10 +425,6 @@ impl AuthEndpoints {
     async fn update_profile(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
         let mut user = self.caller(headers).await?;
         let update: ProfileUpdate = Self::parse(body)?;
-        if let Some(name) = update.name.filter(|n| !n.is_empty()) {
-            user.name = name;
-        }
-        let mut password_changed = false;
         if let Some(new_password) = update.password {
             let current = update.current_password.unwrap_or_default();
             if !password::verify(&current, Some(&user.password_hash)).await {
@@ -431,15 +433,18 @@ impl AuthEndpoints {
             if let Some(problem) = password::policy_violation(&new_password) {
                 return refuse(StatusCode::BAD_REQUEST, problem);
             }
-            user.password_hash = password::hash(&new_password).await.map_err(internal)?;
-            password_changed = true;
-        }
-        if !self.store.update(&user).await? {
-            return refuse(StatusCode::UNAUTHORIZED, "user not found");
-        }
-        if password_changed {
+            let hash = password::hash(&new_password).await.map_err(internal)?;
+            if !self.store.set_password_hash(&user.id, &hash, None).await? {
+                return refuse(StatusCode::UNAUTHORIZED, "user not found");
+            }
             // Whoever knew the old password must not stay signed in.
             self.revoke_all(&user.id).await?;
+        }
+        if let Some(name) = update.name.filter(|n| !n.is_empty()) {
+            if !self.store.set_name(&user.id, &name).await? {
+                return refuse(StatusCode::UNAUTHORIZED, "user not found");
+            }
+            user.name = name;
         }
         Ok((StatusCode::OK, user.public_json()))
     }
@@ -491,6 +496,7 @@ impl AuthEndpoints {
         if caller.id == id {
             return refuse(StatusCode::BAD_REQUEST, "cannot delete yourself");
         }
+        let _membership = self.membership.lock().await;
         let Some(target) = self.store.by_id(id).await? else {
             return refuse(StatusCode::NOT_FOUND, "user not found");
         };
@@ -515,14 +521,19 @@ impl AuthEndpoints {
         if update.role.trim().is_empty() {
             return refuse(StatusCode::BAD_REQUEST, "role is required");
         }
+        let _membership = self.membership.lock().await;
         let Some(mut target) = self.store.by_id(id).await? else {
             return refuse(StatusCode::NOT_FOUND, "user not found");
         };
         if target.is_admin() && update.role != "admin" && self.admins().await? <= 1 {
             return refuse(StatusCode::BAD_REQUEST, "cannot demote the last admin");
         }
+        // `role` replaces any `roles` list: the tokens grant the union of both.
+        target.metadata.remove("roles");
         target.metadata.insert("role".into(), json!(update.role));
-        self.store.update(&target).await?;
+        self.store
+            .set_metadata(&target.id, &target.metadata)
+            .await?;
         // Tokens carry the role: the user's current ones would keep the old one.
         self.revoke_all(&target.id).await?;
         Ok((StatusCode::OK, target.public_json()))

@@ -20,6 +20,19 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 static UNKNOWN_USER_HASH: LazyLock<String> =
     LazyLock::new(|| hash_now("not a real password").unwrap_or_default());
 
+/// Hashes at once at most one per CPU: each takes 19 MiB and a core, so a flood of sign-ins
+/// queues here instead of exhausting memory on the blocking pool.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::sync::Semaphore::new(cpus)
+});
+
+/// Runs a hashing job on the blocking pool once a slot is free.
+async fn bounded<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let _slot = HASHING.acquire().await?;
+    Ok(tokio::task::spawn_blocking(job).await?)
+}
+
 fn hash_now(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -73,7 +86,7 @@ pub fn policy_violation(password: &str) -> Option<String> {
 /// Hashes a password with Argon2id.
 pub async fn hash(password: &str) -> anyhow::Result<String> {
     let password = password.to_string();
-    tokio::task::spawn_blocking(move || hash_now(&password)).await?
+    bounded(move || hash_now(&password)).await?
 }
 
 /// Checks a password against a user's hash — or, with no user, against a stand-in hash, so
@@ -87,7 +100,7 @@ pub async fn verify(password: &str, hash: Option<&str>) -> bool {
         Some(h) => (h.to_string(), true),
         None => (UNKNOWN_USER_HASH.clone(), false),
     };
-    tokio::task::spawn_blocking(move || verify_now(&password, &hash) && real)
+    bounded(move || verify_now(&password, &hash) && real)
         .await
         .unwrap_or(false)
 }

@@ -40,8 +40,10 @@ impl User {
         self.metadata.get("role").and_then(Value::as_str)
     }
 
+    /// Admin by `role` or by `roles` — the same claims the tokens carry.
     pub fn is_admin(&self) -> bool {
-        self.role() == Some("admin")
+        let claims = Value::Object(self.metadata.clone());
+        wf_http::jwt::roles_of(&claims).any(|r| r == "admin")
     }
 }
 
@@ -291,24 +293,58 @@ impl UserStore {
         }
     }
 
-    /// Writes a user's name, password hash and metadata.
-    pub async fn update(&self, user: &User) -> Result<bool, StoreError> {
+    /// Sets one column of a user (only this module's constant column names). Each change
+    /// writes only its own column, so concurrent changes of a user's name, password and role
+    /// never undo one another. With `expected`, the write happens only while the column still
+    /// holds that value.
+    async fn set_column(
+        &self,
+        id: &str,
+        column: &str,
+        value: Value,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
         self.ensure().await?;
-        let result = self
-            .database
-            .execute(
-                "UPDATE wf_auth_users SET name = ?, password_hash = ?, metadata = ?, updated_at = ? WHERE store = ? AND id = ?",
-                &[
-                    json!(user.name),
-                    json!(user.password_hash),
-                    json!(Value::Object(user.metadata.clone()).to_string()),
-                    json!(wf_storage::resource_store::now()),
-                    json!(self.name),
-                    json!(user.id),
-                ],
-            )
-            .await?;
+        let mut params = vec![
+            value,
+            json!(wf_storage::resource_store::now()),
+            json!(self.name),
+            json!(id),
+        ];
+        let mut sql = format!(
+            "UPDATE wf_auth_users SET {column} = ?, updated_at = ? WHERE store = ? AND id = ?"
+        );
+        if let Some(expected) = expected {
+            sql.push_str(&format!(" AND {column} = ?"));
+            params.push(json!(expected));
+        }
+        let result = self.database.execute(&sql, &params).await?;
         Ok(result.affected_rows > 0)
+    }
+
+    pub async fn set_name(&self, id: &str, name: &str) -> Result<bool, StoreError> {
+        self.set_column(id, "name", json!(name), None).await
+    }
+
+    /// Replaces the password hash; with `previous`, only if it is still that one (an upgrade
+    /// of an old hash must not undo a password change made meanwhile).
+    pub async fn set_password_hash(
+        &self,
+        id: &str,
+        hash: &str,
+        previous: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.set_column(id, "password_hash", json!(hash), previous)
+            .await
+    }
+
+    pub async fn set_metadata(
+        &self,
+        id: &str,
+        metadata: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let text = Value::Object(metadata.clone()).to_string();
+        self.set_column(id, "metadata", json!(text), None).await
     }
 
     /// Deletes a user and revokes their sessions; the revoked session ids are returned.

@@ -305,6 +305,26 @@ impl Metrics {
     }
 }
 
+/// The method label: a standard method, or `OTHER` — clients may send any token as a method,
+/// and each would otherwise start new series.
+fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    STANDARD
+        .iter()
+        .find(|m| *m == method)
+        .map_or("OTHER", |m| m.as_str())
+}
+
 impl RequestObserver for Metrics {
     fn request_finished(
         &self,
@@ -313,12 +333,13 @@ impl RequestObserver for Metrics {
         status: StatusCode,
         elapsed: Duration,
     ) {
+        let method = method_label(method);
         if let Some(http) = &self.http {
             http.total
-                .with_label_values(&[method.as_str(), route, status.as_str()])
+                .with_label_values(&[method, route, status.as_str()])
                 .inc();
             http.seconds
-                .with_label_values(&[method.as_str(), route])
+                .with_label_values(&[method, route])
                 .observe(elapsed.as_secs_f64());
         }
     }
@@ -331,10 +352,14 @@ impl RunObserver for Metrics {
         }
     }
 
-    fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration) {
+    fn run_abandoned(&self, pipeline: &str) {
         if let Some(active) = &self.active {
             active.with_label_values(&[pipeline]).dec();
         }
+    }
+
+    fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration) {
+        self.run_abandoned(pipeline);
         if let Some(runs) = &self.runs {
             runs.total
                 .with_label_values(&[pipeline, "run", status_label(ok)])

@@ -286,30 +286,34 @@ impl AuthMiddleware {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| format!("{} authorization required", self.scheme))?;
+        // The app's `auth.*` modules first: they know revoked sessions. A token one of them
+        // calls revoked stays refused even if this middleware's own key (often the same
+        // secret) would accept it.
         let mut refusal = TokenError::Invalid;
-        let mut consider = |result: Result<Value, TokenError>| match result {
-            // A refresh token proves a sign-in, not a request: it only buys new tokens.
-            Ok(claims) if claims.get("type").and_then(Value::as_str) == Some("refresh") => None,
-            Ok(claims) => Some(claims),
-            Err(e) => {
-                if e != TokenError::Invalid {
-                    refusal = e;
-                }
-                None
-            }
-        };
-        if let Some(verifier) = &self.verifier
-            && let Some(claims) = consider(verifier.verify(token))
-        {
-            return Ok(claims);
-        }
         for provider in self.providers.get().into_iter().flatten() {
-            if let Some(claims) = consider(provider.authenticate(token)) {
-                return Ok(claims);
+            match provider.authenticate(token) {
+                Ok(claims) if !is_refresh(&claims) => return Ok(claims),
+                Ok(_) => {}
+                Err(TokenError::Revoked) => return Err(TokenError::Revoked.message().to_string()),
+                Err(e) if e != TokenError::Invalid => refusal = e,
+                Err(_) => {}
+            }
+        }
+        if let Some(verifier) = &self.verifier {
+            match verifier.verify(token) {
+                Ok(claims) if !is_refresh(&claims) => return Ok(claims),
+                Ok(_) => {}
+                Err(e) if e != TokenError::Invalid => refusal = e,
+                Err(_) => {}
             }
         }
         Err(refusal.message().to_string())
     }
+}
+
+/// A refresh token proves a sign-in, not a request: it only buys new tokens.
+fn is_refresh(claims: &Value) -> bool {
+    claims.get("type").and_then(Value::as_str) == Some("refresh")
 }
 
 /// Compares two digests in time independent of where they differ.

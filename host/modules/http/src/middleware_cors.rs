@@ -150,8 +150,17 @@ impl Cors {
             .then(|| origin.clone())
     }
 
+    /// Adds `Vary: Origin` when the answer depends on the origin (any list but `*`), whether
+    /// or not this origin was allowed, so caches never serve one origin's answer to another.
+    fn vary(&self, response: &mut Response) {
+        if !self.any_origin || self.credentials {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+
     fn decorate(&self, response: &mut Response, allow: HeaderValue) {
-        let echoed = allow != "*";
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
         if self.credentials {
@@ -160,21 +169,21 @@ impl Cors {
                 HeaderValue::from_static("true"),
             );
         }
-        if echoed {
-            headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        }
     }
 
     fn preflight(&self, req: &Request) -> Response {
         let Some(allow) = self.allow_origin(req) else {
-            return json_response(
+            let mut response = json_response(
                 StatusCode::FORBIDDEN,
                 &json!({"error": "origin not allowed"}),
             );
+            self.vary(&mut response);
+            return response;
         };
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         self.decorate(&mut response, allow);
+        self.vary(&mut response);
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone());
@@ -203,6 +212,7 @@ impl HttpMiddleware for Cors {
                 }
                 let allow = this.allow_origin(&req);
                 let mut response = crate::call(inner, req).await;
+                this.vary(&mut response);
                 if let Some(allow) = allow {
                     this.decorate(&mut response, allow);
                     if let Some(exposed) = &this.exposed {

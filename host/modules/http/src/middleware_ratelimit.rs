@@ -2,9 +2,10 @@
 //! requests at once, refilled continuously at `requestsPerMinute`; beyond that the answer is
 //! 429 `{"error": "rate limit exceeded"}` with `Retry-After` (seconds until the next token).
 //!
-//! The client is its socket address's IP. `X-Forwarded-For` is believed only with
-//! `trustForwardedFor: true` — behind a proxy that sets it — or any caller could pick a new
-//! identity per request (the original always believed it). At most `maxClients` buckets are
+//! The client is its socket address's IP (IPv6: its /64). `X-Forwarded-For` is believed only
+//! with `trustForwardedFor: true` — behind a proxy that appends to it — and then only its last
+//! address, or any caller could pick a new identity per request (the original always believed
+//! the first). At most `maxClients` buckets are
 //! kept: full ones are dropped first, so memory stays bounded under a flood of addresses.
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ pub struct RateLimitConfig {
     #[serde(default = "default_burst", rename = "burstSize")]
     #[schemars(range(min = 1))]
     pub burst_size: u32,
-    /// Take the client from the first `X-Forwarded-For` address. Only behind a proxy that sets
+    /// Take the client from the last `X-Forwarded-For` address (the one the proxy appended). Only behind a proxy that sets
     /// that header: otherwise callers choose their own identity.
     #[serde(default, rename = "trustForwardedFor")]
     pub trust_forwarded_for: bool,
@@ -107,17 +108,19 @@ impl Module for RateLimiter {}
 
 impl RateLimiter {
     fn client(&self, req: &Request) -> Option<IpAddr> {
-        if self.trust_forwarded_for
-            && let Some(ip) = req
-                .headers()
+        // The last address is the one the trusted proxy saw; earlier ones are whatever the
+        // caller wrote (proxies append to the header they receive).
+        let forwarded = self.trust_forwarded_for.then(|| {
+            req.headers()
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|first| first.trim().parse().ok())
-        {
-            return Some(ip);
-        }
-        req.extensions().get::<ClientAddr>().map(|a| a.0.ip())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        });
+        forwarded
+            .flatten()
+            .or_else(|| req.extensions().get::<ClientAddr>().map(|a| a.0.ip()))
+            .map(client_key)
     }
 
     /// `Ok` when the client may go on, else how long until it may.
@@ -145,19 +148,36 @@ impl RateLimiter {
         }
     }
 
-    /// Makes room: drops buckets that have refilled (they hold no state worth keeping), and
-    /// when every client is still limited, the one idle longest.
+    /// Makes room for a tenth of `maxClients` at once, so the scan runs once per that many
+    /// new clients, not per request: drops buckets that have refilled (they hold no state
+    /// worth keeping), then, if clients are still too many, arbitrary ones.
     fn evict(&self, buckets: &mut HashMap<IpAddr, Bucket>, now: Instant) {
         let refill = Duration::from_secs_f64(self.capacity / self.per_second);
         buckets.retain(|_, b| now.saturating_duration_since(b.updated) < refill);
-        if buckets.len() >= self.max_clients
-            && let Some(oldest) = buckets
-                .iter()
-                .min_by_key(|(_, b)| b.updated)
-                .map(|(ip, _)| *ip)
-        {
-            buckets.remove(&oldest);
+        let target = self.max_clients - self.max_clients / 10 - 1;
+        if buckets.len() > target {
+            let excess: Vec<IpAddr> = buckets
+                .keys()
+                .take(buckets.len() - target)
+                .copied()
+                .collect();
+            for ip in excess {
+                buckets.remove(&ip);
+            }
         }
+    }
+}
+
+/// The bucket key of an address: IPv6 clients by their /64, since one host holds a whole /64
+/// and could otherwise take a new address per request.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -228,5 +248,16 @@ mod tests {
             let _ = l.take(ip, t0);
         }
         assert!(l.buckets.lock().unwrap().len() <= 100);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

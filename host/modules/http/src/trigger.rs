@@ -146,8 +146,10 @@ impl TriggerType for HttpTriggerType {
                 route.roles,
                 &format!("/routes/{i}"),
             );
+            let added = router.add_route(method, &route.path, service);
+            // After the route itself, so that a declared `OPTIONS` route wins.
             crate::workflow::add_preflight(ctx, &router, &route.path, &route.middlewares);
-            match router.add_route(method, &route.path, service) {
+            match added {
                 Ok(path) => ctx.app.add_route(RouteInfo {
                     server: None,
                     router: router.name().to_string(),

@@ -765,7 +765,18 @@ impl StateMachineEngine {
                     .await
                     .map(|_| None)
                     .map_err(|e| e.to_string()),
-                HookAction::Processor(processor) => processor.process(&event).await,
+                // The work of the transition failed (a component trap, a timeout): wf's
+                // failure, not the caller's — details go to the log.
+                HookAction::Processor(processor) => match processor.process(&event).await {
+                    Ok(next) => Ok(next),
+                    Err(e) => {
+                        tracing::error!(engine = %self.name, instance = %instance.id, transition, hook = %hook.name, error = %e, "transition processing failed");
+                        return Err(SmError {
+                            status: 502,
+                            message: format!("transition processing failed: {}", hook.name),
+                        });
+                    }
+                },
             };
             match outcome {
                 // The last processor to name a follow-up wins.

@@ -128,6 +128,12 @@ impl ModuleType for ProcessingStepType {
             }
             (None, Some(pipeline)) => issues.extend(ctx.require_pipeline("/pipeline", pipeline)),
         }
+        if config.max_retries > 20 {
+            issues.push(ConfigIssue::new(
+                "/maxRetries",
+                "at most 20 retries: the transition waits for them",
+            ));
+        }
         if config.success_transition.is_none() && config.compensate_transition.is_none() {
             issues.push(ConfigIssue::warning("", "neither `successTransition` nor `compensateTransition`: the step runs but moves no instance"));
         }
