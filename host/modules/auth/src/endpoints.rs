@@ -357,8 +357,7 @@ impl AuthEndpoints {
             }
             Rotation::Reused { session } => {
                 tracing::warn!(user = %user.id, session = %session, "a refresh token was used twice; the session is revoked");
-                self.tokens
-                    .mark_revoked(&session, self.tokens.refresh_expiry());
+                self.tokens.forget([&session]);
                 refuse(
                     StatusCode::UNAUTHORIZED,
                     "refresh token already used; the session is revoked, sign in again",
@@ -388,11 +387,10 @@ impl AuthEndpoints {
             );
         }
         sessions.dedup();
-        for session in sessions {
-            self.store.revoke_session(&session).await?;
-            self.tokens
-                .mark_revoked(&session, self.tokens.refresh_expiry());
+        for session in &sessions {
+            self.store.revoke_session(session).await?;
         }
+        self.tokens.forget(&sessions);
         Ok((StatusCode::OK, json!({"status": "ok"})))
     }
 
@@ -450,10 +448,8 @@ impl AuthEndpoints {
     }
 
     async fn revoke_all(&self, user_id: &str) -> Result<(), Refusal> {
-        for session in self.store.revoke_user_sessions(user_id).await? {
-            self.tokens
-                .mark_revoked(&session, self.tokens.refresh_expiry());
-        }
+        let sessions = self.store.revoke_user_sessions(user_id).await?;
+        self.tokens.forget(&sessions);
         Ok(())
     }
 
@@ -505,10 +501,7 @@ impl AuthEndpoints {
         }
         match self.store.delete(id).await? {
             Some(sessions) => {
-                for session in sessions {
-                    self.tokens
-                        .mark_revoked(&session, self.tokens.refresh_expiry());
-                }
+                self.tokens.forget(&sessions);
                 Ok((StatusCode::NO_CONTENT, Value::Null))
             }
             None => refuse(StatusCode::NOT_FOUND, "user not found"),

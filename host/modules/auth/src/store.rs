@@ -149,7 +149,7 @@ fn row_to_user(mut row: Map<String, Value>) -> User {
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use wf_http::jwt::{JwtSigner, JwtVerifier, TokenError};
 use wf_http::middleware_auth::AuthProvider;
 
-use crate::store::{StoreError, User, UserStore};
+use crate::store::{StoreError, User, UserStore, unix_now};
 
 /// How often the revoked sessions are re-read from the database (other hosts' sign-outs).
 pub const REVOCATION_POLL: Duration = Duration::from_secs(15);
@@ -37,10 +37,6 @@ pub struct TokenService {
     settings: TokenSettings,
     /// Revoked session ids, each with the time after which none of its tokens can be valid.
     revoked: RwLock<HashMap<String, i64>>,
-}
-
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 impl TokenService {
@@ -159,6 +155,15 @@ impl TokenService {
             let now = unix_now();
             revoked.retain(|_, until| *until > now);
             revoked.insert(session.to_string(), until);
+        }
+    }
+
+    /// Refuses the tokens of sessions just revoked here (they cannot outlive a refresh token
+    /// issued now).
+    pub fn forget(&self, sessions: impl IntoIterator<Item = impl AsRef<str>>) {
+        let expires_at = self.refresh_expiry();
+        for session in sessions {
+            self.mark_revoked(session.as_ref(), expires_at);
         }
     }
 

@@ -27,20 +27,22 @@ pub fn endpoint_router(
     )
 }
 
-/// Adds a GET endpoint to `router` and records it for `wf-host inspect`.
+/// Adds a GET endpoint of module `handler` to `router` and records it for `wf-host inspect`
+/// (at build, or at start for modules that must not depend on the router).
 pub fn add_endpoint(
     router: &Router,
-    ctx: &BuildContext<'_>,
+    app: &wf_engine::AppState,
+    handler: &str,
     path: &str,
     service: crate::RouteService,
 ) -> anyhow::Result<()> {
     let path = router.add_route(http::Method::GET, path, service)?;
-    ctx.app.add_route(wf_engine::RouteInfo {
+    app.add_route(wf_engine::RouteInfo {
         server: None,
         router: router.name().to_string(),
         method: "GET".to_string(),
         path,
-        handler: ctx.name.to_string(),
+        handler: handler.to_string(),
         middlewares: Vec::new(),
     });
     Ok(())

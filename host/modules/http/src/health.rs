@@ -87,7 +87,8 @@ impl ModuleType for HealthCheckerType {
         let app = ctx.app.clone();
         add_endpoint(
             &router,
-            ctx,
+            ctx.app,
+            ctx.name,
             &config.health_path,
             route_fn(|_| async {
                 // No module reports checks yet; each will add its own entry under "checks".
@@ -96,7 +97,8 @@ impl ModuleType for HealthCheckerType {
         )?;
         add_endpoint(
             &router,
-            ctx,
+            ctx.app,
+            ctx.name,
             &config.ready_path,
             route_fn(move |_| {
                 let ready = app.is_ready();
@@ -105,7 +107,8 @@ impl ModuleType for HealthCheckerType {
         )?;
         add_endpoint(
             &router,
-            ctx,
+            ctx.app,
+            ctx.name,
             &config.live_path,
             route_fn(|_| async { json_response(StatusCode::OK, &json!({"status": "alive"})) }),
         )?;

@@ -21,7 +21,7 @@ use wf_engine::{
     StartContext, async_trait,
 };
 
-use crate::endpoint::choose_router;
+use crate::endpoint::{add_endpoint, choose_router};
 use crate::router::RequestObserver;
 use crate::{Response, Router, route_fn};
 
@@ -415,15 +415,7 @@ impl Module for MetricsModule {
             let body = served.render();
             async move { body }
         });
-        let path = router.add_route(Method::GET, &self.path, service)?;
-        ctx.app.add_route(wf_engine::RouteInfo {
-            server: None,
-            router: router.name().to_string(),
-            method: "GET".to_string(),
-            path,
-            handler: self.name.clone(),
-            middlewares: Vec::new(),
-        });
+        add_endpoint(&router, &ctx.app, &self.name, &self.path, service)?;
         if self.metrics.http.is_some() {
             for (_, router) in services.all::<Router>() {
                 router.add_observer(self.metrics.clone());

@@ -68,7 +68,8 @@ impl ModuleType for ModuleSchemasType {
         let router = endpoint_router(config.router.as_deref(), ctx)?;
         add_endpoint(
             &router,
-            ctx,
+            ctx.app,
+            ctx.name,
             &config.path,
             route_fn(move |_| {
                 let response = json_bytes_response(StatusCode::OK, body.clone());
