@@ -300,3 +300,56 @@ pub fn database_backends(dir: &TempDir) -> Vec<(&'static str, String)> {
     }
     out
 }
+
+/// Collects the JSON messages of the topics it is subscribed to (see [`collect`]).
+#[derive(Default)]
+pub struct Collect(std::sync::Mutex<Vec<(String, serde_json::Value)>>);
+
+#[wf_engine::async_trait]
+impl wf_messaging::MessageHandler for Collect {
+    async fn handle(&self, topic: &str, payload: bytes::Bytes) -> anyhow::Result<()> {
+        let value = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((topic.to_string(), value));
+        Ok(())
+    }
+}
+
+impl Collect {
+    pub fn on(&self, topic: &str) -> Vec<serde_json::Value> {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub async fn wait_for(&self, topic: &str, count: usize) -> Vec<serde_json::Value> {
+        let done = eventually(std::time::Duration::from_secs(5), || async {
+            self.on(topic).len() >= count
+        })
+        .await;
+        assert!(
+            done,
+            "expected {count} messages on `{topic}`, saw {:?}",
+            self.on(topic)
+        );
+        self.on(topic)
+    }
+}
+
+/// Subscribes a new [`Collect`] to `topics` on `broker`, as subscriber `test`.
+pub fn collect(
+    broker: &std::sync::Arc<dyn wf_messaging::MessageBroker>,
+    topics: &[&str],
+) -> std::sync::Arc<Collect> {
+    let collect = std::sync::Arc::new(Collect::default());
+    for topic in topics {
+        broker
+            .subscribe(topic, "test", collect.clone())
+            .expect("the test can subscribe");
+    }
+    collect
+}

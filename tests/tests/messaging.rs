@@ -4,61 +4,17 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 use wf_engine::Extensions;
+use wf_messaging::MessageBroker;
 use wf_messaging::handler::LoggingHandler;
-use wf_messaging::{MessageBroker, MessageHandler};
 use wf_tests::{
-    build_on_loopback, eventually, invalid_yaml, running_broker, seed_examples, start_yaml,
+    build_on_loopback, collect, eventually, invalid_yaml, running_broker, seed_examples, start_yaml,
 };
-
-/// Collects the JSON messages of the topics it is subscribed to.
-#[derive(Default)]
-struct Collect(Mutex<Vec<(String, Value)>>);
-
-#[wf_engine::async_trait]
-impl MessageHandler for Collect {
-    async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()> {
-        let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-        self.0.lock().unwrap().push((topic.to_string(), value));
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn on(&self, topic: &str) -> Vec<Value> {
-        let seen = self.0.lock().unwrap();
-        seen.iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    async fn wait_for(&self, topic: &str, count: usize) -> Vec<Value> {
-        let done = eventually(Duration::from_secs(5), || async {
-            self.on(topic).len() >= count
-        })
-        .await;
-        assert!(
-            done,
-            "expected {count} messages on `{topic}`, saw {:?}",
-            self.on(topic)
-        );
-        self.on(topic)
-    }
-}
-
-fn collect(broker: &Arc<dyn MessageBroker>, topics: &[&str]) -> Arc<Collect> {
-    let collect = Arc::new(Collect::default());
-    for topic in topics {
-        broker.subscribe(topic, "test", collect.clone()).unwrap();
-    }
-    collect
-}
 
 async fn publish(broker: &Arc<dyn MessageBroker>, topic: &str, payload: &str) {
     broker

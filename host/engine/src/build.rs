@@ -175,6 +175,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
     let wire = |kind: &str,
                 services: &mut Services,
                 diagnostics: &mut Diagnostics,
+                triggers: &mut Vec<BuiltTrigger>,
                 origin: &Origin,
                 f: &Configure<'_>| {
         let mut ctx = WireContext {
@@ -184,8 +185,14 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             registry,
             services,
             issues: Vec::new(),
+            listeners: Vec::new(),
         };
         let result = f(&mut ctx);
+        triggers.extend(
+            std::mem::take(&mut ctx.listeners)
+                .into_iter()
+                .map(|(label, trigger)| BuiltTrigger { label, trigger }),
+        );
         let issues = std::mem::take(&mut ctx.issues);
         diagnostics.extend(
             issues
@@ -194,6 +201,9 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         );
         result
     };
+
+    // What starts runs: triggers, and the listeners workflows own (a webhook receiver).
+    let mut triggers = Vec::new();
 
     // Workflows that declare pipelines (`integration`) are wired first, so the others may name
     // those pipelines whatever the file order; otherwise file order.
@@ -214,6 +224,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             &section.kind,
             &mut services,
             &mut diagnostics,
+            &mut triggers,
             &section.origin,
             &configure,
         ) {
@@ -260,14 +271,20 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             )
         })
         .chain(inline);
-    let mut triggers = Vec::new();
     for (label, kind, trigger_config, origin) in sections {
         let Some(registered) = registry.trigger(&kind) else {
             continue;
         };
         let configure =
             |ctx: &mut WireContext<'_>| (registered.factory)(&trigger_config, ctx).map(Some);
-        match wire(&kind, &mut services, &mut diagnostics, &origin, &configure) {
+        match wire(
+            &kind,
+            &mut services,
+            &mut diagnostics,
+            &mut triggers,
+            &origin,
+            &configure,
+        ) {
             Ok(Some(trigger)) => triggers.push(BuiltTrigger { label, trigger }),
             Ok(None) => {}
             Err(e) => diagnostics.push(located(

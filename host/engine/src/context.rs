@@ -229,9 +229,20 @@ pub struct WireContext<'a> {
     pub(crate) registry: &'a Registry,
     pub(crate) services: &'a mut Services,
     pub(crate) issues: Vec<ConfigIssue>,
+    pub(crate) listeners: Vec<(String, Arc<dyn crate::trigger::Trigger>)>,
 }
 
 impl WireContext<'_> {
+    /// Something this workflow owns that starts runs from outside (a webhook receiver's
+    /// listener): started and stopped with the app's triggers, under `label`.
+    pub fn add_listener(
+        &mut self,
+        label: impl Into<String>,
+        listener: Arc<dyn crate::trigger::Trigger>,
+    ) {
+        self.listeners.push((label.into(), listener));
+    }
+
     /// The validation view of the configuration, to make the same choices validation made.
     pub fn check(&self) -> CheckContext<'_> {
         CheckContext {

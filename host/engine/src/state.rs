@@ -52,6 +52,8 @@ pub struct AppState {
     pipelines: Mutex<Arc<Pipelines>>,
     run_events: Arc<RunEvents>,
     action_targets: Mutex<HashMap<String, Arc<dyn ActionTarget>>>,
+    /// Where each of the app's listeners (servers, webhook receivers) is bound, by name.
+    listening: Mutex<HashMap<String, std::net::SocketAddr>>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             pipelines: Mutex::default(),
             run_events: Arc::default(),
             action_targets: Mutex::default(),
+            listening: Mutex::default(),
         }
     }
 
@@ -137,6 +140,18 @@ impl AppState {
 
     pub fn action_target(&self, name: &str) -> Option<Arc<dyn ActionTarget>> {
         self.action_targets.lock().ok()?.get(name).cloned()
+    }
+
+    /// Records where the listener `name` is bound (the real port when configured with `:0`).
+    pub fn set_listening(&self, name: &str, address: std::net::SocketAddr) {
+        if let Ok(mut listening) = self.listening.lock() {
+            listening.insert(name.to_string(), address);
+        }
+    }
+
+    /// Where the listener `name` (an `http.server` module, `webhook:<connector>`) is bound.
+    pub fn listening(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.listening.lock().ok()?.get(name).copied()
     }
 
     pub fn add_route(&self, route: RouteInfo) {

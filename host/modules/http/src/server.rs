@@ -137,6 +137,26 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// A server that is not a module of the app but belongs to something else (a webhook
+    /// receiver's own port), serving `router` on `address` (`host:port` or `:port`) with the
+    /// default timeouts. Start and stop it through [`Module`].
+    pub fn standalone(name: &str, address: &str, router: Arc<Router>) -> Result<Self, String> {
+        Ok(HttpServer {
+            name: name.to_string(),
+            address: listen_address(address)?,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            configured_router: None,
+            router: Mutex::new(Some(router)),
+            running: Mutex::default(),
+        })
+    }
+
+    /// Whether `address` is one a server can listen on, and if not, why.
+    pub fn check_address(address: &str) -> Result<(), String> {
+        listen_address(address).map(|_| ())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -229,6 +249,7 @@ impl Module for HttpServer {
             self.write_timeout,
             shutdown_rx,
         ));
+        ctx.app.set_listening(&self.name, local_addr);
         tracing::info!(server = %self.name, address = %local_addr, "listening");
         if let Ok(mut running) = self.running.lock() {
             *running = Some(Running {

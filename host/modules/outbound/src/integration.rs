@@ -15,12 +15,16 @@
 //! ```
 //!
 //! Each step becomes a `step.http_call` (plus a `step.rate_limit` in front when the connector
-//! has `requestsPerMinute`), so it gets that step's timeouts, JSON handling, error reporting and
-//! retries. `${data.x}` reads the run's data, `${<step>.x}` an earlier step's response body.
-//! Path parameters are percent-encoded: data can never change which host or path is called.
-//! The original validated these workflows but nothing could run them.
+//! has `requestsPerMinute`), so it gets that step's timeouts, JSON handling and error
+//! reporting, wrapped in an [`IntegrationCall`] that evaluates the step's `transform`, retries,
+//! and publishes `onSuccess` / `onError` notifications. `${data.x}` reads the run's data,
+//! `${<step>.x}` an earlier step's response body. Path parameters are percent-encoded: data can
+//! never change which host or path is called. `webhook` connectors listen for events instead
+//! (see [`crate::webhook_receiver`]). The original validated these workflows but nothing could
+//! run them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use schemars::JsonSchema;
@@ -29,6 +33,14 @@ use serde_json::{Map, Value, json};
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::wf_config::schema::{PipelineEntry, RetryEntry, StepEntry};
 use wf_engine::{Category, CheckContext, ConfigIssue, Described, WireContext, WorkflowType};
+use wf_messaging::MessageBroker;
+
+use crate::integration_call::{CallRetry, IntegrationCall, Notify};
+use crate::transform_expr::{self, Expr};
+use crate::webhook_receiver::WebhookReceiver;
+use crate::workflow_registry::{
+    ConnectorSummary, IntegrationSummary, StepSummary, WorkflowRegistry,
+};
 
 /// Configuration of the `integration` workflow.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,9 +49,14 @@ pub struct IntegrationConfig {
     /// The pipeline these steps become; triggers and `step.sub_workflow` start it by this name.
     #[serde(default)]
     pub name: Option<String>,
-    /// The original's registry module; documentation only in this version.
+    /// A `workflow.registry` module that lists this integration and its runs, and can start it
+    /// over HTTP.
     #[serde(default)]
     pub registry: Option<String>,
+    /// The message broker that `onSuccess` / `onError` notifications and `webhook` connectors
+    /// publish on; optional when the application has one.
+    #[serde(default)]
+    pub broker: Option<String>,
     /// External services, by name.
     #[schemars(length(min = 1))]
     pub connectors: Vec<Connector>,
@@ -54,8 +71,8 @@ pub struct IntegrationConfig {
 pub struct Connector {
     /// How steps name this connector.
     pub name: String,
-    /// `http`, `rest` and `api` are HTTP services; `webhook` and `database` are not
-    /// implemented in this version.
+    /// `http`, `rest` and `api` are HTTP services that steps call; `webhook` receives events
+    /// on its own port; `database` is not implemented in this version.
     #[serde(rename = "type")]
     pub kind: String,
     /// Where the service is and how to authenticate.
@@ -98,12 +115,30 @@ pub struct ConnectorSettings {
     /// fills percent-encoded path segments and query values, so calls cannot be redirected.
     #[serde(default, rename = "allowPrivateIPs")]
     pub allow_private_ips: Option<bool>,
-    /// The path a `webhook` connector listens on (not implemented in this version).
+    /// The path a `webhook` connector accepts `POST`s on.
     #[serde(default)]
     pub path: Option<String>,
-    /// The port a `webhook` connector listens on (not implemented in this version).
+    /// The port a `webhook` connector listens on, on every interface (default 8080).
     #[serde(default)]
     pub port: Option<u16>,
+    /// Where a `webhook` connector listens, `host:port`; overrides `port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The topic a `webhook` connector publishes each event to (default
+    /// `webhooks.<connector>`); published whenever it is set or no `pipeline` is.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// A pipeline a `webhook` connector runs for each event; the caller gets its answer.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// HMAC-SHA256 key a `webhook` connector checks `X-Webhook-Signature` with (the scheme
+    /// `webhook.sender` signs with); unsigned or stale events get `401`. Use `${ENV_VAR}`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Largest event a `webhook` connector accepts (default 1 MiB); larger ones get `413`.
+    #[serde(default, rename = "maxBodyBytes")]
+    #[schemars(range(min = 1))]
+    pub max_body_bytes: Option<usize>,
     /// The driver of a `database` connector (not implemented in this version).
     #[serde(default)]
     pub driver: Option<String>,
@@ -137,13 +172,18 @@ pub struct IntegrationStep {
     #[serde(default, rename = "retryDelay")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub retry_delay: Option<String>,
-    /// The original's response transform expression: not implemented in this version.
+    /// The call's parameters as an object of expressions over the run's data and earlier
+    /// responses (`{"amount": data.total, "id": check-customer.id, "at": data.a || lookup.b}`);
+    /// its keys override `input`'s.
     #[serde(default)]
     pub transform: Option<String>,
-    /// The original's routing on success: not implemented in this version.
+    /// A topic that gets `{integration, step, status: "succeeded", result, run_id}` after the
+    /// call succeeds.
     #[serde(default, rename = "onSuccess")]
     pub on_success: Option<String>,
-    /// The original's routing on error: not implemented in this version.
+    /// A topic that gets `{integration, step, status: "failed", error, run_id}` when the call
+    /// fails for good; the run then goes on with the next step, the error as this step's
+    /// output.
     #[serde(default, rename = "onError")]
     pub on_error: Option<String>,
 }
@@ -190,6 +230,34 @@ impl WorkflowType for IntegrationWorkflow {
                 .help("give the integration another `name:`"),
             );
         }
+        if let Some(registry) = &config.registry {
+            if let Some(issue) = ctx.require_module("/registry", registry, "registry") {
+                issues.push(issue);
+            } else if ctx.module_type(registry) != Some(crate::workflow_registry::NAME) {
+                issues.push(ConfigIssue::new(
+                    "/registry",
+                    format!(
+                        "`{registry}` is not a `{}` module",
+                        crate::workflow_registry::NAME
+                    ),
+                ));
+            }
+        }
+        // A broker is needed only by notifications and webhook events that publish.
+        let publishes = config
+            .steps
+            .iter()
+            .any(|s| s.on_success.is_some() || s.on_error.is_some())
+            || config
+                .connectors
+                .iter()
+                .any(|c| c.kind == "webhook" && webhook_publishes(&c.config));
+        if publishes && let Err(issue) = wf_messaging::choose_broker(config.broker.as_deref(), ctx)
+        {
+            issues.push(issue.help(
+                "notifications and webhook events are published on a message broker: add a `messaging.broker` module, or name one as `broker:`",
+            ));
+        }
         let mut seen = BTreeSet::new();
         for (i, c) in config.connectors.iter().enumerate() {
             let at = |s: &str| format!("/connectors/{i}{s}");
@@ -203,7 +271,8 @@ impl WorkflowType for IntegrationWorkflow {
                 k if HTTP_KINDS.contains(&k) => {
                     issues.extend(check_http(&c.config, &at("/config")))
                 }
-                "webhook" | "database" => issues.push(ConfigIssue::not_implemented(
+                "webhook" => issues.extend(check_webhook(&c.config, &at("/config"), ctx)),
+                "database" => issues.push(ConfigIssue::not_implemented(
                     at("/type"),
                     format!(
                         "`{}` connectors are not implemented in this build yet",
@@ -232,11 +301,35 @@ impl WorkflowType for IntegrationWorkflow {
                     issues.push(ConfigIssue::new(at(&format!("/input/{key}")), e));
                 }
             }
-            if !seen.contains(step.connector.as_str()) {
-                issues.push(ConfigIssue::new(
+            match config.connectors.iter().find(|c| c.name == step.connector) {
+                None => issues.push(ConfigIssue::new(
                     at("/connector"),
                     format!("no connector named `{}`", step.connector),
-                ));
+                )),
+                Some(c) if c.kind == "webhook" => issues.push(
+                    ConfigIssue::new(
+                        at("/connector"),
+                        format!(
+                            "`{}` is a webhook connector: it receives events, steps cannot call it",
+                            c.name
+                        ),
+                    )
+                    .help("name an `http` connector, or handle the webhook's events with its `topic` or `pipeline`"),
+                ),
+                Some(_) => {}
+            }
+            if let Some(text) = &step.transform
+                && let Err(e) = check_transform(text, &step_names[..i])
+            {
+                issues.push(ConfigIssue::new(at("/transform"), e));
+            }
+            for (key, topic) in [
+                ("/onSuccess", &step.on_success),
+                ("/onError", &step.on_error),
+            ] {
+                if topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                    issues.push(ConfigIssue::new(at(key), "the topic is empty"));
+                }
             }
             if let Err(e) = parse_action(&step.action) {
                 issues.push(ConfigIssue::new(at("/action"), e));
@@ -245,21 +338,6 @@ impl WorkflowType for IntegrationWorkflow {
                 && let Err(e) = parse_duration(delay)
             {
                 issues.push(ConfigIssue::new(at("/retryDelay"), e));
-            }
-            for (key, set) in [
-                ("/transform", &step.transform),
-                ("/onSuccess", &step.on_success),
-                ("/onError", &step.on_error),
-            ] {
-                if set.is_some() {
-                    issues.push(ConfigIssue::not_implemented(
-                        at(key),
-                        format!(
-                            "`{}` of integration steps is not implemented in this build yet",
-                            &key[1..]
-                        ),
-                    ));
-                }
             }
             for (key, value) in &step.input {
                 for reference in references(value) {
@@ -286,6 +364,12 @@ impl WorkflowType for IntegrationWorkflow {
             .iter()
             .map(|c| (c.name.as_str(), c))
             .collect();
+        // The broker is resolved only when something publishes (validation made sure it exists).
+        let broker = |ctx: &WireContext<'_>| -> anyhow::Result<Arc<dyn MessageBroker>> {
+            let chosen = wf_messaging::choose_broker(config.broker.as_deref(), &ctx.check())
+                .map_err(|issue| anyhow::anyhow!(issue.message))?;
+            Ok(ctx.service::<dyn MessageBroker>(&chosen)?)
+        };
         let mut steps = Vec::new();
         for step in &config.steps {
             let connector = connectors
@@ -311,20 +395,11 @@ impl WorkflowType for IntegrationWorkflow {
                     }),
                 ));
             }
-            let retry = (step.retry_count > 0).then(|| RetryEntry {
-                max_attempts: step.retry_count + 1,
-                backoff: step.retry_delay.clone().unwrap_or_else(|| "1s".into()),
-                max_backoff: "60s".into(),
-                on: vec![
-                    wf_engine::ErrorKind::Unavailable,
-                    wf_engine::ErrorKind::Timeout,
-                ],
-            });
             steps.push(step_entry(
                 &step.name,
                 "step.http_call",
                 http_call(step, connector)?,
-                retry,
+                None,
             ));
         }
         let entry = PipelineEntry {
@@ -335,11 +410,225 @@ impl WorkflowType for IntegrationWorkflow {
             timeout: None,
             max_steps: None,
         };
-        if let Some(pipeline) = ctx.build_pipeline(&name, &entry, "/steps") {
-            ctx.register_pipeline(pipeline);
+        let Some(pipeline) = ctx.build_pipeline(&name, &entry, "/steps") else {
+            return Ok(());
+        };
+        let mut pipeline = Arc::try_unwrap(pipeline)
+            .map_err(|_| anyhow::anyhow!("pipeline `{name}` was shared before it was finished"))?;
+        // Each call is wrapped: transform, retries and notifications.
+        for step in &config.steps {
+            let Some(built) = pipeline.steps.iter_mut().find(|s| s.name == step.name) else {
+                continue;
+            };
+            let notify = match (&step.on_success, &step.on_error) {
+                (None, None) => None,
+                (on_success, on_error) => Some(Notify {
+                    broker: broker(ctx)?,
+                    on_success: on_success.clone(),
+                    on_error: on_error.clone(),
+                }),
+            };
+            let retry = match &step.retry_delay {
+                Some(delay) => parse_duration(delay).map_err(anyhow::Error::msg)?,
+                None => std::time::Duration::from_secs(1),
+            };
+            built.step = Arc::new(IntegrationCall {
+                integration: name.clone(),
+                step: step.name.clone(),
+                call: built.step.clone(),
+                transform: step
+                    .transform
+                    .as_deref()
+                    .map(transform_expr::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("step `{}`: {e}", step.name))?,
+                retry: Some(CallRetry {
+                    attempts: step.retry_count + 1,
+                    delay: retry,
+                }),
+                notify,
+            });
+        }
+        ctx.register_pipeline(Arc::new(pipeline));
+
+        for connector in config.connectors.iter().filter(|c| c.kind == "webhook") {
+            let settings = &connector.config;
+            let mut receiver = WebhookReceiver::new(
+                &connector.name,
+                webhook_address(settings),
+                settings.path.clone().unwrap_or_default(),
+            );
+            if webhook_publishes(settings) {
+                receiver.publish = Some((webhook_topic(connector), broker(ctx)?));
+            }
+            receiver.pipeline = settings.pipeline.clone();
+            receiver.secret = settings.secret.clone().filter(|s| !s.is_empty());
+            if let Some(max) = settings.max_body_bytes {
+                receiver.max_body_bytes = max;
+            }
+            ctx.app.add_route(wf_engine::RouteInfo {
+                server: Some(format!("webhook:{}", connector.name)),
+                router: format!("webhook:{}", connector.name),
+                method: "POST".into(),
+                path: receiver.path.clone(),
+                handler: format!(
+                    "webhook connector `{}` ({})",
+                    connector.name, receiver.address
+                ),
+                middlewares: Vec::new(),
+            });
+            ctx.add_listener(
+                format!("webhook connector `{}`", connector.name),
+                Arc::new(receiver),
+            );
+        }
+
+        if let Some(registry) = &config.registry {
+            ctx.service::<WorkflowRegistry>(registry)?
+                .register(summary(&name, &config));
         }
         Ok(())
     }
+}
+
+/// What the registry lists of an integration: no credentials.
+fn summary(name: &str, config: &IntegrationConfig) -> IntegrationSummary {
+    IntegrationSummary {
+        name: name.to_string(),
+        connectors: config
+            .connectors
+            .iter()
+            .map(|c| ConnectorSummary {
+                name: c.name.clone(),
+                kind: c.kind.clone(),
+                target: if c.kind == "webhook" {
+                    c.config.path.clone()
+                } else {
+                    c.config.base_url.clone()
+                },
+            })
+            .collect(),
+        steps: config
+            .steps
+            .iter()
+            .map(|s| StepSummary {
+                name: s.name.clone(),
+                connector: s.connector.clone(),
+                action: s.action.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Whether a webhook connector publishes its events: when it names a topic or no pipeline.
+fn webhook_publishes(settings: &ConnectorSettings) -> bool {
+    settings.topic.is_some() || settings.pipeline.is_none()
+}
+
+fn webhook_topic(connector: &Connector) -> String {
+    connector
+        .config
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("webhooks.{}", connector.name))
+}
+
+/// `address`, else `:port` (8080, the original's default).
+fn webhook_address(settings: &ConnectorSettings) -> String {
+    settings
+        .address
+        .clone()
+        .unwrap_or_else(|| format!(":{}", settings.port.unwrap_or(8080)))
+}
+
+fn check_webhook(
+    settings: &ConnectorSettings,
+    at: &str,
+    ctx: &CheckContext<'_>,
+) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    match settings.path.as_deref() {
+        Some(path) if path.starts_with('/') && !path.contains(['{', '}', '*', ':']) => {}
+        Some(_) => issues.push(ConfigIssue::new(
+            format!("{at}/path"),
+            "a webhook connector's `path` is a fixed path starting with `/`, e.g. `/webhooks/events`",
+        )),
+        None => issues.push(ConfigIssue::new(
+            at,
+            "a webhook connector needs a `path` to accept events on",
+        )),
+    }
+    if let Err(e) = wf_http::HttpServer::check_address(&webhook_address(settings)) {
+        issues.push(ConfigIssue::new(format!("{at}/address"), e));
+    }
+    if settings.port == Some(0) && settings.address.is_none() {
+        issues.push(ConfigIssue::new(
+            format!("{at}/port"),
+            "port 0 would pick a port nobody knows; set a port, or `address: 127.0.0.1:0` in tests",
+        ));
+    }
+    if let Some(pipeline) = &settings.pipeline
+        && !ctx.has_pipeline(pipeline)
+    {
+        issues.push(ConfigIssue::new(
+            format!("{at}/pipeline"),
+            format!("no pipeline named `{pipeline}`"),
+        ));
+    }
+    if settings
+        .topic
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        issues.push(ConfigIssue::new(
+            format!("{at}/topic"),
+            "the topic is empty",
+        ));
+    }
+    for (key, set) in [
+        ("/baseURL", settings.base_url.is_some()),
+        ("/authType", settings.auth_type.is_some()),
+        ("/requestsPerMinute", settings.requests_per_minute.is_some()),
+    ] {
+        if set {
+            issues.push(ConfigIssue::warning(
+                format!("{at}{key}"),
+                format!("`{}` has no effect on a webhook connector", &key[1..]),
+            ));
+        }
+    }
+    issues
+}
+
+/// A transform must parse, be an object (its keys are the call's parameters), and read only
+/// the run's data and earlier steps.
+fn check_transform(text: &str, earlier: &[&str]) -> Result<(), String> {
+    let expr = transform_expr::parse(text).map_err(|e| e.to_string())?;
+    let Expr::Object(entries) = &expr else {
+        return Err(
+            "a transform is an object, `{\"key\": value, ...}`: its keys are the call's parameters"
+                .into(),
+        );
+    };
+    for (key, _) in entries {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "transform key `{key}`: parameter names are letters, digits, `_` and `-`"
+            ));
+        }
+    }
+    for root in expr.roots() {
+        if root != "data" && !earlier.contains(&root) {
+            return Err(format!(
+                "the transform reads `{root}`, which is neither `data` nor a step that runs before this one"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_http(settings: &ConnectorSettings, at: &str) -> Vec<ConfigIssue> {
@@ -511,6 +800,13 @@ fn http_call(step: &IntegrationStep, connector: &Connector) -> anyhow::Result<Va
     let settings = &connector.config;
     let base = settings.base_url.clone().unwrap_or_default();
     let mut input = step.input.clone();
+    // A transform's keys read its result, which the call finds as this step's own body (see
+    // `IntegrationCall`); they override `input`'s.
+    if let Some(Ok(Expr::Object(entries))) = step.transform.as_deref().map(transform_expr::parse) {
+        for (key, _) in entries {
+            input.insert(key.clone(), json!(format!("${{{}.{key}}}", step.name)));
+        }
+    }
     // Path parameters, percent-encoded.
     let mut url = base.trim_end_matches('/').to_string();
     let mut rest = path.as_str();

@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 use wf_engine::wf_config::duration::{DURATION_PATTERN, parse_duration};
 use wf_engine::wf_config::time::rfc3339_now;
 use wf_engine::{
@@ -266,23 +264,6 @@ impl WebhookSender {
         })
     }
 
-    /// `sha256=<hex>` over `<timestamp>.<body>`.
-    fn signature(&self, timestamp: &str, body: &[u8]) -> Option<String> {
-        let secret = self.secret.as_ref()?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        let digest = mac.finalize().into_bytes();
-        Some(format!(
-            "sha256={}",
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ))
-    }
-
     /// One attempt: `Ok` on 2xx; `Err((error, retryable))` otherwise.
     async fn attempt(&self, id: &str, body: &Bytes) -> Result<(), (String, bool)> {
         let timestamp = std::time::SystemTime::now()
@@ -299,7 +280,8 @@ impl WebhookSender {
         for (k, v) in &self.headers {
             request = request.header(k, v);
         }
-        if let Some(signature) = self.signature(&timestamp, body) {
+        if let Some(secret) = &self.secret {
+            let signature = crate::signature::sign(secret, &timestamp, body);
             request = request.header("X-Webhook-Signature", signature);
         }
         match request.send().await {
