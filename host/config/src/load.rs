@@ -69,7 +69,8 @@ impl<'v> Loader<'v> {
         }
     }
 
-    fn finish(self) -> Loaded {
+    fn finish(mut self) -> Loaded {
+        settings_from_sections(&mut self.config);
         Loaded {
             config: self.config,
             diagnostics: self.diagnostics,
@@ -346,6 +347,7 @@ impl<'v> Loader<'v> {
                 depends_on,
                 description,
                 origin: origin(format!("/modules/{i}")),
+                config_origin: origin(format!("/modules/{i}/config")),
                 base_dir: base_dir.clone(),
             });
         }
@@ -421,6 +423,28 @@ impl<'v> Loader<'v> {
         config.required_plugins.extend(plugins);
         config.required_capabilities.extend(capabilities);
         config.sections.extend(named_sections);
+    }
+}
+
+/// A module written without `config` whose type reads a top-level section (the original's
+/// modular convention: `reverseproxy:` configures the `reverseproxy` module) takes that section
+/// as its config, and its problems are reported in the section.
+fn settings_from_sections(config: &mut AppConfig) {
+    for module in &mut config.modules {
+        let key = match module.type_name.as_str() {
+            "reverseproxy" | "http.proxy" => "reverseproxy",
+            _ => continue,
+        };
+        let written = module.config.as_object().is_some_and(|c| !c.is_empty());
+        if written {
+            continue;
+        }
+        if let Some((_, value, origin)) = config.sections.iter().find(|(k, _, _)| k == key)
+            && value.is_object()
+        {
+            module.config = value.clone();
+            module.config_origin = origin.clone();
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct ModuleDecl {
     /// `config.description`, which every module accepts (shown by `inspect` and the UI).
     pub description: Option<String>,
     pub origin: Origin,
+    /// Where `config` was written: the entry's `config`, or the top-level section it was read
+    /// from (see [`crate::load`]).
+    pub config_origin: Origin,
     pub base_dir: PathBuf,
 }
 

@@ -115,7 +115,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
                             decl.name, decl.type_name
                         ),
                     ),
-                    &decl.origin.child("/config"),
+                    &decl.config_origin,
                 )
                 .module(&decl.name),
             ),

@@ -217,7 +217,7 @@ impl Validator<'_> {
             self.typed_config(
                 registered,
                 &module.config,
-                &module.origin.child("/config"),
+                &module.config_origin,
                 &subject,
                 Some(&module.name),
             );

@@ -36,11 +36,23 @@ pub fn add_endpoint(
     path: &str,
     service: crate::RouteService,
 ) -> anyhow::Result<()> {
-    let path = router.add_route(http::Method::GET, path, service)?;
+    add_endpoint_for(router, app, handler, http::Method::GET, path, service)
+}
+
+/// [`add_endpoint`] for another method.
+pub fn add_endpoint_for(
+    router: &Router,
+    app: &wf_engine::AppState,
+    handler: &str,
+    method: http::Method,
+    path: &str,
+    service: crate::RouteService,
+) -> anyhow::Result<()> {
+    let path = router.add_route(method.clone(), path, service)?;
     app.add_route(wf_engine::RouteInfo {
         server: None,
         router: router.name().to_string(),
-        method: "GET".to_string(),
+        method: method.to_string(),
         path,
         handler: handler.to_string(),
         middlewares: Vec::new(),

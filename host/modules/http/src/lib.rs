@@ -27,9 +27,12 @@ pub mod middleware_logging;
 pub mod middleware_ratelimit;
 pub mod middleware_requestid;
 pub mod middleware_securityheaders;
+pub mod proxy;
+pub mod reverse_proxy;
 pub mod router;
 pub mod schemas;
 pub mod server;
+pub mod simple_proxy;
 pub mod trigger;
 pub mod workflow;
 
@@ -94,6 +97,9 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<middleware_ratelimit::RateLimitType>()?
         .register_module::<middleware_requestid::RequestIdType>()?
         .register_module::<middleware_securityheaders::SecurityHeadersType>()?
+        .register_module::<reverse_proxy::ReverseProxyType>()?
+        .register_module::<reverse_proxy::HttpProxyType>()?
+        .register_module::<simple_proxy::SimpleProxyType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
