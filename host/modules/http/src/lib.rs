@@ -33,6 +33,7 @@ pub mod router;
 pub mod schemas;
 pub mod server;
 pub mod simple_proxy;
+pub mod static_fileserver;
 pub mod trigger;
 pub mod workflow;
 
@@ -100,6 +101,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<reverse_proxy::ReverseProxyType>()?
         .register_module::<reverse_proxy::HttpProxyType>()?
         .register_module::<simple_proxy::SimpleProxyType>()?
+        .register_module::<static_fileserver::StaticFileServerType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?
