@@ -46,7 +46,7 @@ modules:
   - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
   - {{name: routes, type: http.router}}
   - {{name: site, type: static.fileserver, config: {{root: "{}", cacheMaxAge: 60}}}}
-  - {{name: assets, type: static.fileserver, config: {{root: "{}", prefix: /assets, spaFallback: false}}}}
+  - {{name: assets, type: static.fileserver, config: {{root: "{}", prefix: /assets, spa: false, cache_max_age: 5, security_headers: true}}}}
 "#,
         site.display(),
         site.display()
@@ -175,6 +175,9 @@ modules:
         .await
         .unwrap();
     assert_eq!(asset.status(), 200);
+    // (`spa`, `cache_max_age`, `security_headers`: the names of some of the original's examples)
+    assert_eq!(asset.headers()["cache-control"], "public, max-age=5");
+    assert_eq!(asset.headers()["x-frame-options"], "DENY");
     let missing = http
         .get(format!("{base}/assets/missing.js"))
         .send()

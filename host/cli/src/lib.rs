@@ -16,6 +16,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     wf_storage::register(&mut registry)?;
     wf_state::register(&mut registry)?;
     wf_auth::register(&mut registry)?;
+    wf_cache::register(&mut registry)?;
     wf_wasm::register(&mut registry)?;
     Ok(registry)
 }

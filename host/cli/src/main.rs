@@ -396,14 +396,21 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         None => EnvFilter::new("info"),
     };
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let console = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    // The filter is the console's own: `log.collector` keeps its own level.
+    let console = match format {
+        LogFormat::Text => console.with_filter(filter).boxed(),
+        LogFormat::Json => console.json().with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(console)
+        .with(wf_http::logs::layer())
+        .init();
 }
 
 /// The async runtime for commands that run an application; `None` (reported) if it cannot start.

@@ -27,6 +27,29 @@ pub fn endpoint_router(
     )
 }
 
+/// At start: the router [`choose_router`] chose, for modules that add their routes when they
+/// start instead of declaring the router as a reference, so that servers may list them in
+/// `dependsOn` (as the original's examples do) without a cycle through the router. Routes
+/// added then are in place before any server starts (servers start last).
+pub fn started_router(
+    configured: Option<&str>,
+    ctx: &wf_engine::StartContext,
+) -> anyhow::Result<Arc<Router>> {
+    let services = ctx
+        .app
+        .services()
+        .ok_or_else(|| anyhow::anyhow!("the app's services are not available"))?;
+    match configured {
+        Some(name) => Ok(services.get::<Router>(name)?),
+        None => services
+            .all::<Router>()
+            .into_iter()
+            .map(|(_, router)| router)
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("there is no `http.router` to serve on")),
+    }
+}
+
 /// Adds a GET endpoint of module `handler` to `router` and records it for `wf-host inspect`
 /// (at build, or at start for modules that must not depend on the router).
 pub fn add_endpoint(

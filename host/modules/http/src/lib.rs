@@ -20,6 +20,8 @@ pub mod exchange;
 pub mod handler;
 pub mod health;
 pub mod jwt;
+pub mod log_collector;
+pub mod logs;
 pub mod metrics;
 pub mod middleware_auth;
 pub mod middleware_cors;
@@ -102,6 +104,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<reverse_proxy::HttpProxyType>()?
         .register_module::<simple_proxy::SimpleProxyType>()?
         .register_module::<static_fileserver::StaticFileServerType>()?
+        .register_module::<log_collector::LogCollectorType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?

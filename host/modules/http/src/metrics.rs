@@ -395,28 +395,16 @@ struct MetricsModule {
 impl Module for MetricsModule {
     /// Serves the metrics on the chosen router, and has every router report its requests.
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
-        let services = ctx
-            .app
-            .services()
-            .ok_or_else(|| anyhow::anyhow!("the app's services are not available"))?;
-        let router = match &self.router {
-            Some(name) => services.get::<Router>(name)?,
-            None => services
-                .all::<Router>()
-                .into_iter()
-                .map(|(_, router)| router)
-                .next()
-                .ok_or_else(|| {
-                    anyhow::anyhow!("there is no `http.router` to serve the metrics on")
-                })?,
-        };
+        let router = crate::endpoint::started_router(self.router.as_deref(), ctx)?;
         let served = self.metrics.clone();
         let service = route_fn(move |_| {
             let body = served.render();
             async move { body }
         });
         add_endpoint(&router, &ctx.app, &self.name, &self.path, service)?;
-        if self.metrics.http.is_some() {
+        if self.metrics.http.is_some()
+            && let Some(services) = ctx.app.services()
+        {
             for (_, router) in services.all::<Router>() {
                 router.add_observer(self.metrics.clone());
             }

@@ -13,7 +13,7 @@
 //!     "/api/users": {pattern: /api/users, backends: [users, users-b], strategy: select}
 //! ```
 //!
-//! Routes are added to the app's router when the module is built. The original's `reverseproxy`
+//! Routes are added to the app's router when the module starts. The original's `reverseproxy`
 //! needed a router service that no longer existed, so it never started.
 
 use std::collections::BTreeMap;
@@ -33,7 +33,7 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::endpoint::{add_endpoint_for, choose_router, endpoint_router};
+use crate::endpoint::{add_endpoint_for, choose_router, started_router};
 use crate::proxy::{self, ForwardRules};
 use crate::{Request, Response, Router, json_response, route_fn};
 
@@ -335,13 +335,6 @@ fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue
     issues
 }
 
-fn references(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-    choose_router(config.router.as_deref(), ctx)
-        .ok()
-        .into_iter()
-        .collect()
-}
-
 fn build(
     config: ReverseProxyConfig,
     ctx: &mut BuildContext<'_>,
@@ -427,25 +420,19 @@ fn build(
     };
     let proxy = ReverseProxy {
         name: ctx.name.to_string(),
+        router: config.router,
+        routes,
         client: proxy::client()?,
         backends: backends.into_values().collect(),
         health,
         checks: Mutex::default(),
     };
-    let router = endpoint_router(config.router.as_deref(), ctx)?;
-    for target in &routes {
-        proxy.attach(&router, ctx.app, target)?;
-    }
     Ok(Arc::new(proxy))
 }
 
 impl ModuleType for ReverseProxyType {
     fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         check(config, ctx)
-    }
-
-    fn references(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        references(config, ctx)
     }
 
     fn build(
@@ -459,10 +446,6 @@ impl ModuleType for ReverseProxyType {
 impl ModuleType for HttpProxyType {
     fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         check(config, ctx)
-    }
-
-    fn references(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        references(config, ctx)
     }
 
     fn build(
@@ -525,6 +508,8 @@ struct HealthCheck {
 
 pub struct ReverseProxy {
     name: String,
+    router: Option<String>,
+    routes: Vec<Arc<ProxyTarget>>,
     client: reqwest::Client,
     backends: Vec<Arc<Backend>>,
     health: Option<HealthCheck>,
@@ -572,7 +557,13 @@ impl ReverseProxy {
 
 #[async_trait]
 impl Module for ReverseProxy {
+    /// Adds the routes (at start, so servers may depend on the proxy without a cycle through
+    /// the router), then starts the health checks.
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        let router = started_router(self.router.as_deref(), ctx)?;
+        for target in &self.routes {
+            self.attach(&router, &ctx.app, target)?;
+        }
         if let Some(health) = &self.health
             && ctx.serving
         {

@@ -11,9 +11,12 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
+use wf_engine::{
+    BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType, StartContext,
+    async_trait,
+};
 
-use crate::endpoint::{add_endpoint, choose_router, endpoint_router};
+use crate::endpoint::{add_endpoint, choose_router, started_router};
 use crate::{Request, Response, route_fn, text_response};
 
 /// Configuration of `static.fileserver`.
@@ -26,13 +29,23 @@ pub struct StaticFileServerConfig {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// Answer paths that are not files with the root's `index.html` (for single-page apps that
-    /// route in the browser); otherwise `404`.
-    #[serde(default = "yes", rename = "spaFallback")]
-    pub spa_fallback: bool,
-    /// `Cache-Control: public, max-age=<seconds>` for files other than HTML; HTML is
-    /// `no-cache` (revalidated each time), so a new release is picked up at once.
-    #[serde(default = "default_max_age", rename = "cacheMaxAge")]
-    pub cache_max_age: u64,
+    /// route in the browser); otherwise `404`. Default `true`.
+    #[serde(default, rename = "spaFallback")]
+    pub spa_fallback: Option<bool>,
+    /// `spaFallback` under the name some of the original's examples use.
+    #[serde(default)]
+    pub spa: Option<bool>,
+    /// `Cache-Control: public, max-age=<seconds>` for files other than HTML (default 3600);
+    /// HTML is `no-cache` (revalidated each time), so a new release is picked up at once.
+    #[serde(default, rename = "cacheMaxAge")]
+    pub cache_max_age: Option<u64>,
+    /// `cacheMaxAge` under the name some of the original's examples use.
+    #[serde(default, rename = "cache_max_age")]
+    pub cache_max_age_seconds: Option<u64>,
+    /// Also send `X-Frame-Options: DENY` and `Referrer-Policy: strict-origin-when-cross-origin`
+    /// (`X-Content-Type-Options: nosniff` is always sent).
+    #[serde(default)]
+    pub security_headers: bool,
     /// Serve files and directories whose name starts with `.` (`.env`, `.git`); off by default.
     #[serde(default, rename = "serveHidden")]
     pub serve_hidden: bool,
@@ -43,12 +56,6 @@ pub struct StaticFileServerConfig {
 
 fn default_prefix() -> String {
     "/".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_max_age() -> u64 {
-    3600
 }
 
 pub struct StaticFileServerType;
@@ -83,12 +90,8 @@ impl ModuleType for StaticFileServerType {
         issues
     }
 
-    fn references(config: &StaticFileServerConfig, ctx: &CheckContext<'_>) -> Vec<String> {
-        choose_router(config.router.as_deref(), ctx)
-            .ok()
-            .into_iter()
-            .collect()
-    }
+    // No `references`: the routes are added at start (see `started_router`), so servers may
+    // depend on this module without a cycle through the router.
 
     fn build(
         config: StaticFileServerConfig,
@@ -99,33 +102,51 @@ impl ModuleType for StaticFileServerType {
         let server = Arc::new(FileServer {
             root,
             prefix: prefix.clone(),
-            spa_fallback: config.spa_fallback,
-            cache_max_age: config.cache_max_age,
+            spa_fallback: config.spa_fallback.or(config.spa).unwrap_or(true),
+            cache_max_age: config
+                .cache_max_age
+                .or(config.cache_max_age_seconds)
+                .unwrap_or(3600),
+            security_headers: config.security_headers,
             serve_hidden: config.serve_hidden,
         });
-        let router = endpoint_router(config.router.as_deref(), ctx)?;
         // A pattern ending in `/` covers everything below it; `<prefix>` itself too.
         let patterns = if prefix.is_empty() {
             vec!["/".to_string()]
         } else {
             vec![prefix.clone(), format!("{prefix}/")]
         };
-        for pattern in patterns {
-            let server = server.clone();
+        Ok(Arc::new(StaticFiles {
+            name: ctx.name.to_string(),
+            router: config.router,
+            server,
+            patterns,
+        }))
+    }
+}
+
+struct StaticFiles {
+    name: String,
+    router: Option<String>,
+    server: Arc<FileServer>,
+    patterns: Vec<String>,
+}
+
+#[async_trait]
+impl Module for StaticFiles {
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        let router = started_router(self.router.as_deref(), ctx)?;
+        for pattern in &self.patterns {
+            let server = self.server.clone();
             let service = route_fn(move |req: Request| {
                 let server = server.clone();
                 async move { server.serve(req).await }
             });
-            add_endpoint(&router, ctx.app, ctx.name, &pattern, service)?;
+            add_endpoint(&router, &ctx.app, &self.name, pattern, service)?;
         }
-        Ok(Arc::new(StaticFiles))
+        Ok(())
     }
 }
-
-/// The module itself has nothing to start: its routes are the work.
-struct StaticFiles;
-
-impl Module for StaticFiles {}
 
 struct FileServer {
     root: PathBuf,
@@ -134,6 +155,7 @@ struct FileServer {
     spa_fallback: bool,
     cache_max_age: u64,
     serve_hidden: bool,
+    security_headers: bool,
 }
 
 /// Why a path is not served.
@@ -235,6 +257,10 @@ impl FileServer {
         set(header::LAST_MODIFIED, &last_modified);
         set(header::ACCEPT_RANGES, "bytes");
         set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        if self.security_headers {
+            set(header::X_FRAME_OPTIONS, "DENY");
+            set(header::REFERRER_POLICY, "strict-origin-when-cross-origin");
+        }
         let cache = if html {
             "no-cache".to_string()
         } else {

@@ -43,16 +43,16 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
 
 /// Compiles a config value's templates at build time; a syntax error fails the build with the
 /// field named.
-pub(crate) fn compile(field: &str, value: &Value) -> anyhow::Result<TemplateValue> {
+pub fn compile(field: &str, value: &Value) -> anyhow::Result<TemplateValue> {
     TemplateValue::compile(value).map_err(|e| anyhow::anyhow!("`{field}`: {e}"))
 }
 
-pub(crate) fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
+pub fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
     Template::compile(text).map_err(|e| anyhow::anyhow!("`{field}`: {e}"))
 }
 
 /// A run-time template failure: the input did not have what the template reads.
-pub(crate) fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
+pub fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
     template
         .render(&ctx.scope())
         .map_err(|e| StepError::invalid_input(e.message))
@@ -64,6 +64,6 @@ pub(crate) fn resolve_path(ctx: &PipelineContext, path: &str) -> Option<Value> {
 }
 
 /// A map output.
-pub(crate) fn output(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
+pub fn output(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
