@@ -263,3 +263,75 @@ modules:
     assert!(text.contains("unknown level `loud`"), "{text}");
     assert!(text.contains("burstSize"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limits_and_timeouts_answer_for_the_handler_on_the_modular_names() {
+    // A backend that takes five seconds.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}/", listener.local_addr().unwrap());
+    let backend = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, backend).await.unwrap() });
+    // `httpserver.modular` and `chimux.router`: the original's documented names.
+    let app = start_yaml(
+        &r#"
+modules:
+  - {name: web, type: httpserver.modular, config: {address: "127.0.0.1:0"}}
+  - {name: routes, type: chimux.router}
+  - {name: small, type: http.middleware.bodylimit, config: {maxBytes: 64}}
+  - {name: quick, type: http.middleware.timeout, config: {timeout: 200ms}}
+pipelines:
+  echo:
+    trigger: {type: http, config: {method: POST, path: /echo, middlewares: [small]}}
+    steps:
+      - {name: answer, type: step.set, config: {values: {got: "{{ .text }}"}}}
+  slow:
+    trigger: {type: http, config: {method: GET, path: /slow, middlewares: [quick]}}
+    steps:
+      - {name: wait, type: step.http_call, config: {url: "SLOW_URL", timeout: 10s}}
+"#
+        .replace("SLOW_URL", &slow_url),
+    )
+    .await;
+    let base = format!("http://{}", server_addr(&app, "web"));
+    let http = client();
+    let ok = http
+        .post(format!("{base}/echo"))
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["got"], "hi");
+    // Declared too large: refused before the body is read.
+    let large = http
+        .post(format!("{base}/echo"))
+        .json(&json!({"text": "x".repeat(100)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 413);
+    // Streamed (chunked, no Content-Length): cut off at the limit, also 413.
+    let chunks = futures::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789abcdef"))),
+    );
+    let streamed = http
+        .post(format!("{base}/echo"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+    let slow = http.get(format!("{base}/slow")).send().await.unwrap();
+    assert_eq!(slow.status(), 503);
+    assert_eq!(
+        slow.json::<Value>().await.unwrap()["error"],
+        "request timed out"
+    );
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

@@ -12,7 +12,7 @@ pub fn choose_router(
     configured: Option<&str>,
     ctx: &CheckContext<'_>,
 ) -> Result<String, ConfigIssue> {
-    ctx.choose(configured, "router", "router", &["http.router"])
+    ctx.choose(configured, "router", "router", crate::ROUTER_TYPES)
 }
 
 /// At build time: the router [`choose_router`] chose. It is built already, because endpoint

@@ -239,20 +239,28 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"error": format!("request body is larger than {limit} bytes")}),
-            ))
-        }
+        Err(e) if over_limit(e.as_ref()) => Err(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": format!("request body is larger than {limit} bytes")}),
+        )),
         Err(_) => Err(json_response(
             StatusCode::BAD_REQUEST,
             &json!({"error": "could not read the request body"}),
         )),
     }
+}
+
+/// Whether a body error is a length limit (ours, or one an outer layer such as
+/// `http.middleware.bodylimit` put on the body, found down the error's sources).
+fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// The request as an exchange, or the response refusing it (body too large or unreadable).

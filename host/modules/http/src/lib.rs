@@ -24,11 +24,13 @@ pub mod log_collector;
 pub mod logs;
 pub mod metrics;
 pub mod middleware_auth;
+pub mod middleware_bodylimit;
 pub mod middleware_cors;
 pub mod middleware_logging;
 pub mod middleware_ratelimit;
 pub mod middleware_requestid;
 pub mod middleware_securityheaders;
+pub mod middleware_timeout;
 pub mod proxy;
 pub mod reverse_proxy;
 pub mod router;
@@ -86,10 +88,18 @@ impl ServiceKind for HttpServer {
 pub const PLUGIN: &str = "http";
 
 /// Registers the HTTP types.
+/// Module types that are routers (`http.router` and its modular name).
+pub const ROUTER_TYPES: &[&str] = &["http.router", "chimux.router"];
+
+/// Module types that are servers (`http.server` and its modular name).
+pub const SERVER_TYPES: &[&str] = &["http.server", "httpserver.modular"];
+
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry
         .register_module::<server::HttpServerType>()?
+        .register_module::<server::HttpServerModularType>()?
         .register_module::<router::HttpRouterType>()?
+        .register_module::<router::ChimuxRouterType>()?
         .register_module::<handler::HttpHandlerType>()?
         .register_module::<health::HealthCheckerType>()?
         .register_module::<metrics::MetricsCollectorType>()?
@@ -100,6 +110,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<middleware_ratelimit::RateLimitType>()?
         .register_module::<middleware_requestid::RequestIdType>()?
         .register_module::<middleware_securityheaders::SecurityHeadersType>()?
+        .register_module::<middleware_bodylimit::BodyLimitType>()?
+        .register_module::<middleware_timeout::TimeoutType>()?
         .register_module::<reverse_proxy::ReverseProxyType>()?
         .register_module::<reverse_proxy::HttpProxyType>()?
         .register_module::<simple_proxy::SimpleProxyType>()?

@@ -65,6 +65,34 @@ impl ModuleType for HttpRouterType {
     }
 }
 
+/// `chimux.router`: `http.router` under the name the original's documentation gives it (its
+/// code never registered it).
+pub struct ChimuxRouterType;
+
+impl Described for ChimuxRouterType {
+    const NAME: &'static str = "chimux.router";
+    const CATEGORY: Category = Category::Http;
+    const PLUGIN: &'static str = "modular-compat";
+    const DESCRIPTION: &'static str = "The `http.router` module under the original's modular name.";
+    type Config = HttpRouterConfig;
+}
+
+impl ModuleType for ChimuxRouterType {
+    fn check(
+        config: &HttpRouterConfig,
+        ctx: &wf_engine::CheckContext<'_>,
+    ) -> Vec<wf_engine::ConfigIssue> {
+        HttpRouterType::check(config, ctx)
+    }
+
+    fn build(
+        config: HttpRouterConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Module>> {
+        HttpRouterType::build(config, ctx)
+    }
+}
+
 /// The catch-all a pattern ending in `/` gets, so it matches the whole subtree like Go's mux.
 const SUBTREE: &str = "__subtree";
 

@@ -68,6 +68,31 @@ impl Described for HttpServerType {
     type Config = HttpServerConfig;
 }
 
+/// `httpserver.modular`: `http.server` under the name the original's documentation gives it
+/// (its code never registered it).
+pub struct HttpServerModularType;
+
+impl Described for HttpServerModularType {
+    const NAME: &'static str = "httpserver.modular";
+    const CATEGORY: Category = Category::Http;
+    const PLUGIN: &'static str = "modular-compat";
+    const DESCRIPTION: &'static str = "The `http.server` module under the original's modular name.";
+    type Config = HttpServerConfig;
+}
+
+impl ModuleType for HttpServerModularType {
+    fn check(config: &HttpServerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+        HttpServerType::check(config, ctx)
+    }
+
+    fn build(
+        config: HttpServerConfig,
+        ctx: &mut BuildContext<'_>,
+    ) -> anyhow::Result<Arc<dyn Module>> {
+        HttpServerType::build(config, ctx)
+    }
+}
+
 impl ModuleType for HttpServerType {
     fn check(config: &HttpServerConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
@@ -79,10 +104,13 @@ impl ModuleType for HttpServerType {
         if let Some(router) = &config.router {
             if let Some(issue) = ctx.require_module("/router", router, "router") {
                 issues.push(issue);
-            } else if ctx.module_type(router) != Some("http.router") {
+            } else if !ctx
+                .module_type(router)
+                .is_some_and(|t| crate::ROUTER_TYPES.contains(&t))
+            {
                 issues.push(ConfigIssue::new(
                     "/router",
-                    format!("`{router}` is not an `http.router` module"),
+                    format!("`{router}` is not an `http.router` or `chimux.router` module"),
                 ));
             }
         }

@@ -102,7 +102,7 @@ impl TriggerType for HttpTriggerType {
                 config.router.as_deref(),
                 "router",
                 "router",
-                &["http.router"],
+                crate::ROUTER_TYPES,
             )
             .map_err(|issue| anyhow::anyhow!(issue.message))?;
         let router = ctx.service::<Router>(&router_name)?;

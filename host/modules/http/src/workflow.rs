@@ -104,7 +104,13 @@ impl Described for HttpWorkflow {
 /// The server and router of a workflow: the named ones; else the only router, and the only
 /// server or the one server that router lists in `dependsOn`.
 fn resolve(config: &HttpWorkflowConfig, app: &AppConfig) -> Result<(String, String), ConfigIssue> {
-    let router = pick(config.router.as_deref(), "router", "http.router", app, None)?;
+    let router = pick(
+        config.router.as_deref(),
+        "router",
+        crate::ROUTER_TYPES,
+        app,
+        None,
+    )?;
     let router_deps = app
         .module(&router)
         .map(|m| m.depends_on.as_slice())
@@ -112,7 +118,7 @@ fn resolve(config: &HttpWorkflowConfig, app: &AppConfig) -> Result<(String, Stri
     let server = pick(
         config.server.as_deref(),
         "server",
-        "http.server",
+        crate::SERVER_TYPES,
         app,
         Some(router_deps),
     )?;
@@ -122,14 +128,15 @@ fn resolve(config: &HttpWorkflowConfig, app: &AppConfig) -> Result<(String, Stri
 fn pick(
     configured: Option<&str>,
     key: &str,
-    type_name: &str,
+    types: &[&str],
     app: &AppConfig,
     preferred: Option<&[String]>,
 ) -> Result<String, ConfigIssue> {
+    let type_name = types.first().copied().unwrap_or_default();
     let pointer = format!("/{key}");
     if let Some(name) = configured {
         return match app.module(name).map(|m| m.type_name.as_str()) {
-            Some(t) if t == type_name => Ok(name.to_string()),
+            Some(t) if types.contains(&t) => Ok(name.to_string()),
             Some(t) => Err(ConfigIssue::new(
                 &pointer,
                 format!("`{name}` is a `{t}` module, not `{type_name}`"),
@@ -138,7 +145,7 @@ fn pick(
                 let names = app
                     .modules
                     .iter()
-                    .filter(|m| m.type_name == type_name)
+                    .filter(|m| types.contains(&m.type_name.as_str()))
                     .map(|m| m.name.as_str());
                 let issue = ConfigIssue::new(
                     &pointer,
@@ -154,7 +161,7 @@ fn pick(
     let candidates: Vec<&str> = app
         .modules
         .iter()
-        .filter(|m| m.type_name == type_name)
+        .filter(|m| types.contains(&m.type_name.as_str()))
         .map(|m| m.name.as_str())
         .collect();
     if let [only] = candidates.as_slice() {
