@@ -10,6 +10,7 @@ pub mod delegate;
 pub mod http_call;
 pub mod jq;
 pub mod json_response;
+pub mod jsonschema_module;
 pub mod log;
 pub mod publish;
 pub mod rate_limit;
@@ -37,7 +38,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<http_call::HttpCallType>()?
         .register_step::<jq::JqType>()?
         .register_step::<circuit_breaker::CircuitBreakerType>()?
-        .register_module::<transform::DataTransformerType>()?;
+        .register_module::<transform::DataTransformerType>()?
+        .register_module::<jsonschema_module::JsonSchemasType>()?;
     Ok(())
 }
 

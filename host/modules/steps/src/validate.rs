@@ -11,12 +11,14 @@ use wf_engine::{
     StepOutput, StepType, async_trait,
 };
 
+use crate::jsonschema_module::{JsonSchemas, NAME as SCHEMAS, compile, declared_names};
+
 /// Configuration of `step.validate`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateConfig {
     /// `required_fields` (each listed key must be present) or `json_schema` (the data must match
-    /// `schema`). Defaults to `json_schema` when `schema` is given.
+    /// `schema` or `schema_ref`). Defaults to `json_schema` when either is given.
     #[serde(default)]
     pub strategy: Option<Strategy>,
     /// Keys that must be present (any value).
@@ -25,6 +27,12 @@ pub struct ValidateConfig {
     /// A JSON Schema the data must match; every violation is reported.
     #[serde(default)]
     pub schema: Option<Value>,
+    /// The name of a schema in a `jsonschema.modular` module, instead of `schema`.
+    #[serde(default)]
+    pub schema_ref: Option<String>,
+    /// The `jsonschema.modular` module holding `schema_ref`; optional when the app has one.
+    #[serde(default)]
+    pub schemas: Option<String>,
     /// What to validate: a dotted path such as `steps.parse.body`; the run's current data when
     /// omitted.
     #[serde(default)]
@@ -53,15 +61,17 @@ impl Described for ValidateType {
 }
 
 fn strategy(config: &ValidateConfig) -> Strategy {
-    config.strategy.unwrap_or(if config.schema.is_some() {
-        Strategy::JsonSchema
-    } else {
-        Strategy::RequiredFields
-    })
+    config
+        .strategy
+        .unwrap_or(if config.schema.is_some() || config.schema_ref.is_some() {
+            Strategy::JsonSchema
+        } else {
+            Strategy::RequiredFields
+        })
 }
 
 impl StepType for ValidateType {
-    fn check(config: &ValidateConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    fn check(config: &ValidateConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         match strategy(config) {
             Strategy::RequiredFields if config.required_fields.is_empty() => {
                 vec![
@@ -69,18 +79,20 @@ impl StepType for ValidateType {
                         .help("list the keys that must be present"),
                 ]
             }
-            Strategy::JsonSchema => match &config.schema {
-                None => vec![ConfigIssue::new(
+            Strategy::JsonSchema => match (&config.schema, &config.schema_ref) {
+                (None, None) => vec![ConfigIssue::new(
                     "/schema",
-                    "the `json_schema` strategy needs a `schema`",
+                    "the `json_schema` strategy needs a `schema` or a `schema_ref`",
                 )],
-                Some(schema) => match jsonschema::validator_for(schema) {
+                (Some(_), Some(_)) => vec![ConfigIssue::new(
+                    "/schema_ref",
+                    "give either `schema` or `schema_ref`, not both",
+                )],
+                (Some(schema), None) => match compile(schema) {
                     Ok(_) => Vec::new(),
-                    Err(e) => vec![ConfigIssue::new(
-                        "/schema",
-                        format!("`schema` is not a valid JSON Schema: {e}"),
-                    )],
+                    Err(e) => vec![ConfigIssue::new("/schema", format!("`schema` is {e}"))],
                 },
+                (None, Some(name)) => check_ref(config.schemas.as_deref(), name, ctx),
             },
             _ => Vec::new(),
         }
@@ -89,15 +101,19 @@ impl StepType for ValidateType {
     fn build(config: ValidateConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
         let check = match strategy(&config) {
             Strategy::RequiredFields => Check::Required(config.required_fields),
-            Strategy::JsonSchema => {
-                let schema = config.schema.unwrap_or(Value::Bool(true));
-                Check::Schema(
-                    jsonschema::options()
-                        .should_validate_formats(true)
-                        .build(&schema)
-                        .map_err(|e| anyhow::anyhow!("`schema`: {e}"))?,
-                )
-            }
+            Strategy::JsonSchema => Check::Schema(match (&config.schema_ref, config.schema) {
+                (Some(name), _) => ctx
+                    .named_or_only::<JsonSchemas>(
+                        config.schemas.as_deref(),
+                        "there is no `jsonschema.modular` module",
+                    )?
+                    .get(name)
+                    .ok_or_else(|| anyhow::anyhow!("no schema named `{name}`"))?,
+                (None, schema) => Arc::new(
+                    compile(&schema.unwrap_or(Value::Bool(true)))
+                        .map_err(|e| anyhow::anyhow!("`schema` is {e}"))?,
+                ),
+            }),
         };
         Ok(Arc::new(Validate {
             name: ctx.name.rsplit('.').next().unwrap_or(ctx.name).to_string(),
@@ -109,7 +125,29 @@ impl StepType for ValidateType {
 
 enum Check {
     Required(Vec<String>),
-    Schema(jsonschema::Validator),
+    Schema(Arc<jsonschema::Validator>),
+}
+
+/// A `schema_ref` must name a schema of the chosen `jsonschema.modular` module.
+fn check_ref(module: Option<&str>, name: &str, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    let chosen = match ctx.choose(module, "schemas", "JSON Schema collection", &[SCHEMAS]) {
+        Ok(chosen) => chosen,
+        Err(issue) => return vec![issue],
+    };
+    let declared = declared_names(ctx, &chosen);
+    if declared.iter().any(|d| d == name) {
+        return Vec::new();
+    }
+    let issue = ConfigIssue::new(
+        "/schema_ref",
+        format!("`{chosen}` has no schema named `{name}`"),
+    );
+    vec![
+        match wf_engine::wf_config::did_you_mean(name, declared.iter().map(String::as_str)) {
+            Some(s) => issue.help(format!("did you mean `{s}`?")),
+            None => issue.help(format!("declare it under `{chosen}`'s `schemas`")),
+        },
+    ]
 }
 
 struct Validate {
