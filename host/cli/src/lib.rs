@@ -10,6 +10,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     wf_http::register(&mut registry)?;
     wf_messaging::register(&mut registry)?;
+    wf_objects::register(&mut registry)?;
     wf_scheduler::register(&mut registry)?;
     wf_outbound::register(&mut registry)?;
     wf_steps::register(&mut registry)?;
