@@ -30,47 +30,44 @@ async fn run(
         .unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn objects_are_stored_listed_read_and_deleted_inside_the_root() {
-    let dir = TempDir::new("objects");
-    let root = dir.0.join("store");
-    std::fs::write(dir.0.join("secret.txt"), "outside").unwrap();
-    let app = start_yaml(&format!(
-        r#"
-modules:
-  - {{name: files, type: storage.local, config: {{rootDir: "{}"}}}}
+/// Pipelines over the store `files`: save-report, save-text, save-bytes, read-json,
+/// read-text, read-bytes, list and remove.
+const PIPELINES: &str = r#"
 pipelines:
   save-report:
     steps:
-      - {{name: put, type: step.storage_put, config: {{key: "reports/{{{{ .year }}}}/{{{{ .name }}}}.json", content: {{total: "{{{{ .total }}}}", by: "{{{{ .who }}}}"}}}}}}
+      - {name: put, type: step.storage_put, config: {key: "reports/{{ .year }}/{{ .name }}.json", content: {total: "{{ .total }}", by: "{{ .who }}"}}}
   save-text:
     steps:
-      - {{name: put, type: step.storage_put, config: {{key: "{{{{ .key }}}}", content: "{{{{ .text }}}}"}}}}
+      - {name: put, type: step.storage_put, config: {key: "{{ .key }}", content: "{{ .text }}"}}
   save-bytes:
     steps:
-      - {{name: put, type: step.storage_put, config: {{key: "{{{{ .key }}}}", content: "{{{{ .b64 }}}}", encoding: base64}}}}
+      - {name: put, type: step.storage_put, config: {key: "{{ .key }}", content: "{{ .b64 }}", encoding: base64}}
   read-json:
     steps:
-      - {{name: get, type: step.storage_get, config: {{key: "{{{{ .key }}}}", decode: json}}}}
+      - {name: get, type: step.storage_get, config: {key: "{{ .key }}", decode: json}}
   read-text:
     steps:
-      - {{name: get, type: step.storage_get, config: {{key: "{{{{ .key }}}}"}}}}
+      - {name: get, type: step.storage_get, config: {key: "{{ .key }}"}}
   read-bytes:
     steps:
-      - {{name: get, type: step.storage_get, config: {{key: "{{{{ .key }}}}", decode: base64}}}}
+      - {name: get, type: step.storage_get, config: {key: "{{ .key }}", decode: base64}}
   list:
     steps:
-      - {{name: ls, type: step.storage_list, config: {{prefix: "{{{{ .prefix }}}}", limit: 10}}}}
+      - {name: ls, type: step.storage_list, config: {prefix: "{{ .prefix }}", limit: 10}}
   remove:
     steps:
-      - {{name: rm, type: step.storage_delete, config: {{key: "{{{{ .key }}}}"}}}}
-"#,
-        root.display()
-    ))
-    .await;
+      - {name: rm, type: step.storage_delete, config: {key: "{{ .key }}"}}
+"#;
 
+fn app_yaml(store: &str) -> String {
+    format!("modules:\n  - {store}\n{PIPELINES}")
+}
+
+/// What every backend must do alike.
+async fn exercise(app: &RunningApp) {
     let saved = run(
-        &app,
+        app,
         "save-report",
         json!({"year": 2026, "name": "q1", "total": 12.5, "who": "ada"}),
     )
@@ -78,49 +75,44 @@ pipelines:
     .unwrap();
     assert_eq!(saved["key"], "reports/2026/q1.json");
     run(
-        &app,
+        app,
         "save-report",
         json!({"year": 2026, "name": "q2", "total": 3, "who": "bob"}),
     )
     .await
     .unwrap();
     run(
-        &app,
+        app,
         "save-text",
         json!({"key": "notes/hello.txt", "text": "héllo"}),
     )
     .await
     .unwrap();
-    run(
-        &app,
-        "save-bytes",
-        json!({"key": "bin/blob", "b64": "AP8Q"}),
-    )
-    .await
-    .unwrap();
+    run(app, "save-bytes", json!({"key": "bin/blob", "b64": "AP8Q"}))
+        .await
+        .unwrap();
 
-    let report = run(&app, "read-json", json!({"key": "reports/2026/q1.json"}))
+    let report = run(app, "read-json", json!({"key": "reports/2026/q1.json"}))
         .await
         .unwrap();
     assert_eq!(report["content"], json!({"total": 12.5, "by": "ada"}));
-    let text = run(&app, "read-text", json!({"key": "notes/hello.txt"}))
+    let text = run(app, "read-text", json!({"key": "notes/hello.txt"}))
         .await
         .unwrap();
     assert_eq!(
         (text["content"].as_str(), text["size"].as_u64()),
         (Some("héllo"), Some(6))
     );
-    let bytes = run(&app, "read-bytes", json!({"key": "bin/blob"}))
+    let bytes = run(app, "read-bytes", json!({"key": "bin/blob"}))
         .await
         .unwrap();
     assert_eq!(bytes["content"], "AP8Q");
-    assert_eq!(std::fs::read(root.join("bin/blob")).unwrap(), [0, 255, 16]);
     // Binary read as text: the caller's mistake, with the way out.
-    let error = run(&app, "read-text", json!({"key": "bin/blob"}))
+    let error = run(app, "read-text", json!({"key": "bin/blob"}))
         .await
         .unwrap_err();
     assert!(error.message.contains("decode: base64"), "{error}");
-    let missing = run(&app, "read-text", json!({"key": "nope.txt"}))
+    let missing = run(app, "read-text", json!({"key": "nope.txt"}))
         .await
         .unwrap();
     assert_eq!(
@@ -128,7 +120,7 @@ pipelines:
         (json!(false), Value::Null)
     );
 
-    let listed = run(&app, "list", json!({"prefix": "reports/20"}))
+    let listed = run(app, "list", json!({"prefix": "reports/20"}))
         .await
         .unwrap();
     let keys: Vec<&str> = listed["objects"]
@@ -138,27 +130,26 @@ pipelines:
         .map(|o| o["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["reports/2026/q1.json", "reports/2026/q2.json"]);
-    let everything = run(&app, "list", json!({"prefix": ""})).await.unwrap();
+    let everything = run(app, "list", json!({"prefix": ""})).await.unwrap();
     assert_eq!(
         everything["count"], 4,
         "no temporary files are left or listed"
     );
 
     assert_eq!(
-        run(&app, "remove", json!({"key": "notes/hello.txt"}))
+        run(app, "remove", json!({"key": "notes/hello.txt"}))
             .await
             .unwrap()["deleted"],
         true
     );
     assert_eq!(
-        run(&app, "remove", json!({"key": "notes/hello.txt"}))
+        run(app, "remove", json!({"key": "notes/hello.txt"}))
             .await
             .unwrap()["deleted"],
         false
     );
 
-    // No way out: climbing, absolute and odd keys are refused as the caller's mistake, and a
-    // link inside the root that leads out is not followed.
+    // Climbing, absolute and odd keys are the caller's mistake, whatever the backend.
     for key in [
         "../secret.txt",
         "/etc/passwd",
@@ -166,15 +157,30 @@ pipelines:
         "a\\b",
         "a//b",
     ] {
-        let error = run(&app, "read-text", json!({"key": key}))
+        let error = run(app, "read-text", json!({"key": key}))
             .await
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::InvalidInput, "{key}: {error}");
-        let error = run(&app, "save-text", json!({"key": key, "text": "x"}))
+        let error = run(app, "save-text", json!({"key": key, "text": "x"}))
             .await
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::InvalidInput, "{key}: {error}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_store_keeps_objects_inside_its_root() {
+    let dir = TempDir::new("objects");
+    let root = dir.0.join("store");
+    std::fs::write(dir.0.join("secret.txt"), "outside").unwrap();
+    let app = start_yaml(&app_yaml(&format!(
+        "{{name: files, type: storage.local, config: {{rootDir: \"{}\"}}}}",
+        root.display()
+    )))
+    .await;
+    exercise(&app).await;
+    assert_eq!(std::fs::read(root.join("bin/blob")).unwrap(), [0, 255, 16]);
+    // A link inside the root that leads out is not followed.
     std::os::unix::fs::symlink(&dir.0, root.join("escape")).unwrap();
     let error = run(&app, "read-text", json!({"key": "escape/secret.txt"}))
         .await
@@ -194,6 +200,31 @@ pipelines:
         "outside"
     );
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+/// Against a real S3-compatible server (moto's server mode, which `.ci/run` starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_store_does_the_same_on_a_real_s3_server() {
+    let Ok(endpoint) = std::env::var("WF_TEST_S3_ENDPOINT") else {
+        eprintln!("WF_TEST_S3_ENDPOINT is not set: skipping the S3 object store test");
+        return;
+    };
+    let bucket = wf_tests::unique_name("wf-test")
+        .to_lowercase()
+        .replace('_', "-");
+    let store = format!(
+        "{{name: files, type: storage.s3, config: {{bucket: {bucket}, endpoint: \"{endpoint}\", region: eu-west-1, accessKeyId: test, secretAccessKey: test-secret, createBucket: true, prefix: app/}}}}"
+    );
+    let app = start_yaml(&app_yaml(&store)).await;
+    exercise(&app).await;
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+    // A bucket that is not there fails the start, unless it may be created.
+    let missing = store
+        .replace(&bucket, &format!("{bucket}-missing"))
+        .replace("createBucket: true", "createBucket: false");
+    let error = wf_tests::start_error(&app_yaml(&missing)).await;
+    assert!(error.contains("the bucket does not exist"), "{error}");
+    assert!(!error.contains("test-secret"));
 }
 
 #[test]

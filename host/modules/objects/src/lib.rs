@@ -6,16 +6,18 @@ use bytes::Bytes;
 use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 
 pub mod key;
+pub mod sigv4;
 pub mod storage_delete;
 pub mod storage_get;
 pub mod storage_list;
 pub mod storage_local;
 pub mod storage_put;
+pub mod storage_s3;
 
 pub const PLUGIN: &str = "storage";
 
 /// Module types that provide an [`ObjectStore`].
-pub const STORE_TYPES: &[&str] = &["storage.local"];
+pub const STORE_TYPES: &[&str] = &["storage.local", "storage.s3"];
 
 /// What a store says of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +46,7 @@ impl ServiceKind for dyn ObjectStore {
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry
         .register_module::<storage_local::LocalStorageType>()?
+        .register_module::<storage_s3::S3StorageType>()?
         .register_step::<storage_put::StoragePutType>()?
         .register_step::<storage_get::StorageGetType>()?
         .register_step::<storage_list::StorageListType>()?
