@@ -31,6 +31,7 @@ pub mod middleware_ratelimit;
 pub mod middleware_requestid;
 pub mod middleware_securityheaders;
 pub mod middleware_timeout;
+pub mod openapi_generator;
 pub mod proxy;
 pub mod reverse_proxy;
 pub mod router;
@@ -117,6 +118,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<simple_proxy::SimpleProxyType>()?
         .register_module::<static_fileserver::StaticFileServerType>()?
         .register_module::<log_collector::LogCollectorType>()?
+        .register_module::<openapi_generator::OpenApiGeneratorType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?
         .register_workflow::<workflow::HttpWorkflow>()?

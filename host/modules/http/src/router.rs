@@ -442,7 +442,10 @@ fn compile(routes: &[(Method, String, RouteService)]) -> Result<Table, RouteConf
                     )
                 }));
             }
-            if first_pattern != pattern && !matcher_pattern.ends_with(&format!("{{*{SUBTREE}}}")) {
+            // `:id` and `{id}` are the same pattern.
+            if colon_params(first_pattern) != colon_params(pattern)
+                && !matcher_pattern.ends_with(&format!("{{*{SUBTREE}}}"))
+            {
                 // Same shape, different parameter names: the names would be ambiguous.
                 return Err(RouteConflict(format!(
                     "`{method} {pattern}` and `{first_pattern}` match the same paths; use the same parameter names"
@@ -577,6 +580,8 @@ mod tests {
             names.0,
             "`POST /users/{uid}` conflicts with route `/users/{id}`; routes matching the same paths must use the same parameter names"
         );
+        // The original's `:id` spelling is the same pattern as `{id}`.
+        r.add_route(Method::DELETE, "/users/:id", echo("g")).unwrap();
         assert!(
             r.add_route(Method::GET, "users", echo("d"))
                 .unwrap_err()
@@ -595,6 +600,6 @@ mod tests {
                 .0
                 .contains("whole path segment")
         );
-        assert_eq!(r.routes().len(), 1);
+        assert_eq!(r.routes().len(), 2, "only the two good routes");
     }
 }
