@@ -122,7 +122,41 @@ async fn requests_runs_and_steps_are_counted_by_route_pattern() {
         0.0
     );
     assert!(!text.contains("/orders/1"), "raw paths never become labels");
+    promtool_accepts(&text);
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+/// `promtool check metrics` (from Prometheus; `.ci/run` installs it) finds nothing to say of
+/// the exposition: syntax, types, help texts and names.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var("WF_TEST_REQUIRE_PROMTOOL").is_err(),
+            "promtool is required here (Debian package `prometheus`)"
+        );
+        eprintln!("promtool is not installed: skipping `promtool check metrics`");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -581,7 +581,8 @@ mod tests {
             "`POST /users/{uid}` conflicts with route `/users/{id}`; routes matching the same paths must use the same parameter names"
         );
         // The original's `:id` spelling is the same pattern as `{id}`.
-        r.add_route(Method::DELETE, "/users/:id", echo("g")).unwrap();
+        r.add_route(Method::DELETE, "/users/:id", echo("g"))
+            .unwrap();
         assert!(
             r.add_route(Method::GET, "users", echo("d"))
                 .unwrap_err()
