@@ -182,3 +182,58 @@ async fn error_statuses_fail_with_status_and_excerpt_and_5xx_retries() {
         err.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_client_gives_base_url_headers_and_retries() {
+    let base = backend().await;
+    let registry = wf_host::registry().unwrap();
+    let yaml = format!(
+        r#"
+modules:
+  - name: api
+    type: httpclient.modular
+    config: {{baseURL: "{base}", headers: {{X-Token: client-token}}, timeout: 5s, retries: 2, retryBackoff: 10ms}}
+pipelines:
+  p:
+    steps:
+      - {{name: flaky, type: step.http_call, config: {{client: api, url: /flaky}}}}
+      - {{name: user, type: step.http_call, config: {{client: api, url: "/users/{{{{ .id }}}}"}}}}
+      - {{name: send, type: step.http_call, config: {{client: api, url: /echo, method: POST, body: {{a: 1}}}}}}
+      - {{name: mine, type: step.http_call, config: {{client: api, url: /echo, method: POST, headers: {{X-Token: step-token}}}}}}
+"#
+    );
+    let validated = validate(load_str("app.yaml", &yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    let app = build(&validated, &registry).unwrap_or_else(|d| panic!("{d:?}"));
+    let pipeline = app.state().pipelines().get("p").unwrap();
+    let ctx = pipeline
+        .run(
+            json!({"id": "a b"}).as_object().cloned().unwrap(),
+            Extensions::default(),
+        )
+        .await
+        .unwrap()
+        .context;
+    // Two 503s, then success: the client's retries.
+    assert_eq!(ctx.steps["flaky"]["body"], json!({"ok": true}));
+    assert_eq!(ctx.steps["user"]["body"]["id"], "a b");
+    assert_eq!(ctx.steps["send"]["body"]["token"], "client-token");
+    assert_eq!(
+        ctx.steps["mine"]["body"]["token"], "step-token",
+        "a step's header wins"
+    );
+
+    let rendered = wf_tests::invalid_yaml(
+        "modules:\n  - {name: api, type: httpclient.modular, config: {baseURL: \"ftp://x\"}}\n  - {name: other, type: messaging.broker}\npipelines:\n  p:\n    steps:\n      - {name: a, type: step.http_call, config: {client: api, url: \"https://elsewhere.example/x\"}}\n      - {name: b, type: step.http_call, config: {client: other, url: /x}}\n",
+    );
+    for expected in [
+        "is not an http(s) base address",
+        "with `client`, `https://elsewhere.example/x` must be a path starting with `/`",
+        "`other` is not an `httpclient.modular` module",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "missing {expected:?} in\n{rendered}"
+        );
+    }
+}

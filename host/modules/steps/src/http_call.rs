@@ -18,12 +18,18 @@ use wf_engine::{
 };
 use wf_template::{Template, TemplateValue};
 
+use crate::httpclient_module::HttpClient;
+
 /// Configuration of `step.http_call`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCallConfig {
-    /// The URL; may be a template (`https://api.example.com/users/{{ .id }}`).
+    /// The URL; may be a template (`https://api.example.com/users/{{ .id }}`). With `client`, a
+    /// path under the client's `baseURL` (`/users/{{ .id }}`).
     pub url: String,
+    /// An `httpclient.modular` module: its base URL, headers, timeout and retries apply.
+    #[serde(default)]
+    pub client: Option<String>,
     /// HTTP method.
     #[serde(default = "default_method")]
     pub method: String,
@@ -34,10 +40,10 @@ pub struct HttpCallConfig {
     /// send the run's current data.
     #[serde(default)]
     pub body: Option<Value>,
-    /// Longest time the whole exchange may take.
-    #[serde(default = "default_timeout")]
+    /// Longest time the whole exchange may take (default `30s`, or the client's).
+    #[serde(default)]
     #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: String,
+    pub timeout: Option<String>,
     /// Largest response body accepted; a larger one fails the step as `unavailable`.
     #[serde(default = "default_max_response")]
     #[schemars(range(min = 1))]
@@ -46,10 +52,6 @@ pub struct HttpCallConfig {
 
 fn default_method() -> String {
     "GET".to_string()
-}
-
-fn default_timeout() -> String {
-    "30s".to_string()
 }
 
 fn default_max_response() -> usize {
@@ -70,7 +72,7 @@ impl Described for HttpCallType {
 }
 
 impl StepType for HttpCallType {
-    fn check(config: &HttpCallConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    fn check(config: &HttpCallConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if config.method.parse::<reqwest::Method>().is_err()
             || !config.method.bytes().all(|b| b.is_ascii_uppercase())
@@ -83,17 +85,52 @@ impl StepType for HttpCallType {
                 ),
             ));
         }
-        if !config.url.contains("{{") && reqwest::Url::parse(&config.url).is_err() {
-            issues.push(
-                ConfigIssue::new("/url", format!("`{}` is not a URL", config.url))
-                    .help("write an absolute URL such as `https://api.example.com/items`"),
-            );
+        match &config.client {
+            Some(client) => {
+                if let Some(issue) = ctx.require_module("/client", client, "client") {
+                    issues.push(issue);
+                } else if ctx.module_type(client) != Some(crate::httpclient_module::NAME) {
+                    issues.push(ConfigIssue::new(
+                        "/client",
+                        format!("`{client}` is not an `httpclient.modular` module"),
+                    ));
+                }
+                if !config.url.starts_with('/') {
+                    issues.push(
+                        ConfigIssue::new(
+                            "/url",
+                            format!("with `client`, `{}` must be a path starting with `/`", config.url),
+                        )
+                        .help("the client's `baseURL` gives the host; a step cannot send its credentials elsewhere"),
+                    );
+                }
+            }
+            None => {
+                if !config.url.contains("{{") && reqwest::Url::parse(&config.url).is_err() {
+                    issues.push(
+                        ConfigIssue::new("/url", format!("`{}` is not a URL", config.url))
+                            .help("write an absolute URL such as `https://api.example.com/items`"),
+                    );
+                }
+            }
+        }
+        if let Some(Err(e)) = config.timeout.as_deref().map(parse_duration) {
+            issues.push(ConfigIssue::new("/timeout", e));
         }
         issues
     }
 
-    fn build(config: HttpCallConfig, _: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
-        let timeout = parse_duration(&config.timeout).map_err(anyhow::Error::msg)?;
+    fn build(config: HttpCallConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
+        let shared = config
+            .client
+            .as_deref()
+            .map(|name| ctx.service::<HttpClient>(name))
+            .transpose()?;
+        let timeout = match (&config.timeout, &shared) {
+            (Some(t), _) => parse_duration(t).map_err(anyhow::Error::msg)?,
+            (None, Some(shared)) => shared.timeout,
+            (None, None) => Duration::from_secs(30),
+        };
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -111,7 +148,11 @@ impl StepType for HttpCallType {
                 .transpose()?,
             timeout,
             max_response_bytes: config.max_response_bytes,
-            client: client(timeout)?,
+            client: match &shared {
+                Some(shared) if config.timeout.is_none() => shared.client.clone(),
+                _ => client(timeout)?,
+            },
+            shared,
         }))
     }
 }
@@ -147,22 +188,35 @@ struct HttpCall {
     timeout: Duration,
     max_response_bytes: usize,
     client: reqwest::Client,
+    /// The `httpclient.modular` this call goes through: base URL, headers, retries.
+    shared: Option<Arc<HttpClient>>,
 }
 
 #[async_trait]
 impl Step for HttpCall {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let scope = ctx.scope();
-        let url = self
+        let rendered = self
             .url
             .render_string(&scope)
             .map_err(|e| StepError::invalid_input(e.message))?;
-        let mut request = self.client.request(self.method.clone(), &url);
+        // With a client the host is its own: the rendered part is only ever a path.
+        let url = match &self.shared {
+            Some(shared) => format!("{}/{}", shared.base_url, rendered.trim_start_matches('/')),
+            None => rendered,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in self.shared.iter().flat_map(|s| s.headers.iter()) {
+            headers.insert(name.clone(), value.clone());
+        }
         for (name, template) in &self.headers {
             let value = template
                 .render_string(&scope)
                 .map_err(|e| StepError::invalid_input(e.message))?;
-            request = request.header(name.clone(), value);
+            let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                StepError::invalid_input(format!("the value of header `{name}` is not valid"))
+            })?;
+            headers.insert(name.clone(), value);
         }
         let body = match &self.body {
             Some(template) => Some(crate::render(template, ctx)?),
@@ -175,21 +229,48 @@ impl Step for HttpCall {
             }
             None => None,
         };
-        if let Some(body) = &body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                StepError::new(
-                    ErrorKind::Timeout,
-                    format!("{} {url} timed out after {:?}", self.method, self.timeout),
-                )
-            } else if e.is_builder() {
-                StepError::invalid_input(format!("cannot call `{url}`: {e}"))
-            } else {
-                StepError::unavailable(format!("{} {url} failed: {e}", self.method))
+        let retries = self
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.retries_for(&self.method));
+        let mut attempt = 0;
+        let response = loop {
+            let mut request = self
+                .client
+                .request(self.method.clone(), &url)
+                .headers(headers.clone());
+            if let Some(body) = &body {
+                request = request.json(body);
             }
-        })?;
+            let result = request.send().await.map_err(|e| {
+                if e.is_timeout() {
+                    StepError::new(
+                        ErrorKind::Timeout,
+                        format!("{} {url} timed out after {:?}", self.method, self.timeout),
+                    )
+                } else if e.is_builder() {
+                    StepError::invalid_input(format!("cannot call `{url}`: {e}"))
+                } else {
+                    StepError::unavailable(format!("{} {url} failed: {e}", self.method))
+                }
+            });
+            let retryable = match &result {
+                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                Err(e) => matches!(e.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
+            };
+            if !retryable || attempt >= retries {
+                break result?;
+            }
+            attempt += 1;
+            let base = self
+                .shared
+                .as_ref()
+                .map_or(Duration::from_millis(200), |s| s.backoff);
+            let wait =
+                wf_engine::backoff::exponential_with_jitter(base, Duration::from_secs(30), attempt);
+            tracing::debug!(%url, attempt, ?wait, "retrying the call");
+            tokio::time::sleep(wait).await;
+        };
         let status = response.status();
         let headers: Map<String, Value> = response
             .headers()

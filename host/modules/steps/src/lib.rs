@@ -8,6 +8,7 @@ pub mod circuit_breaker;
 pub mod conditional;
 pub mod delegate;
 pub mod http_call;
+pub mod httpclient_module;
 pub mod jq;
 pub mod json_response;
 pub mod jsonschema_module;
@@ -39,7 +40,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<jq::JqType>()?
         .register_step::<circuit_breaker::CircuitBreakerType>()?
         .register_module::<transform::DataTransformerType>()?
-        .register_module::<jsonschema_module::JsonSchemasType>()?;
+        .register_module::<jsonschema_module::JsonSchemasType>()?
+        .register_module::<httpclient_module::HttpClientType>()?;
     Ok(())
 }
 
