@@ -171,7 +171,7 @@ mod tests {
             retries: 3,
             backoff: Duration::from_millis(1),
             retry_non_idempotent: false,
-            client: reqwest::Client::new(),
+            client: crate::http_call::client(Duration::from_secs(1)).unwrap(),
         };
         assert_eq!(client.retries_for(&reqwest::Method::GET), 3);
         assert_eq!(client.retries_for(&reqwest::Method::PUT), 3);
