@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{Value, json};
 use wf_engine::Extensions;
 use wf_messaging::MessageBroker;
 use wf_messaging::handler::LoggingHandler;
@@ -308,5 +308,67 @@ async fn the_data_pipeline_example_carries_csv_rows_through_every_stage() {
         received("db-output")
     );
     assert_eq!(received("data-validation"), 2);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_logger_keeps_lifecycle_events_in_a_rotated_file() {
+    let dir = wf_tests::TempDir::new("event-log");
+    let file = dir.0.join("logs/events.jsonl");
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: bus, type: messaging.broker}}
+  - {{name: audit, type: eventlogger.modular, config: {{file: "{}", maxFileBytes: 2048}}}}
+pipelines:
+  greet:
+    steps:
+      - {{name: hello, type: step.set, config: {{values: {{greeting: hi}}}}}}
+"#,
+        file.display()
+    ))
+    .await;
+    let pipeline = app.state().pipelines().get("greet").unwrap();
+    for _ in 0..12 {
+        pipeline
+            .run(serde_json::Map::new(), Extensions::default())
+            .await
+            .unwrap();
+    }
+    let rotated = dir.0.join("logs/events.jsonl.1");
+    // 12 runs × 4 events of a few hundred bytes each: more than one file's worth.
+    let rotated_and_written = eventually(Duration::from_secs(5), || async {
+        rotated.exists()
+            && std::fs::read_to_string(&file)
+                .is_ok_and(|t| t.lines().any(|l| l.contains("workflow.completed")))
+    })
+    .await;
+    assert!(
+        rotated_and_written,
+        "the file was rotated and written again"
+    );
+    for path in [&file, &rotated] {
+        assert!(
+            std::fs::metadata(path).unwrap().len() <= 2048,
+            "{}",
+            path.display()
+        );
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            serde_json::from_str::<Value>(line).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last["time"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        [
+            "workflow.completed",
+            "step.completed",
+            "workflow.started",
+            "step.started"
+        ]
+        .contains(&last["topic"].as_str().unwrap()),
+        "{last}"
+    );
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }

@@ -18,6 +18,7 @@ use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 pub mod broker;
 pub mod consumers;
 pub mod delivery;
+pub mod event_logger;
 pub mod event_trigger;
 pub mod file_input;
 pub mod handler;
@@ -134,6 +135,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<nats::NatsBrokerType>()?
         .register_module::<kafka::KafkaBrokerType>()?
         .register_module::<handler::LoggingHandlerType>()?
+        .register_module::<event_logger::EventLoggerType>()?
         .register_workflow::<workflow::MessagingWorkflow>()?
         .register_trigger::<event_trigger::EventTriggerType>()?
         .register_trigger::<event_trigger::EventBusTriggerType>()?;
