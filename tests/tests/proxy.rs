@@ -67,6 +67,21 @@ async fn backend(name: &'static str, healthy: Arc<AtomicBool>) -> String {
     url
 }
 
+/// The status of a request written byte for byte, so its path reaches the server unnormalized.
+async fn raw_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text[9..12].parse().unwrap()
+}
+
 async fn get_json(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut request = http.get(url);
     for (k, v) in headers {
@@ -236,6 +251,31 @@ modules:
     assert_eq!(body["headers"]["x-gateway"], "wf");
     assert!(body["headers"].get("cookie").is_none());
 
+    // No climbing out of the routed prefix: `..` and `.` segments, raw or encoded, are 400.
+    let gateway_addr = server_addr(&app, "web");
+    for path in [
+        "/api/v1/../secret",
+        "/api/v1/%2e%2e/secret",
+        "/api/v1/%2E%2e/%2e%2e/x",
+        "/api/v1/a%2f..%2fb",
+        "/spread/./x",
+    ] {
+        assert_eq!(raw_status(gateway_addr, path).await, 400, "{path}");
+    }
+    // Headers a client could claim an address with never reach the backend.
+    let response = http
+        .get(format!("{gateway}/api/v1/who"))
+        .header("Forwarded", "for=6.6.6.6")
+        .header("X-Real-IP", "6.6.6.6")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = response.json().await.unwrap();
+    assert!(seen["headers"].get("forwarded").is_none(), "{seen}");
+    assert!(seen["headers"].get("x-real-ip").is_none());
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+
     // A body streams through both ways unchanged.
     let upload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let echoed = http
@@ -287,6 +327,9 @@ workflows:
     );
     let (_, body) = get_json(&http, &format!("{gateway}/api/v1"), &[]).await;
     assert_eq!(body["backend"], "short");
+    // A prefix covers whole segments: `/api` is not `/apiary`.
+    let (status, _) = get_json(&http, &format!("{gateway}/apiary"), &[]).await;
+    assert_eq!(status, 502);
     let (status, body) = get_json(&http, &format!("{gateway}/other"), &[]).await;
     assert_eq!(
         (status, body["error"].as_str()),

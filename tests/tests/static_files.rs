@@ -188,3 +188,29 @@ modules:
     assert_eq!(status, 404);
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_prefix_is_stripped_too() {
+    let dir = TempDir::new("static-prefixed");
+    std::fs::write(dir.0.join("app.js"), "let x = 1;").unwrap();
+    std::fs::write(dir.0.join("index.html"), "<h1>app</h1>").unwrap();
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router, config: {{prefix: /app}}}}
+  - {{name: assets, type: static.fileserver, config: {{root: "{}", prefix: /assets}}}}
+"#,
+        dir.0.display()
+    ))
+    .await;
+    let base = format!("http://{}", server_addr(&app, "web"));
+    let js = client()
+        .get(format!("{base}/app/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(js.text().await.unwrap(), "let x = 1;");
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

@@ -252,7 +252,7 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Re
 
 /// Whether a body error is a length limit (ours, or one an outer layer such as
 /// `http.middleware.bodylimit` put on the body, found down the error's sources).
-fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
         if e.is::<http_body_util::LengthLimitError>() {

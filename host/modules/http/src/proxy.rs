@@ -91,6 +91,26 @@ pub fn check_backend(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Headers a client could use to claim another address or origin; replaced (or dropped)
+/// unless the proxy in front is trusted.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &["forwarded", "x-real-ip", "true-client-ip"];
+
+/// The refusal of a request path with a `.` or `..` segment, raw or percent-encoded: the backend's URL
+/// parser would resolve it and reach a path outside the routed prefix.
+pub fn refuse_path(path: &str) -> Option<Response> {
+    let climbs = path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".." || lower.contains("%2f") || lower.contains("%5c")
+    });
+    climbs.then(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "the path has a `.` or `..` segment or an encoded separator",
+        )
+    })
+}
+
 /// Where a request goes: `base` joined with `path` (still percent-encoded, as received) and
 /// the request's query.
 pub fn target_url(base: &str, path: &str, query: Option<&str>) -> String {
@@ -146,29 +166,40 @@ pub async fn forward(
             .as_ref()
             .is_none_or(|allow| allow.contains(name) || BODY_HEADERS.contains(&name.as_str()))
             || name == header::CONTENT_LENGTH;
-        if allowed && !name.as_str().starts_with("x-forwarded-") {
+        let forwarding = name.as_str().starts_with("x-forwarded-")
+            || CLIENT_ADDRESS_HEADERS.contains(&name.as_str());
+        if allowed && (!forwarding || rules.trust_forwarded) && name != "x-forwarded-for" {
             headers.append(name.clone(), value.clone());
         }
     }
     // X-Forwarded-For: the peer, after what an upstream proxy said when that proxy is trusted.
     if let Some(ClientAddr(peer)) = parts.extensions.get::<ClientAddr>() {
-        let prior = parts
+        // Every `X-Forwarded-For` line, in order, when the upstream proxy is trusted.
+        let prior: Vec<&str> = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| rules.trust_forwarded);
-        let value = match prior {
-            Some(prior) => format!("{prior}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|_| rules.trust_forwarded)
+            .collect();
+        let value = if prior.is_empty() {
+            peer.ip().to_string()
+        } else {
+            format!("{}, {}", prior.join(", "), peer.ip())
         };
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert("x-forwarded-for", value);
         }
     }
-    if let Some(host) = parts.headers.get(header::HOST) {
+    // A trusted proxy's own X-Forwarded-Host/-Proto (kept above) say what the client used.
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(host) = parts.headers.get(header::HOST)
+    {
         headers.insert("x-forwarded-host", host.clone());
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
     for name in &rules.remove_headers {
         headers.remove(name);
     }
@@ -177,12 +208,21 @@ pub async fn forward(
     }
 
     let method = parts.method.clone();
-    let request = client
-        .request(method.clone(), &url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    let mut request = client.request(method.clone(), &url).headers(headers);
+    // A request without a body goes without one (not as an empty chunked stream, which some
+    // servers refuse for GET).
+    if axum::body::HttpBody::size_hint(&body).exact() != Some(0) {
+        request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
     let response = match tokio::time::timeout(rules.timeout, request.send()).await {
         Ok(Ok(response)) => response,
+        Ok(Err(e)) if crate::exchange::over_limit(&e) => {
+            // The body was cut off by `http.middleware.bodylimit`: the client's mistake.
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            ));
+        }
         Ok(Err(e)) => {
             tracing::warn!(proxy = %label, %method, url = %redact(&url), error = %e, "backend unreachable");
             return Err(refuse(StatusCode::BAD_GATEWAY, "bad gateway"));

@@ -392,6 +392,7 @@ fn build(
         }
         routes.push(Arc::new(ProxyTarget {
             prefix: normal_prefix(&prefix).map_err(|e| anyhow!(e))?,
+            served: std::sync::OnceLock::new(),
             strip,
             strategy: chosen,
             backends: pick(&names),
@@ -402,6 +403,7 @@ fn build(
     if let Some(default) = &config.default_backend {
         routes.push(Arc::new(ProxyTarget {
             prefix: "/".into(),
+            served: std::sync::OnceLock::new(),
             strip: false,
             strategy: Strategy::RoundRobin,
             backends: pick(std::slice::from_ref(default)),
@@ -467,6 +469,8 @@ struct Backend {
 struct ProxyTarget {
     /// Normalized: no trailing `/` (except `/` itself).
     prefix: String,
+    /// `prefix` as served, with the router's prefix in front (set at start).
+    served: std::sync::OnceLock<String>,
     strip: bool,
     strategy: Strategy,
     backends: Vec<Arc<Backend>>,
@@ -491,8 +495,9 @@ impl ProxyTarget {
 
     /// The path the backend sees.
     fn backend_path<'a>(&self, path: &'a str) -> &'a str {
-        if self.strip && self.prefix != "/" {
-            path.strip_prefix(self.prefix.as_str()).unwrap_or(path)
+        let served = self.served.get().unwrap_or(&self.prefix);
+        if self.strip && !served.is_empty() && served != "/" {
+            path.strip_prefix(served.as_str()).unwrap_or(path)
         } else {
             path
         }
@@ -562,6 +567,9 @@ impl Module for ReverseProxy {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let router = started_router(self.router.as_deref(), ctx)?;
         for target in &self.routes {
+            // `strip_prefix` strips what the client sent: the router's prefix too.
+            let served = router.served_pattern(&target.prefix);
+            let _ = target.served.set(served.trim_end_matches('/').to_string());
             self.attach(&router, &ctx.app, target)?;
         }
         if let Some(health) = &self.health
@@ -601,6 +609,9 @@ async fn serve(
     label: &str,
     req: Request,
 ) -> Response {
+    if let Some(refused) = proxy::refuse_path(req.uri().path()) {
+        return refused;
+    }
     let Some(backend) = target.choose() else {
         tracing::warn!(proxy = %label, prefix = %target.prefix, "no healthy backend");
         return json_response(

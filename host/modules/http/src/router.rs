@@ -187,14 +187,7 @@ impl Router {
             .routes
             .lock()
             .map_err(|_| RouteConflict("router lock poisoned".into()))?;
-        let pattern = if self.prefix.is_empty()
-            || !pattern.starts_with('/')
-            || has_prefix(pattern, &self.prefix)
-        {
-            pattern.to_string()
-        } else {
-            format!("{}{pattern}", self.prefix)
-        };
+        let pattern = self.served_pattern(pattern);
         routes.push((method, pattern.clone(), service));
         match compile(&routes) {
             Ok(table) => {
@@ -205,6 +198,17 @@ impl Router {
                 routes.pop();
                 Err(e)
             }
+        }
+    }
+
+    /// Where `pattern` is served: with the router's `prefix` in front, unless it is spelled
+    /// with it already. Handlers that strip their own prefix strip this one.
+    pub fn served_pattern(&self, pattern: &str) -> String {
+        if self.prefix.is_empty() || !pattern.starts_with('/') || has_prefix(pattern, &self.prefix)
+        {
+            pattern.to_string()
+        } else {
+            format!("{}{pattern}", self.prefix)
         }
     }
 

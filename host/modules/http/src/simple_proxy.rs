@@ -97,10 +97,13 @@ impl HttpHandler for SimpleProxy {
             let me = self.clone();
             async move {
                 let path = req.uri().path();
+                if let Some(refused) = proxy::refuse_path(path) {
+                    return refused;
+                }
                 let Some((_, backend)) = me
                     .targets
                     .iter()
-                    .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                    .find(|(prefix, _)| on_prefix(path, prefix))
                 else {
                     return json_response(
                         StatusCode::BAD_GATEWAY,
@@ -114,4 +117,13 @@ impl HttpHandler for SimpleProxy {
             }
         })
     }
+}
+
+/// Whether `path` is `prefix` or below it (`/api` covers `/api` and `/api/x`, not `/apiary`).
+fn on_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

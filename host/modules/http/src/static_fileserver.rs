@@ -136,8 +136,18 @@ struct StaticFiles {
 impl Module for StaticFiles {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let router = started_router(self.router.as_deref(), ctx)?;
+        // Paths arrive with the router's prefix in front of ours: strip both.
+        let served = router.served_pattern(if self.server.prefix.is_empty() {
+            "/"
+        } else {
+            &self.server.prefix
+        });
+        let server = Arc::new(FileServer {
+            prefix: served.trim_end_matches('/').to_string(),
+            ..FileServer::clone(&self.server)
+        });
         for pattern in &self.patterns {
-            let server = self.server.clone();
+            let server = server.clone();
             let service = route_fn(move |req: Request| {
                 let server = server.clone();
                 async move { server.serve(req).await }
@@ -148,6 +158,7 @@ impl Module for StaticFiles {
     }
 }
 
+#[derive(Clone)]
 struct FileServer {
     root: PathBuf,
     /// Without a trailing `/` (`""` for the root).
