@@ -1,6 +1,7 @@
 //! The process's recent log entries, for `log.collector`: a tracing layer (installed by
 //! `wf-host` next to its console output) copies events into a bounded in-memory ring while at
-//! least one collector is running. Without one, each event costs a single atomic load.
+//! least one collector is running. Without one its filter asks for no level at all, so it adds
+//! nothing to the cost of logging.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +10,11 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// One captured event.
 #[derive(Clone, Debug, Serialize)]
@@ -90,10 +94,10 @@ impl Capture {
         let mut ring = RING.lock().unwrap_or_else(PoisonError::into_inner);
         ring.capacity = ring.capacity.max(capacity);
         ring.collectors.push(min_rank);
-        WANTED.store(
-            ring.collectors.iter().copied().min().unwrap_or(0),
-            Ordering::Release,
-        );
+        set_wanted(&ring.collectors);
+        drop(ring);
+        // Every call site asks again, now that the wanted level changed.
+        tracing::callsite::rebuild_interest_cache();
         Capture { rank: min_rank }
     }
 }
@@ -104,14 +108,13 @@ impl Drop for Capture {
         if let Some(i) = ring.collectors.iter().position(|r| *r == self.rank) {
             ring.collectors.swap_remove(i);
         }
-        WANTED.store(
-            ring.collectors.iter().copied().min().unwrap_or(0),
-            Ordering::Release,
-        );
+        set_wanted(&ring.collectors);
         if ring.collectors.is_empty() {
             ring.entries.clear();
             ring.capacity = 0;
         }
+        drop(ring);
+        tracing::callsite::rebuild_interest_cache();
     }
 }
 
@@ -139,9 +142,52 @@ pub fn recent(min_rank: usize, module: Option<&str>, since_ms: u64, limit: usize
     out
 }
 
-/// The layer `wf-host` installs.
-pub fn layer() -> LogTap {
-    LogTap
+/// The layer `wf-host` installs, with its own filter: while no collector runs it asks for
+/// nothing (`LevelFilter::OFF`), so `debug!` and `trace!` call sites elsewhere stay disabled
+/// at their cheapest, and the console's level is unaffected.
+pub fn layer<S>() -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    LogTap.with_filter(Wanted)
+}
+
+/// The filter of [`layer`]: the level the running collectors want, or nothing.
+pub struct Wanted;
+
+fn level_filter(rank: usize) -> LevelFilter {
+    match rank {
+        0 => LevelFilter::OFF,
+        5 => LevelFilter::ERROR,
+        4 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+impl<S> Filter<S> for Wanted {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        let wanted = WANTED.load(Ordering::Relaxed);
+        wanted != 0 && meta.is_event() && level_rank(meta.level()) >= wanted
+    }
+
+    // Collectors come and go: decided per event, and the caches are rebuilt when they do.
+    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(level_filter(WANTED.load(Ordering::Relaxed)))
+    }
+}
+
+/// Sets the wanted level from the running collectors.
+fn set_wanted(collectors: &[usize]) {
+    WANTED.store(
+        collectors.iter().copied().min().unwrap_or(0),
+        Ordering::Release,
+    );
 }
 
 pub struct LogTap;
