@@ -222,6 +222,15 @@ pipelines:
         ctx.steps["mine"]["body"]["token"], "step-token",
         "a step's header wins"
     );
+    // Data cannot climb out of the base path.
+    let error = pipeline
+        .run(
+            json!({"id": "../../admin"}).as_object().cloned().unwrap(),
+            Extensions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("`..` segment"), "{error}");
 
     let rendered = wf_tests::invalid_yaml(
         "modules:\n  - {name: api, type: httpclient.modular, config: {baseURL: \"ftp://x\"}}\n  - {name: other, type: messaging.broker}\npipelines:\n  p:\n    steps:\n      - {name: a, type: step.http_call, config: {client: api, url: \"https://elsewhere.example/x\"}}\n      - {name: b, type: step.http_call, config: {client: other, url: /x}}\n",

@@ -411,7 +411,7 @@ workflows:
     registry: shelf
     connectors:
       - {name: crm, type: http, config: {baseURL: "not a url", authType: bearer}}
-      - {name: hook, type: webhook, config: {path: "/in/{id}", port: 8081, pipeline: nowhere}}
+      - {name: hook, type: webhook, config: {path: "/in/{id}", port: 8081, pipeline: nowhere, secret: ""}}
       - {name: db, type: database, config: {driver: postgres, dsn: "x"}}
     steps:
       - {name: a, connector: nowhere, action: "fetch customers"}
@@ -428,6 +428,7 @@ workflows:
         "`shelf` is not a `workflow.registry` module",
         "a webhook connector's `path` is a fixed path",
         "no pipeline named `nowhere`",
+        "the secret is empty",
         "`database` connectors are not implemented in this build yet",
         "no connector named `nowhere`",
         "`fetch customers` is not `METHOD /path`",

@@ -52,6 +52,9 @@ pipelines:
   read-bytes:
     steps:
       - {name: get, type: step.storage_get, config: {key: "{{ .key }}", decode: base64}}
+  read-small:
+    steps:
+      - {name: get, type: step.storage_get, config: {key: "{{ .key }}", max_bytes: 4}}
   list:
     steps:
       - {name: ls, type: step.storage_list, config: {prefix: "{{ .prefix }}", limit: 10}}
@@ -103,6 +106,12 @@ async fn exercise(app: &RunningApp) {
         (text["content"].as_str(), text["size"].as_u64()),
         (Some("héllo"), Some(6))
     );
+    // Larger than the step accepts: refused unread, as the caller's mistake.
+    let error = run(app, "read-small", json!({"key": "notes/hello.txt"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidInput);
+    assert!(error.message.contains("larger than 4 bytes"), "{error}");
     let bytes = run(app, "read-bytes", json!({"key": "bin/blob"}))
         .await
         .unwrap();
@@ -186,6 +195,7 @@ async fn a_local_store_keeps_objects_inside_its_root() {
         .await
         .unwrap_err();
     assert!(error.message.contains("leads outside the store"), "{error}");
+    assert_eq!(error.kind, ErrorKind::InvalidInput);
     let error = run(
         &app,
         "save-text",
@@ -194,6 +204,7 @@ async fn a_local_store_keeps_objects_inside_its_root() {
     .await
     .unwrap_err();
     assert!(error.message.contains("leads outside the store"), "{error}");
+    assert_eq!(error.kind, ErrorKind::InvalidInput);
     assert!(!dir.0.join("planted.txt").exists());
     assert_eq!(
         std::fs::read_to_string(dir.0.join("secret.txt")).unwrap(),

@@ -149,6 +149,13 @@ impl AppState {
         }
     }
 
+    /// Forgets where the listener `name` was bound (it stopped).
+    pub fn clear_listening(&self, name: &str) {
+        if let Ok(mut listening) = self.listening.lock() {
+            listening.remove(name);
+        }
+    }
+
     /// Where the listener `name` (an `http.server` module, `webhook:<connector>`) is bound.
     pub fn listening(&self, name: &str) -> Option<std::net::SocketAddr> {
         self.listening.lock().ok()?.get(name).copied()

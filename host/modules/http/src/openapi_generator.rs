@@ -3,8 +3,7 @@
 //!
 //! Built from every route the app registered (workflows, triggers, endpoint modules, proxies),
 //! when asked, so routes added at start are included. Path parameters become `in: path`
-//! parameters; routes behind `http.middleware.auth` declare bearer security and `401`, routes
-//! with `roles` `403`. The original emitted OpenAPI 3.0.3 from `workflows.*.routes` only.
+//! parameters; routes behind `http.middleware.auth` declare bearer security, `401` and `403`. The original emitted OpenAPI 3.0.3 from `workflows.*.routes` only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

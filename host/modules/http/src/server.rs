@@ -131,6 +131,7 @@ impl ModuleType for HttpServerType {
             configured_router: config.router,
             router: Mutex::default(),
             running: Mutex::default(),
+            app: Mutex::default(),
         });
         ctx.provide::<HttpServer>(server.clone());
         Ok(server)
@@ -162,6 +163,8 @@ pub struct HttpServer {
     configured_router: Option<String>,
     router: Mutex<Option<Arc<Router>>>,
     running: Mutex<Option<Running>>,
+    /// The app that started it, to forget its address when it stops.
+    app: Mutex<std::sync::Weak<wf_engine::AppState>>,
 }
 
 impl HttpServer {
@@ -177,6 +180,7 @@ impl HttpServer {
             configured_router: None,
             router: Mutex::new(Some(router)),
             running: Mutex::default(),
+            app: Mutex::default(),
         })
     }
 
@@ -278,6 +282,9 @@ impl Module for HttpServer {
             shutdown_rx,
         ));
         ctx.app.set_listening(&self.name, local_addr);
+        if let Ok(mut app) = self.app.lock() {
+            *app = Arc::downgrade(&ctx.app);
+        }
         tracing::info!(server = %self.name, address = %local_addr, "listening");
         if let Ok(mut running) = self.running.lock() {
             *running = Some(Running {
@@ -297,6 +304,9 @@ impl Module for HttpServer {
         let Some(running) = self.running.lock().ok().and_then(|mut r| r.take()) else {
             return Ok(());
         };
+        if let Some(app) = self.app.lock().ok().and_then(|a| a.upgrade()) {
+            app.clear_listening(&self.name);
+        }
         let _ = running.shutdown.send(true);
         let mut task = running.task;
         match tokio::time::timeout_at(ctx.deadline, &mut task).await {

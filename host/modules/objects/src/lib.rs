@@ -31,12 +31,46 @@ pub struct ObjectInfo {
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Bytes) -> anyhow::Result<()>;
-    /// `None` when there is no such object.
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>>;
+    /// `None` when there is no such object; [`Refused::TooLarge`] when it is larger than
+    /// `max_bytes` (nothing of it is held in memory then).
+    async fn get(&self, key: &str, max_bytes: u64) -> anyhow::Result<Option<Bytes>>;
     /// Objects whose key starts with `prefix`, in key order, at most `limit`.
     async fn list(&self, prefix: &str, limit: usize) -> anyhow::Result<Vec<ObjectInfo>>;
     /// Whether the object was there.
     async fn delete(&self, key: &str) -> anyhow::Result<bool>;
+}
+
+/// A request a store refuses because of what the caller asked (a `400`, not a store failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The key leads outside the store (through a symbolic link).
+    OutsideStore(String),
+    /// The object is larger than the caller accepts.
+    TooLarge { key: String, max_bytes: u64 },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::OutsideStore(key) => write!(f, "object key `{key}` leads outside the store"),
+            Refused::TooLarge { key, max_bytes } => {
+                write!(
+                    f,
+                    "object `{key}` is larger than {max_bytes} bytes (`max_bytes`)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A store error as a step error: refusals are the caller's mistake, the rest `unavailable`.
+pub(crate) fn step_error(doing: &str, key: &str, error: anyhow::Error) -> wf_engine::StepError {
+    match error.downcast_ref::<Refused>() {
+        Some(refused) => wf_engine::StepError::invalid_input(refused.to_string()),
+        None => wf_engine::StepError::unavailable(format!("{doing} `{key}` failed: {error:#}")),
+    }
 }
 
 impl ServiceKind for dyn ObjectStore {

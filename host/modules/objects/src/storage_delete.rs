@@ -71,7 +71,7 @@ impl Step for StorageDelete {
             .store
             .delete(&key)
             .await
-            .map_err(|e| StepError::unavailable(format!("deleting `{key}` failed: {e:#}")))?;
+            .map_err(|e| crate::step_error("deleting", &key, e))?;
         Ok(StepOutput::values(wf_steps::output([(
             "deleted",
             json!(deleted),

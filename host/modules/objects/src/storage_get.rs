@@ -28,6 +28,14 @@ pub struct StorageGetConfig {
     /// `base64` (any bytes).
     #[serde(default)]
     pub decode: Decode,
+    /// Largest object read; a larger one fails the step as invalid input, unread.
+    #[serde(default = "default_max_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: u64,
+}
+
+fn default_max_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// How an object's bytes become the step's `content`.
@@ -73,6 +81,7 @@ impl StepType for StorageGetType {
             )?,
             key: wf_steps::compile_str("key", &config.key)?,
             decode: config.decode,
+            max_bytes: config.max_bytes,
         }))
     }
 }
@@ -81,6 +90,7 @@ struct StorageGet {
     store: Arc<dyn ObjectStore>,
     key: Template,
     decode: Decode,
+    max_bytes: u64,
 }
 
 #[async_trait]
@@ -89,9 +99,9 @@ impl Step for StorageGet {
         let key = render_key(&self.key, ctx)?;
         let Some(body) = self
             .store
-            .get(&key)
+            .get(&key, self.max_bytes)
             .await
-            .map_err(|e| StepError::unavailable(format!("reading `{key}` failed: {e:#}")))?
+            .map_err(|e| crate::step_error("reading", &key, e))?
         else {
             return Ok(StepOutput::values(wf_steps::output([
                 ("found", json!(false)),

@@ -14,7 +14,7 @@ use wf_engine::{
     async_trait,
 };
 
-use crate::{ObjectInfo, ObjectStore};
+use crate::{ObjectInfo, ObjectStore, Refused};
 
 /// Configuration of `storage.local`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -113,7 +113,7 @@ impl LocalStore {
         }
         let real = tokio::fs::canonicalize(existing).await?;
         if !real.starts_with(root) {
-            anyhow::bail!("object key `{key}` leads outside the store");
+            return Err(Refused::OutsideStore(key.to_string()).into());
         }
         Ok(path)
     }
@@ -138,9 +138,14 @@ impl ObjectStore for LocalStore {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+    async fn get(&self, key: &str, max_bytes: u64) -> anyhow::Result<Option<Bytes>> {
         let path = self.path(key).await?;
         match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() && meta.len() > max_bytes => Err(Refused::TooLarge {
+                key: key.to_string(),
+                max_bytes,
+            }
+            .into()),
             Ok(meta) if meta.is_file() => Ok(Some(Bytes::from(tokio::fs::read(&path).await?))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

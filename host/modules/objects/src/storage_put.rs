@@ -113,7 +113,7 @@ impl Step for StoragePut {
         self.store
             .put(&key, body)
             .await
-            .map_err(|e| StepError::unavailable(format!("storing `{key}` failed: {e:#}")))?;
+            .map_err(|e| crate::step_error("storing", &key, e))?;
         Ok(StepOutput::values(wf_steps::output([
             ("stored", json!(true)),
             ("key", json!(key)),

@@ -18,7 +18,7 @@ use wf_engine::{
 };
 
 use crate::sigv4::{self, Credentials};
-use crate::{ObjectInfo, ObjectStore};
+use crate::{ObjectInfo, ObjectStore, Refused};
 
 /// Configuration of `storage.s3`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -137,6 +137,11 @@ impl ModuleType for S3StorageType {
         };
         let base = match &config.endpoint {
             Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
+            // A dotted bucket name breaks the wildcard certificate of virtual-hosted names.
+            None if config.bucket.contains('.') => format!(
+                "https://s3.{}.amazonaws.com/{}",
+                config.region, config.bucket
+            ),
             None => format!(
                 "https://{}.s3.{}.amazonaws.com",
                 config.bucket, config.region
@@ -298,8 +303,8 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
-        let response = self
+    async fn get(&self, key: &str, max_bytes: u64) -> anyhow::Result<Option<Bytes>> {
+        let mut response = self
             .send(
                 reqwest::Method::GET,
                 Some(&self.full_key(key)),
@@ -307,8 +312,25 @@ impl ObjectStore for S3Store {
                 Bytes::new(),
             )
             .await?;
+        let too_large = || Refused::TooLarge {
+            key: key.to_string(),
+            max_bytes,
+        };
         match response.status() {
-            s if s.is_success() => Ok(Some(response.bytes().await?)),
+            s if s.is_success() => {
+                if response.content_length().is_some_and(|len| len > max_bytes) {
+                    return Err(too_large().into());
+                }
+                // Read at most `max_bytes`, whatever the length header said.
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    if (body.len() + chunk.len()) as u64 > max_bytes {
+                        return Err(too_large().into());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Some(Bytes::from(body)))
+            }
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.failure("reading", response).await),
         }

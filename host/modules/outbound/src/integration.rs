@@ -462,7 +462,7 @@ impl WorkflowType for IntegrationWorkflow {
                 receiver.publish = Some((webhook_topic(connector), broker(ctx)?));
             }
             receiver.pipeline = settings.pipeline.clone();
-            receiver.secret = settings.secret.clone().filter(|s| !s.is_empty());
+            receiver.secret = settings.secret.clone();
             if let Some(max) = settings.max_body_bytes {
                 receiver.max_body_bytes = max;
             }
@@ -584,6 +584,17 @@ fn check_webhook(
             format!("{at}/topic"),
             "the topic is empty",
         ));
+    }
+    // An empty secret (an unset `${VAR:-}`) would silently accept unsigned events.
+    if settings
+        .secret
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        issues.push(
+            ConfigIssue::new(format!("{at}/secret"), "the secret is empty")
+                .help("set the variable it reads, or remove `secret` to accept unsigned events"),
+        );
     }
     for (key, set) in [
         ("/baseURL", settings.base_url.is_some()),

@@ -212,7 +212,7 @@ impl WorkflowRegistry {
                     "integration": name,
                     "status": "completed",
                     "run_id": outcome.context.meta.get("run_id"),
-                    "results": outcome.context.steps,
+                    "results": summary_of(&outcome.context.steps),
                 }),
             ),
             Err(e) => {
@@ -254,6 +254,22 @@ impl WorkflowRegistry {
             ),
         }
     }
+}
+
+/// Each step's outcome without the upstream headers (which may carry cookies or tokens).
+fn summary_of(steps: &Map<String, Value>) -> Value {
+    Value::Object(
+        steps
+            .iter()
+            .map(|(name, output)| {
+                let mut output = output.clone();
+                if let Some(map) = output.as_object_mut() {
+                    map.remove("headers");
+                }
+                (name.clone(), output)
+            })
+            .collect(),
+    )
 }
 
 fn not_found(name: &str) -> Response {

@@ -202,7 +202,21 @@ impl Step for HttpCall {
             .map_err(|e| StepError::invalid_input(e.message))?;
         // With a client the host is its own: the rendered part is only ever a path.
         let url = match &self.shared {
-            Some(shared) => format!("{}/{}", shared.base_url, rendered.trim_start_matches('/')),
+            Some(shared) => {
+                // Data in the path may not leave the base path (`..`, raw or encoded).
+                let path = rendered.split(['?', '#']).next().unwrap_or_default();
+                if path.split('/').any(|s| {
+                    matches!(
+                        s.to_ascii_lowercase().replace("%2e", ".").as_str(),
+                        "." | ".."
+                    )
+                }) {
+                    return Err(StepError::invalid_input(format!(
+                        "`{rendered}` has a `.` or `..` segment; a client's calls stay under its base URL"
+                    )));
+                }
+                format!("{}/{}", shared.base_url, rendered.trim_start_matches('/'))
+            }
             None => rendered,
         };
         let mut headers = reqwest::header::HeaderMap::new();
