@@ -89,9 +89,7 @@ impl Step for CacheGet {
 
 /// A key template rendered for this run; an empty key is the caller's mistake.
 pub(crate) fn render_key(template: &Template, ctx: &PipelineContext) -> Result<String, StepError> {
-    let key = template
-        .render_string(&ctx.scope())
-        .map_err(|e| StepError::invalid_input(e.message))?;
+    let key = wf_steps::render_str(template, ctx)?;
     if key.is_empty() {
         return Err(StepError::invalid_input("the cache key is empty"));
     }

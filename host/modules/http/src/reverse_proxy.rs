@@ -201,7 +201,10 @@ fn all_routes(
         .map(|(key, route)| {
             let prefix = route.pattern.clone().unwrap_or_else(|| key.clone());
             (
-                format!("/composite_routes/{}", escape_pointer(key)),
+                format!(
+                    "/composite_routes/{}",
+                    wf_engine::wf_config::yaml::escape_pointer_segment(key)
+                ),
                 prefix,
                 Some(route),
                 route.backends.clone(),
@@ -210,18 +213,16 @@ fn all_routes(
         .collect();
     out.extend(config.routes.iter().map(|(prefix, backend)| {
         (
-            format!("/routes/{}", escape_pointer(prefix)),
+            format!(
+                "/routes/{}",
+                wf_engine::wf_config::yaml::escape_pointer_segment(prefix)
+            ),
             prefix.clone(),
             None,
             vec![backend.clone()],
         )
     }));
     out
-}
-
-/// A JSON pointer segment (`/` → `~1`).
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// `/api/users` or `/api/users/` → `/api/users` (`/` stays `/`), when it is a plain prefix.
@@ -250,7 +251,10 @@ fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue
     for (name, url) in &config.backend_services {
         if let Err(e) = proxy::check_backend(url) {
             issues.push(ConfigIssue::new(
-                format!("/backend_services/{}", escape_pointer(name)),
+                format!(
+                    "/backend_services/{}",
+                    wf_engine::wf_config::yaml::escape_pointer_segment(name)
+                ),
                 e,
             ));
         }

@@ -47,7 +47,10 @@ impl ModuleType for SimpleProxyType {
             issues.push(ConfigIssue::new("/targets", "`targets` must not be empty"));
         }
         for (prefix, url) in &config.targets {
-            let at = format!("/targets/{}", prefix.replace('~', "~0").replace('/', "~1"));
+            let at = format!(
+                "/targets/{}",
+                wf_engine::wf_config::yaml::escape_pointer_segment(prefix)
+            );
             if !prefix.starts_with('/') {
                 issues.push(ConfigIssue::new(
                     &at,

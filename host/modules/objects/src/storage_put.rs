@@ -124,9 +124,7 @@ impl Step for StoragePut {
 
 /// A key template rendered and checked; a bad key is the caller's mistake.
 pub(crate) fn render_key(template: &Template, ctx: &PipelineContext) -> Result<String, StepError> {
-    let key = template
-        .render_string(&ctx.scope())
-        .map_err(|e| StepError::invalid_input(e.message))?;
+    let key = wf_steps::render_str(template, ctx)?;
     crate::key::check(&key).map_err(StepError::invalid_input)?;
     Ok(key)
 }

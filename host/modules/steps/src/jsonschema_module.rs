@@ -57,7 +57,10 @@ impl ModuleType for JsonSchemasType {
             issues.push(ConfigIssue::new("/schemas", "`schemas` is empty"));
         }
         for (name, schema) in &config.schemas {
-            let at = format!("/schemas/{}", name.replace('~', "~0").replace('/', "~1"));
+            let at = format!(
+                "/schemas/{}",
+                wf_engine::wf_config::yaml::escape_pointer_segment(name)
+            );
             match schema {
                 // Files are read when the app is built.
                 Value::String(path) if path.trim().is_empty() => {

@@ -62,6 +62,13 @@ pub fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, 
         .map_err(|e| StepError::invalid_input(e.message))
 }
 
+/// A run-time string template failure: the input did not have what the template reads.
+pub fn render_str(template: &Template, ctx: &PipelineContext) -> Result<String, StepError> {
+    template
+        .render_string(&ctx.scope())
+        .map_err(|e| StepError::invalid_input(e.message))
+}
+
 /// The value at a dotted path (`steps.parse.body`) in what templates see.
 pub(crate) fn resolve_path(ctx: &PipelineContext, path: &str) -> Option<Value> {
     ctx.scope().lookup(path)
