@@ -238,6 +238,32 @@ async fn an_s3_store_does_the_same_on_a_real_s3_server() {
     assert!(!error.contains("test-secret"));
 }
 
+/// Against a server speaking GCS's JSON API (gcp-storage-emulator from PyPI, which `.ci/run`
+/// starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcs_store_does_the_same_on_a_gcs_api_server() {
+    let Ok(endpoint) = std::env::var("WF_TEST_GCS_ENDPOINT") else {
+        eprintln!("WF_TEST_GCS_ENDPOINT is not set: skipping the GCS object store test");
+        return;
+    };
+    let bucket = wf_tests::unique_name("wf-test").to_lowercase();
+    let store = format!(
+        "{{name: files, type: storage.gcs, config: {{bucket: {bucket}, endpoint: \"{endpoint}\", project: test, token: not-checked, createBucket: true, prefix: app/}}}}"
+    );
+    let app = start_yaml(&app_yaml(&store)).await;
+    exercise(&app).await;
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+    let missing = store
+        .replace(&bucket, &format!("{bucket}-missing"))
+        .replace("createBucket: true", "createBucket: false");
+    let error = wf_tests::start_error(&app_yaml(&missing)).await;
+    assert!(error.contains("the bucket does not exist"), "{error}");
+    assert!(
+        !error.contains("not-checked"),
+        "the token never shows: {error}"
+    );
+}
+
 #[test]
 fn object_step_mistakes_are_located() {
     let rendered = wf_tests::invalid_yaml(

@@ -8,6 +8,7 @@ use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 pub mod key;
 pub mod sigv4;
 pub mod storage_delete;
+pub mod storage_gcs;
 pub mod storage_get;
 pub mod storage_list;
 pub mod storage_local;
@@ -17,7 +18,7 @@ pub mod storage_s3;
 pub const PLUGIN: &str = "storage";
 
 /// Module types that provide an [`ObjectStore`].
-pub const STORE_TYPES: &[&str] = &["storage.local", "storage.s3"];
+pub const STORE_TYPES: &[&str] = &["storage.local", "storage.s3", "storage.gcs"];
 
 /// What a store says of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,40 @@ pub(crate) fn step_error(doing: &str, key: &str, error: anyhow::Error) -> wf_eng
     }
 }
 
+/// The client the cloud stores share: no redirects followed, a time limit per request.
+pub(crate) fn client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a default TLS backend; ring is ours. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// A response body of at most `max_bytes` (checked against the length header first, then
+/// while reading), or [`Refused::TooLarge`].
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    key: &str,
+    max_bytes: u64,
+) -> anyhow::Result<Bytes> {
+    let too_large = || Refused::TooLarge {
+        key: key.to_string(),
+        max_bytes,
+    };
+    if response.content_length().is_some_and(|len| len > max_bytes) {
+        return Err(too_large().into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > max_bytes {
+            return Err(too_large().into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
 impl ServiceKind for dyn ObjectStore {
     const LABEL: &'static str = "an object store";
 }
@@ -81,6 +116,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry
         .register_module::<storage_local::LocalStorageType>()?
         .register_module::<storage_s3::S3StorageType>()?
+        .register_module::<storage_gcs::GcsStorageType>()?
         .register_step::<storage_put::StoragePutType>()?
         .register_step::<storage_get::StorageGetType>()?
         .register_step::<storage_list::StorageListType>()?

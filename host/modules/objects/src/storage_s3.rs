@@ -18,7 +18,7 @@ use wf_engine::{
 };
 
 use crate::sigv4::{self, Credentials};
-use crate::{ObjectInfo, ObjectStore, Refused};
+use crate::{ObjectInfo, ObjectStore};
 
 /// Configuration of `storage.s3`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -147,7 +147,6 @@ impl ModuleType for S3StorageType {
                 config.bucket, config.region
             ),
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Arc::new(S3Store {
             name: ctx.name.to_string(),
             base: reqwest::Url::parse(&base)?,
@@ -155,10 +154,7 @@ impl ModuleType for S3StorageType {
             prefix: config.prefix,
             create_bucket: config.create_bucket,
             credentials,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(config.timeout_seconds))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            client: crate::client(Duration::from_secs(config.timeout_seconds))?,
         });
         ctx.provide::<dyn ObjectStore>(store.clone());
         Ok(store)
@@ -304,7 +300,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> anyhow::Result<Option<Bytes>> {
-        let mut response = self
+        let response = self
             .send(
                 reqwest::Method::GET,
                 Some(&self.full_key(key)),
@@ -312,25 +308,10 @@ impl ObjectStore for S3Store {
                 Bytes::new(),
             )
             .await?;
-        let too_large = || Refused::TooLarge {
-            key: key.to_string(),
-            max_bytes,
-        };
         match response.status() {
-            s if s.is_success() => {
-                if response.content_length().is_some_and(|len| len > max_bytes) {
-                    return Err(too_large().into());
-                }
-                // Read at most `max_bytes`, whatever the length header said.
-                let mut body = Vec::new();
-                while let Some(chunk) = response.chunk().await? {
-                    if (body.len() + chunk.len()) as u64 > max_bytes {
-                        return Err(too_large().into());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(Some(Bytes::from(body)))
-            }
+            s if s.is_success() => crate::read_bounded(response, key, max_bytes)
+                .await
+                .map(Some),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(self.failure("reading", response).await),
         }
