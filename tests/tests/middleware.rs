@@ -309,7 +309,7 @@ pipelines:
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap()["got"], "hi");
     // Declared too large: refused before the body is read.
-    let large = http
+    let large = client()
         .post(format!("{base}/echo"))
         .json(&json!({"text": "x".repeat(100)}))
         .send()
@@ -320,14 +320,15 @@ pipelines:
     let chunks = futures::stream::iter(
         (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789abcdef"))),
     );
-    let streamed = http
+    let streamed = client()
         .post(format!("{base}/echo"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
         .unwrap();
     assert_eq!(streamed.status(), 413);
-    let slow = http.get(format!("{base}/slow")).send().await.unwrap();
+    // A new connection: the server closes the one whose body it refused half-read.
+    let slow = client().get(format!("{base}/slow")).send().await.unwrap();
     assert_eq!(slow.status(), 503);
     assert_eq!(
         slow.json::<Value>().await.unwrap()["error"],
