@@ -116,3 +116,58 @@ async fn the_document_describes_every_route_and_is_valid() {
     }
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
+
+/// Endpoint modules take `middlewares` like routes do: the logs, the document, the metrics and
+/// proxied or static routes can sit behind authentication, and the document says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_modules_sit_behind_their_middlewares() {
+    let dir = TempDir::new("guarded-endpoints");
+    std::fs::write(dir.0.join("index.html"), "<h1>admin</h1>").unwrap();
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - name: ops-auth
+    type: http.middleware.auth
+    config: {{apiKeys: [{{name: ops, key: "an-operations-key-0123456789"}}]}}
+  - {{name: logs, type: log.collector, config: {{middlewares: [ops-auth]}}}}
+  - {{name: metrics, type: metrics.collector, config: {{middlewares: [ops-auth]}}}}
+  - {{name: ui, type: static.fileserver, config: {{root: "{}", prefix: /admin, middlewares: [ops-auth]}}}}
+  - {{name: docs, type: openapi.generator, config: {{middlewares: [ops-auth]}}}}
+"#,
+        dir.0.display()
+    ))
+    .await;
+    let base = format!("http://{}", server_addr(&app, "web"));
+    let http = client();
+    for path in ["/logs", "/metrics", "/admin/", "/api/openapi.json"] {
+        let refused = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let admitted = http
+            .get(format!("{base}{path}"))
+            .header("X-API-Key", "an-operations-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admitted.status(), 200, "{path}");
+    }
+    let doc: Value = http
+        .get(format!("{base}/api/openapi.json"))
+        .header("X-API-Key", "an-operations-key-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["paths"]["/logs"]["get"]["security"][0]["bearerAuth"],
+        serde_json::json!([])
+    );
+    let rendered = wf_tests::invalid_yaml(
+        "modules:\n  - {name: routes, type: http.router}\n  - {name: logs, type: log.collector, config: {middlewares: [nobody]}}\n",
+    );
+    assert!(rendered.contains("`nobody`"), "{rendered}");
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

@@ -71,6 +71,40 @@ pub fn add_endpoint_for(
     path: &str,
     service: crate::RouteService,
 ) -> anyhow::Result<()> {
+    add_guarded_endpoint(router, app, handler, method, path, service, &[])
+}
+
+/// An endpoint module's `middlewares`, checked like a route's: each names a module.
+pub fn check_middlewares(middlewares: &[String], ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
+    crate::workflow::check_guard(ctx, middlewares, &[], "")
+}
+
+/// [`add_endpoint_for`] behind `middlewares` (the first listed sees the request first), for
+/// endpoint modules that take a `middlewares` key; at start, when every middleware is built.
+pub fn add_guarded_endpoint(
+    router: &Router,
+    app: &wf_engine::AppState,
+    handler: &str,
+    method: http::Method,
+    path: &str,
+    service: crate::RouteService,
+    middlewares: &[String],
+) -> anyhow::Result<()> {
+    let service = if middlewares.is_empty() {
+        service
+    } else {
+        let services = app
+            .services()
+            .ok_or_else(|| anyhow::anyhow!("the app's services are not available"))?;
+        let layers = middlewares
+            .iter()
+            .map(|m| services.get::<dyn crate::HttpMiddleware>(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        layers
+            .into_iter()
+            .rev()
+            .fold(service, |inner, middleware| middleware.layer(inner))
+    };
     let path = router.add_route(method.clone(), path, service)?;
     app.add_route(wf_engine::RouteInfo {
         server: None,
@@ -78,7 +112,7 @@ pub fn add_endpoint_for(
         method: method.to_string(),
         path,
         handler: handler.to_string(),
-        middlewares: Vec::new(),
+        middlewares: middlewares.to_vec(),
     });
     Ok(())
 }

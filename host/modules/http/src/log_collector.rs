@@ -14,7 +14,7 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::endpoint::{add_endpoint, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
 use crate::logs::{self, Capture};
 use crate::{Request, json_response, route_fn};
 
@@ -45,6 +45,10 @@ pub struct LogCollectorConfig {
     /// Where the entries are served.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
+    /// outermost first.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
     /// The `http.router` to serve on; optional when the app has one.
     #[serde(default)]
     pub router: Option<String>,
@@ -116,6 +120,7 @@ impl ModuleType for LogCollectorType {
         if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
             issues.push(issue);
         }
+        issues.extend(check_middlewares(&config.middlewares, ctx));
         issues
     }
 
@@ -182,6 +187,7 @@ impl ModuleType for LogCollectorType {
         Ok(Arc::new(LogCollector {
             name: ctx.name.to_string(),
             router: config.router,
+            middlewares: config.middlewares,
             path: config.path,
             service,
             rank,
@@ -194,6 +200,7 @@ impl ModuleType for LogCollectorType {
 pub struct LogCollector {
     name: String,
     router: Option<String>,
+    middlewares: Vec<String>,
     path: String,
     service: crate::RouteService,
     rank: usize,
@@ -205,12 +212,14 @@ pub struct LogCollector {
 impl Module for LogCollector {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let router = started_router(self.router.as_deref(), ctx)?;
-        add_endpoint(
+        add_guarded_endpoint(
             &router,
             &ctx.app,
             &self.name,
+            http::Method::GET,
             &self.path,
             self.service.clone(),
+            &self.middlewares,
         )?;
         if let Ok(mut capture) = self.capture.lock() {
             *capture = Some(Capture::start(self.rank, self.max_entries));

@@ -21,7 +21,7 @@ use wf_engine::{
     StartContext, async_trait,
 };
 
-use crate::endpoint::{add_endpoint, choose_router};
+use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router};
 use crate::router::RequestObserver;
 use crate::{Response, Router, route_fn};
 
@@ -42,6 +42,10 @@ pub struct MetricsConfig {
     /// (module operations), `step` (pipeline steps), `active_workflows` (runs in flight).
     #[serde(default = "default_groups", rename = "enabledMetrics")]
     pub enabled_metrics: Vec<String>,
+    /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
+    /// outermost first.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
     /// The `http.router` to serve `metricsPath` on; optional when the application has one.
     #[serde(default)]
     pub router: Option<String>,
@@ -91,6 +95,7 @@ impl ModuleType for MetricsCollectorType {
             .err()
             .into_iter()
             .collect();
+        issues.extend(check_middlewares(&config.middlewares, ctx));
         if !valid_name_part(&config.namespace) {
             issues.push(ConfigIssue::new(
                 "/namespace",
@@ -136,6 +141,7 @@ impl ModuleType for MetricsCollectorType {
             name: ctx.name.to_string(),
             metrics,
             router: config.router,
+            middlewares: config.middlewares,
             path: config.metrics_path,
         }))
     }
@@ -388,6 +394,7 @@ struct MetricsModule {
     name: String,
     metrics: Arc<Metrics>,
     router: Option<String>,
+    middlewares: Vec<String>,
     path: String,
 }
 
@@ -401,7 +408,15 @@ impl Module for MetricsModule {
             let body = served.render();
             async move { body }
         });
-        add_endpoint(&router, &ctx.app, &self.name, &self.path, service)?;
+        add_guarded_endpoint(
+            &router,
+            &ctx.app,
+            &self.name,
+            http::Method::GET,
+            &self.path,
+            service,
+            &self.middlewares,
+        )?;
         if self.metrics.http.is_some()
             && let Some(services) = ctx.app.services()
         {

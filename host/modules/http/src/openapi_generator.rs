@@ -17,7 +17,7 @@ use wf_engine::{
     RouteInfo, StartContext, async_trait,
 };
 
-use crate::endpoint::{add_endpoint, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
 use crate::{Response, json_response, route_fn};
 
 /// Configuration of `openapi.generator`.
@@ -40,6 +40,10 @@ pub struct OpenApiConfig {
     /// `.json`.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
+    /// outermost first.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
     /// The `http.router` to serve on; optional when the app has one.
     #[serde(default)]
     pub router: Option<String>,
@@ -83,6 +87,7 @@ impl ModuleType for OpenApiGeneratorType {
         if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
             issues.push(issue);
         }
+        issues.extend(check_middlewares(&config.middlewares, ctx));
         issues
     }
 
@@ -113,6 +118,7 @@ impl ModuleType for OpenApiGeneratorType {
         Ok(Arc::new(OpenApiGenerator {
             name: ctx.name.to_string(),
             router: config.router,
+            middlewares: config.middlewares,
             path: config.path,
             info: Value::Object(info),
             servers,
@@ -123,6 +129,7 @@ impl ModuleType for OpenApiGeneratorType {
 pub struct OpenApiGenerator {
     name: String,
     router: Option<String>,
+    middlewares: Vec<String>,
     path: String,
     info: Value,
     servers: Vec<Value>,
@@ -157,7 +164,15 @@ impl Module for OpenApiGenerator {
                 let render = render.clone();
                 async move { serve(render(), media) }
             });
-            add_endpoint(&router, &ctx.app, &self.name, &path, service)?;
+            add_guarded_endpoint(
+                &router,
+                &ctx.app,
+                &self.name,
+                http::Method::GET,
+                &path,
+                service,
+                &self.middlewares,
+            )?;
         }
         Ok(())
     }

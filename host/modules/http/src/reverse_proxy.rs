@@ -33,7 +33,7 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::endpoint::{add_endpoint_for, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
 use crate::proxy::{self, ForwardRules};
 use crate::{Request, Response, Router, json_response, route_fn};
 
@@ -71,6 +71,10 @@ pub struct ReverseProxyConfig {
     /// Active health checks: an unhealthy backend gets no requests until it recovers.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
+    /// outermost first.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
     /// The `http.router` to add the routes to; optional when the app has one.
     #[serde(default)]
     pub router: Option<String>,
@@ -336,6 +340,7 @@ fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue
     if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
         issues.push(issue);
     }
+    issues.extend(check_middlewares(&config.middlewares, ctx));
     issues
 }
 
@@ -427,6 +432,7 @@ fn build(
     let proxy = ReverseProxy {
         name: ctx.name.to_string(),
         router: config.router,
+        middlewares: config.middlewares,
         routes,
         client: proxy::client()?,
         backends: backends.into_values().collect(),
@@ -518,6 +524,7 @@ struct HealthCheck {
 pub struct ReverseProxy {
     name: String,
     router: Option<String>,
+    middlewares: Vec<String>,
     routes: Vec<Arc<ProxyTarget>>,
     client: reqwest::Client,
     backends: Vec<Arc<Backend>>,
@@ -557,7 +564,15 @@ impl ReverseProxy {
                     let (target, client, label) = (target.clone(), client.clone(), label.clone());
                     async move { serve(&target, &client, &label, req).await }
                 });
-                add_endpoint_for(router, app, &self.name, method.clone(), &pattern, service)?;
+                add_guarded_endpoint(
+                    router,
+                    app,
+                    &self.name,
+                    method.clone(),
+                    &pattern,
+                    service,
+                    &self.middlewares,
+                )?;
             }
         }
         Ok(())

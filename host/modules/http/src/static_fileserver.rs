@@ -16,7 +16,7 @@ use wf_engine::{
     async_trait,
 };
 
-use crate::endpoint::{add_endpoint, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
 use crate::{Request, Response, route_fn, text_response};
 
 /// Configuration of `static.fileserver`.
@@ -49,6 +49,10 @@ pub struct StaticFileServerConfig {
     /// Serve files and directories whose name starts with `.` (`.env`, `.git`); off by default.
     #[serde(default, rename = "serveHidden")]
     pub serve_hidden: bool,
+    /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
+    /// outermost first.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
     /// The `http.router` to serve on; optional when the app has one.
     #[serde(default)]
     pub router: Option<String>,
@@ -87,6 +91,7 @@ impl ModuleType for StaticFileServerType {
         if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
             issues.push(issue);
         }
+        issues.extend(check_middlewares(&config.middlewares, ctx));
         issues
     }
 
@@ -119,6 +124,7 @@ impl ModuleType for StaticFileServerType {
         Ok(Arc::new(StaticFiles {
             name: ctx.name.to_string(),
             router: config.router,
+            middlewares: config.middlewares,
             server,
             patterns,
         }))
@@ -128,6 +134,7 @@ impl ModuleType for StaticFileServerType {
 struct StaticFiles {
     name: String,
     router: Option<String>,
+    middlewares: Vec<String>,
     server: Arc<FileServer>,
     patterns: Vec<String>,
 }
@@ -152,7 +159,15 @@ impl Module for StaticFiles {
                 let server = server.clone();
                 async move { server.serve(req).await }
             });
-            add_endpoint(&router, &ctx.app, &self.name, pattern, service)?;
+            add_guarded_endpoint(
+                &router,
+                &ctx.app,
+                &self.name,
+                Method::GET,
+                pattern,
+                service,
+                &self.middlewares,
+            )?;
         }
         Ok(())
     }
