@@ -573,3 +573,92 @@ pub async fn dead_letters_command(
         },
     }
 }
+
+/// The type reference under `docs/modules/`: one page per kind, each type with its
+/// description, plugin group and config keys (from the schema the doc comments become).
+/// `(file name, markdown)` pairs; `tests/reference.rs` keeps the files current.
+pub fn reference_pages(registry: &Registry) -> Vec<(String, String)> {
+    let kinds = [
+        (Kind::Module, "modules.md", "Module types"),
+        (Kind::Step, "steps.md", "Step types"),
+        (Kind::Trigger, "triggers.md", "Trigger types"),
+        (Kind::Workflow, "workflows.md", "Workflow types"),
+    ];
+    let mut pages = Vec::new();
+    let mut index = String::from(
+        "# Type reference\n\nGenerated from this build's registry (`BLESS=1 cargo test -p wf-host --test reference`\nrewrites it); the area pages in `docs/` explain the types with examples. `wf-host schema <type>`\nprints a type's full JSON Schema.\n\n",
+    );
+    for (kind, file, title) in kinds {
+        let mut types: Vec<_> = registry
+            .types()
+            .into_iter()
+            .filter(|t| t.kind == kind)
+            .collect();
+        types.sort_by(|a, b| (a.category.as_str(), a.name).cmp(&(b.category.as_str(), b.name)));
+        let _ = writeln!(index, "- [{title}]({file}): {} types", types.len());
+        let mut page = format!("# {title}\n\nGenerated; see [the index](README.md).\n");
+        let mut category = "";
+        for t in types {
+            if t.category.as_str() != category {
+                category = t.category.as_str();
+                let _ = write!(page, "\n## {category}\n");
+            }
+            let _ = write!(
+                page,
+                "\n### `{}`\n\n{}\n\nPlugin group: `{}`.\n",
+                t.name, t.description, t.plugin
+            );
+            page.push_str(&config_table(&t.schema));
+        }
+        pages.push((file.to_string(), page));
+    }
+    pages.push(("README.md".to_string(), index));
+    pages
+}
+
+/// The `config` keys of a schema as a table: key, type, default, description.
+fn config_table(schema: &Value) -> String {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return "\nNo `config` keys.\n".to_string();
+    };
+    if properties.is_empty() {
+        return "\nNo `config` keys.\n".to_string();
+    }
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = String::from("\n| key | type | default | description |\n|---|---|---|---|\n");
+    for (key, property) in properties {
+        let kind = match property.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect::<Vec<_>>()
+                .join(" or "),
+            _ if property.get("$ref").is_some() || property.get("anyOf").is_some() => {
+                "object".to_string()
+            }
+            _ => "any".to_string(),
+        };
+        let default = if required.contains(&key.as_str()) {
+            "required".to_string()
+        } else {
+            match property.get("default") {
+                None | Some(Value::Null) => "—".to_string(),
+                Some(v) => format!("`{v}`"),
+            }
+        };
+        let description = property
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        let _ = writeln!(out, "| `{key}` | {kind} | {default} | {description} |");
+    }
+    out
+}
