@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
-use wf_tests::{client, eventually, seed_examples, server_addr, start_yaml};
+use wf_tests::{client, eventually, raw_get, seed_examples, server_addr, start_yaml};
 
 /// A backend named `name` that answers every path with what it received, `/health` with
 /// `200` while `healthy` is set (else `500`), and `/slow` after two seconds.
@@ -65,21 +65,6 @@ async fn backend(name: &'static str, healthy: Arc<AtomicBool>) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
-}
-
-/// The status of a request written byte for byte, so its path reaches the server unnormalized.
-async fn raw_status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text[9..12].parse().unwrap()
 }
 
 async fn get_json(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -260,7 +245,7 @@ modules:
         "/api/v1/a%2f..%2fb",
         "/spread/./x",
     ] {
-        assert_eq!(raw_status(gateway_addr, path).await, 400, "{path}");
+        assert_eq!(raw_get(gateway_addr, path).await.0, 400, "{path}");
     }
     // Headers a client could claim an address with never reach the backend.
     let response = http

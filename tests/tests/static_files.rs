@@ -5,28 +5,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use wf_tests::{TempDir, client, server_addr, start_yaml};
-
-/// A request written byte for byte, so paths reach the server unnormalized; the status and the
-/// body come back.
-async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+use wf_tests::{TempDir, client, raw_get, server_addr, start_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_served_with_validators_ranges_and_no_way_out() {

@@ -567,59 +567,67 @@ impl Pipeline {
         result
     }
 
-    /// One step with its timeout (bounded by the pipeline's deadline) and retries.
+    /// One step with its retries; each attempt under the step's timeout, all under the
+    /// pipeline's deadline (a retry that would wait past it is not made).
     async fn run_step(
         &self,
         step: &PipelineStep,
         ctx: &PipelineContext,
         deadline: Option<Instant>,
     ) -> Result<StepOutput, StepError> {
-        let attempts = step.retry.as_ref().map_or(1, |r| r.max_attempts);
-        let mut attempt = 1;
-        loop {
-            let step_deadline = step.timeout.map(|t| Instant::now() + t);
-            let limit = match (step_deadline, deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let result = match limit {
-                Some(limit) => match tokio::time::timeout_at(limit, step.step.run(ctx)).await {
-                    Ok(result) => result,
-                    Err(_) if Some(limit) == deadline => {
-                        return Err(StepError::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "pipeline `{}` timed out after {:?}",
-                                self.name,
-                                self.timeout.unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    Err(_) => Err(StepError::new(
-                        ErrorKind::Timeout,
-                        format!("timed out after {:?}", step.timeout.unwrap_or_default()),
-                    )),
+        let (policy, on) = match &step.retry {
+            Some(r) => (
+                crate::backoff::RetryPolicy {
+                    attempts: r.max_attempts,
+                    base: r.backoff,
+                    max: r.max_backoff,
                 },
-                None => step.step.run(ctx).await,
-            };
-            match (result, &step.retry) {
-                (Err(e), Some(retry)) if attempt < attempts && retry.on.contains(&e.kind) => {
-                    let wait = backoff(retry, attempt);
-                    tracing::warn!(pipeline = %self.name, step = %step.name, attempt, error = %e, ?wait, "step failed; retrying");
-                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                (Err(e), Some(_)) if attempt > 1 => {
-                    return Err(StepError::new(
-                        e.kind,
-                        format!("{} (after {attempt} attempts)", e.message),
-                    ));
-                }
-                (result, _) => return result,
-            }
+                r.on.as_slice(),
+            ),
+            None => (crate::backoff::RetryPolicy::ONCE, &[][..]),
+        };
+        crate::backoff::retry(
+            policy,
+            |e: &StepError| on.contains(&e.kind),
+            |e, attempt, wait| {
+                tracing::warn!(pipeline = %self.name, step = %step.name, attempt, error = %e, ?wait, "step failed; retrying");
+                deadline.is_none_or(|d| Instant::now() + wait < d)
+            },
+            |_| self.attempt_step(step, ctx, deadline),
+        )
+        .await
+        .map_err(|(e, attempts)| e.after_attempts(attempts))
+    }
+
+    /// One attempt of a step under its timeout and the pipeline's deadline.
+    async fn attempt_step(
+        &self,
+        step: &PipelineStep,
+        ctx: &PipelineContext,
+        deadline: Option<Instant>,
+    ) -> Result<StepOutput, StepError> {
+        let step_deadline = step.timeout.map(|t| Instant::now() + t);
+        let limit = match (step_deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(limit) = limit else {
+            return step.step.run(ctx).await;
+        };
+        match tokio::time::timeout_at(limit, step.step.run(ctx)).await {
+            Ok(result) => result,
+            Err(_) if Some(limit) == deadline => Err(StepError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "pipeline `{}` timed out after {:?}",
+                    self.name,
+                    self.timeout.unwrap_or_default()
+                ),
+            )),
+            Err(_) => Err(StepError::new(
+                ErrorKind::Timeout,
+                format!("timed out after {:?}", step.timeout.unwrap_or_default()),
+            )),
         }
     }
 
@@ -631,10 +639,6 @@ impl Pipeline {
             message,
         }
     }
-}
-
-fn backoff(retry: &Retry, attempt: u32) -> Duration {
-    crate::backoff::exponential_with_jitter(retry.backoff, retry.max_backoff, attempt)
 }
 
 fn merge(ctx: &mut PipelineContext, step: &str, values: Map<String, Value>) {

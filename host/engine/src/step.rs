@@ -110,6 +110,18 @@ impl StepError {
         }
     }
 
+    /// The error of the last of `attempts` attempts: the count is added when there were several.
+    pub fn after_attempts(self, attempts: u32) -> Self {
+        if attempts > 1 {
+            StepError {
+                message: format!("{} (after {attempts} attempts)", self.message),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, message)
     }

@@ -59,27 +59,22 @@ pub fn add_endpoint(
     path: &str,
     service: crate::RouteService,
 ) -> anyhow::Result<()> {
-    add_endpoint_for(router, app, handler, http::Method::GET, path, service)
+    add_guarded_endpoint(router, app, handler, http::Method::GET, path, service, &[])
 }
 
-/// [`add_endpoint`] for another method.
-pub fn add_endpoint_for(
-    router: &Router,
-    app: &wf_engine::AppState,
-    handler: &str,
-    method: http::Method,
-    path: &str,
-    service: crate::RouteService,
-) -> anyhow::Result<()> {
-    add_guarded_endpoint(router, app, handler, method, path, service, &[])
+/// Where an endpoint module that adds its routes at start serves: the router it chose exists
+/// (see [`choose_router`]) and each of its `middlewares` names a module.
+pub fn check_routing(
+    router: Option<&str>,
+    middlewares: &[String],
+    ctx: &CheckContext<'_>,
+) -> Vec<ConfigIssue> {
+    let mut issues: Vec<ConfigIssue> = choose_router(router, ctx).err().into_iter().collect();
+    issues.extend(crate::workflow::check_guard(ctx, middlewares, &[], ""));
+    issues
 }
 
-/// An endpoint module's `middlewares`, checked like a route's: each names a module.
-pub fn check_middlewares(middlewares: &[String], ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-    crate::workflow::check_guard(ctx, middlewares, &[], "")
-}
-
-/// [`add_endpoint_for`] behind `middlewares` (the first listed sees the request first), for
+/// [`add_endpoint`] for any method, behind `middlewares` (the first listed sees the request first), for
 /// endpoint modules that take a `middlewares` key; at start, when every middleware is built.
 pub fn add_guarded_endpoint(
     router: &Router,
@@ -115,4 +110,26 @@ pub fn add_guarded_endpoint(
         middlewares: middlewares.to_vec(),
     });
     Ok(())
+}
+
+/// At start: a `GET path` endpoint of module `handler` on the router [`started_router`] finds,
+/// behind `middlewares`.
+pub fn add_started_endpoint(
+    ctx: &wf_engine::StartContext,
+    router: Option<&str>,
+    handler: &str,
+    path: &str,
+    service: crate::RouteService,
+    middlewares: &[String],
+) -> anyhow::Result<()> {
+    let router = started_router(router, ctx)?;
+    add_guarded_endpoint(
+        &router,
+        &ctx.app,
+        handler,
+        http::Method::GET,
+        path,
+        service,
+        middlewares,
+    )
 }

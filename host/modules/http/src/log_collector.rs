@@ -14,7 +14,7 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
+use crate::endpoint::{add_started_endpoint, check_routing};
 use crate::logs::{self, Capture};
 use crate::{Request, json_response, route_fn};
 
@@ -117,10 +117,11 @@ impl ModuleType for LogCollectorType {
         if !config.path.starts_with('/') {
             issues.push(ConfigIssue::new("/path", "the path must start with `/`"));
         }
-        if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
-            issues.push(issue);
-        }
-        issues.extend(check_middlewares(&config.middlewares, ctx));
+        issues.extend(check_routing(
+            config.router.as_deref(),
+            &config.middlewares,
+            ctx,
+        ));
         issues
     }
 
@@ -211,12 +212,10 @@ pub struct LogCollector {
 #[async_trait]
 impl Module for LogCollector {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
-        let router = started_router(self.router.as_deref(), ctx)?;
-        add_guarded_endpoint(
-            &router,
-            &ctx.app,
+        add_started_endpoint(
+            ctx,
+            self.router.as_deref(),
             &self.name,
-            http::Method::GET,
             &self.path,
             self.service.clone(),
             &self.middlewares,

@@ -194,11 +194,8 @@ pub struct LogTap;
 
 impl<S: Subscriber> Layer<S> for LogTap {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let wanted = WANTED.load(Ordering::Relaxed);
+        // The filter (`Wanted`) admitted it.
         let rank = level_rank(event.metadata().level());
-        if wanted == 0 || rank < wanted {
-            return;
-        }
         let mut visitor = Fields::default();
         event.record(&mut visitor);
         let now = std::time::SystemTime::now()

@@ -21,7 +21,7 @@ use wf_engine::{
     StartContext, async_trait,
 };
 
-use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router};
+use crate::endpoint::{add_started_endpoint, check_routing};
 use crate::router::RequestObserver;
 use crate::{Response, Router, route_fn};
 
@@ -91,11 +91,7 @@ fn valid_name_part(part: &str) -> bool {
 
 impl ModuleType for MetricsCollectorType {
     fn check(config: &MetricsConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue> {
-        let mut issues: Vec<ConfigIssue> = choose_router(config.router.as_deref(), ctx)
-            .err()
-            .into_iter()
-            .collect();
-        issues.extend(check_middlewares(&config.middlewares, ctx));
+        let mut issues = check_routing(config.router.as_deref(), &config.middlewares, ctx);
         if !valid_name_part(&config.namespace) {
             issues.push(ConfigIssue::new(
                 "/namespace",
@@ -402,17 +398,15 @@ struct MetricsModule {
 impl Module for MetricsModule {
     /// Serves the metrics on the chosen router, and has every router report its requests.
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
-        let router = crate::endpoint::started_router(self.router.as_deref(), ctx)?;
         let served = self.metrics.clone();
         let service = route_fn(move |_| {
             let body = served.render();
             async move { body }
         });
-        add_guarded_endpoint(
-            &router,
-            &ctx.app,
+        add_started_endpoint(
+            ctx,
+            self.router.as_deref(),
             &self.name,
-            http::Method::GET,
             &self.path,
             service,
             &self.middlewares,

@@ -17,7 +17,7 @@ use wf_engine::{
     RouteInfo, StartContext, async_trait,
 };
 
-use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
+use crate::endpoint::{add_started_endpoint, check_routing};
 use crate::{Response, json_response, route_fn};
 
 /// Configuration of `openapi.generator`.
@@ -84,10 +84,11 @@ impl ModuleType for OpenApiGeneratorType {
                 ));
             }
         }
-        if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
-            issues.push(issue);
-        }
-        issues.extend(check_middlewares(&config.middlewares, ctx));
+        issues.extend(check_routing(
+            config.router.as_deref(),
+            &config.middlewares,
+            ctx,
+        ));
         issues
     }
 
@@ -138,17 +139,12 @@ pub struct OpenApiGenerator {
 #[async_trait]
 impl Module for OpenApiGenerator {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
-        let router = started_router(self.router.as_deref(), ctx)?;
         let app = Arc::downgrade(&ctx.app);
         let yaml_path = self
             .path
             .strip_suffix(".json")
             .map(|base| format!("{base}.yaml"));
-        let own: BTreeSet<String> = [Some(self.path.clone()), yaml_path.clone()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let (info, servers) = (self.info.clone(), self.servers.clone());
+        let (info, servers, own) = (self.info.clone(), self.servers.clone(), self.name.clone());
         let render = Arc::new(move || -> Option<String> {
             let app = app.upgrade()?;
             let document = document(&app, &info, &servers, &own);
@@ -164,11 +160,10 @@ impl Module for OpenApiGenerator {
                 let render = render.clone();
                 async move { serve(render(), media) }
             });
-            add_guarded_endpoint(
-                &router,
-                &ctx.app,
+            add_started_endpoint(
+                ctx,
+                self.router.as_deref(),
                 &self.name,
-                http::Method::GET,
                 &path,
                 service,
                 &self.middlewares,
@@ -243,7 +238,8 @@ fn operation_id(method: &str, path: &str) -> String {
     out
 }
 
-fn document(app: &AppState, info: &Value, servers: &[Value], own: &BTreeSet<String>) -> Value {
+/// The document of every route but those of module `own` (the document's own).
+fn document(app: &AppState, info: &Value, servers: &[Value], own: &str) -> Value {
     let services = app.services();
     let is_auth = |middleware: &str| {
         services
@@ -258,7 +254,7 @@ fn document(app: &AppState, info: &Value, servers: &[Value], own: &BTreeSet<Stri
     routes.sort_by(|a, b| (&a.path, &a.method).cmp(&(&b.path, &b.method)));
     for route in routes {
         let method = route.method.to_ascii_lowercase();
-        if own.contains(&route.path)
+        if route.handler == own
             || !matches!(
                 method.as_str(),
                 "get" | "post" | "put" | "patch" | "delete" | "options"

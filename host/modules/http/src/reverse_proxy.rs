@@ -33,8 +33,9 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_routing, started_router};
 use crate::proxy::{self, ForwardRules};
+use crate::router::MatchedRoute;
 use crate::{Request, Response, Router, json_response, route_fn};
 
 /// Configuration of `reverseproxy` / `http.proxy`.
@@ -337,10 +338,11 @@ fn check(config: &ReverseProxyConfig, ctx: &CheckContext<'_>) -> Vec<ConfigIssue
             ));
         }
     }
-    if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
-        issues.push(issue);
-    }
-    issues.extend(check_middlewares(&config.middlewares, ctx));
+    issues.extend(check_routing(
+        config.router.as_deref(),
+        &config.middlewares,
+        ctx,
+    ));
     issues
 }
 
@@ -401,7 +403,6 @@ fn build(
         }
         routes.push(Arc::new(ProxyTarget {
             prefix: normal_prefix(&prefix).map_err(|e| anyhow!(e))?,
-            served: std::sync::OnceLock::new(),
             strip,
             strategy: chosen,
             backends: pick(&names),
@@ -412,7 +413,6 @@ fn build(
     if let Some(default) = &config.default_backend {
         routes.push(Arc::new(ProxyTarget {
             prefix: "/".into(),
-            served: std::sync::OnceLock::new(),
             strip: false,
             strategy: Strategy::RoundRobin,
             backends: pick(std::slice::from_ref(default)),
@@ -479,8 +479,6 @@ struct Backend {
 struct ProxyTarget {
     /// Normalized: no trailing `/` (except `/` itself).
     prefix: String,
-    /// `prefix` as served, with the router's prefix in front (set at start).
-    served: std::sync::OnceLock<String>,
     strip: bool,
     strategy: Strategy,
     backends: Vec<Arc<Backend>>,
@@ -503,13 +501,13 @@ impl ProxyTarget {
         }
     }
 
-    /// The path the backend sees.
-    fn backend_path<'a>(&self, path: &'a str) -> &'a str {
-        let served = self.served.get().unwrap_or(&self.prefix);
-        if self.strip && !served.is_empty() && served != "/" {
-            path.strip_prefix(served.as_str()).unwrap_or(path)
-        } else {
-            path
+    /// The path the backend sees: with `strip_prefix`, what lies below the matched route
+    /// (whose pattern carries the router's prefix too).
+    fn backend_path<'a>(&self, req: &'a Request) -> &'a str {
+        let path = req.uri().path();
+        match req.extensions().get::<MatchedRoute>() {
+            Some(route) if self.strip && self.prefix != "/" => route.rest_of(path),
+            _ => path,
         }
     }
 }
@@ -586,9 +584,6 @@ impl Module for ReverseProxy {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let router = started_router(self.router.as_deref(), ctx)?;
         for target in &self.routes {
-            // `strip_prefix` strips what the client sent: the router's prefix too.
-            let served = router.served_pattern(&target.prefix);
-            let _ = target.served.set(served.trim_end_matches('/').to_string());
             self.attach(&router, &ctx.app, target)?;
         }
         if let Some(health) = &self.health
@@ -638,11 +633,7 @@ async fn serve(
             &json!({"error": "no healthy backend"}),
         );
     };
-    let url = proxy::target_url(
-        &backend.url,
-        target.backend_path(req.uri().path()),
-        req.uri().query(),
-    );
+    let url = proxy::target_url(&backend.url, target.backend_path(&req), req.uri().query());
     match proxy::forward(client, &target.rules, label, url, req).await {
         Ok(response) | Err(response) => response,
     }

@@ -109,9 +109,19 @@ impl PathParams {
     }
 }
 
-/// The route pattern that matched, in the request's extensions (e.g. `/users/{id}`).
+/// The route pattern that matched, in the request's extensions (e.g. `/users/{id}`), as
+/// served: with the router's prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatchedRoute(pub Arc<str>);
+
+impl MatchedRoute {
+    /// What of `path` lies below a prefix route (`/assets` or the subtree `/assets/`): the rest
+    /// after the route's literal path, router prefix included. `/assets/app.js` → `/app.js`.
+    pub fn rest_of<'a>(&self, path: &'a str) -> &'a str {
+        let literal = self.0.trim_end_matches('/');
+        path.strip_prefix(literal).unwrap_or(path)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConflict(pub String);
@@ -202,8 +212,8 @@ impl Router {
     }
 
     /// Where `pattern` is served: with the router's `prefix` in front, unless it is spelled
-    /// with it already. Handlers that strip their own prefix strip this one.
-    pub fn served_pattern(&self, pattern: &str) -> String {
+    /// with it already.
+    fn served_pattern(&self, pattern: &str) -> String {
         if self.prefix.is_empty() || !pattern.starts_with('/') || has_prefix(pattern, &self.prefix)
         {
             pattern.to_string()

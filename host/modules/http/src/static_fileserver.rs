@@ -16,7 +16,8 @@ use wf_engine::{
     async_trait,
 };
 
-use crate::endpoint::{add_guarded_endpoint, check_middlewares, choose_router, started_router};
+use crate::endpoint::{add_guarded_endpoint, check_routing, started_router};
+use crate::router::MatchedRoute;
 use crate::{Request, Response, route_fn, text_response};
 
 /// Configuration of `static.fileserver`.
@@ -88,10 +89,11 @@ impl ModuleType for StaticFileServerType {
                 ),
             ));
         }
-        if let Err(issue) = choose_router(config.router.as_deref(), ctx) {
-            issues.push(issue);
-        }
-        issues.extend(check_middlewares(&config.middlewares, ctx));
+        issues.extend(check_routing(
+            config.router.as_deref(),
+            &config.middlewares,
+            ctx,
+        ));
         issues
     }
 
@@ -106,7 +108,6 @@ impl ModuleType for StaticFileServerType {
         let prefix = config.prefix.trim_end_matches('/').to_string();
         let server = Arc::new(FileServer {
             root,
-            prefix: prefix.clone(),
             spa_fallback: config.spa_fallback.or(config.spa).unwrap_or(true),
             cache_max_age: config
                 .cache_max_age
@@ -143,18 +144,8 @@ struct StaticFiles {
 impl Module for StaticFiles {
     async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
         let router = started_router(self.router.as_deref(), ctx)?;
-        // Paths arrive with the router's prefix in front of ours: strip both.
-        let served = router.served_pattern(if self.server.prefix.is_empty() {
-            "/"
-        } else {
-            &self.server.prefix
-        });
-        let server = Arc::new(FileServer {
-            prefix: served.trim_end_matches('/').to_string(),
-            ..FileServer::clone(&self.server)
-        });
         for pattern in &self.patterns {
-            let server = server.clone();
+            let server = self.server.clone();
             let service = route_fn(move |req: Request| {
                 let server = server.clone();
                 async move { server.serve(req).await }
@@ -173,11 +164,8 @@ impl Module for StaticFiles {
     }
 }
 
-#[derive(Clone)]
 struct FileServer {
     root: PathBuf,
-    /// Without a trailing `/` (`""` for the root).
-    prefix: String,
     spa_fallback: bool,
     cache_max_age: u64,
     serve_hidden: bool,
@@ -194,7 +182,11 @@ enum Refusal {
 impl FileServer {
     async fn serve(&self, req: Request) -> Response {
         let path = req.uri().path();
-        let relative = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+        // Below the matched route, which carries our prefix and the router's.
+        let relative = match req.extensions().get::<MatchedRoute>() {
+            Some(route) => route.rest_of(path),
+            None => path,
+        };
         let file = match self.resolve(relative).await {
             Ok(file) => Some(file),
             Err(Refusal::Forbidden) => {

@@ -129,8 +129,8 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    /// AWS's published example (S3 docs, "Example: GET Object"): the expected signature is
-    /// theirs, not computed by this code.
+    /// AWS's published "GET Bucket (List Objects)" example from the SigV4 documentation: the
+    /// expected signature is theirs, not computed by this code.
     #[test]
     fn the_aws_documentation_example_signs_alike() {
         let credentials = Credentials {
@@ -140,8 +140,6 @@ mod tests {
         };
         let now = Utc.with_ymd_and_hms(2013, 5, 24, 0, 0, 0).unwrap();
         let empty = sha256_hex(b"");
-        // The documented request also signs `range: bytes=0-9`; this one does not, so compare
-        // against AWS's ListObjects example instead, which signs exactly host, x-amz-*.
         let headers = sign(
             &credentials,
             "us-east-1",

@@ -35,7 +35,7 @@ use wf_engine::wf_config::schema::{PipelineEntry, RetryEntry, StepEntry};
 use wf_engine::{Category, CheckContext, ConfigIssue, Described, WireContext, WorkflowType};
 use wf_messaging::MessageBroker;
 
-use crate::integration_call::{CallRetry, IntegrationCall, Notify};
+use crate::integration_call::{IntegrationCall, MAX_RETRY_DELAY, Notify};
 use crate::transform_expr::{self, Expr};
 use crate::webhook_receiver::WebhookReceiver;
 use crate::workflow_registry::{
@@ -370,8 +370,20 @@ impl WorkflowType for IntegrationWorkflow {
                 .map_err(|issue| anyhow::anyhow!(issue.message))?;
             Ok(ctx.service::<dyn MessageBroker>(&chosen)?)
         };
+        // Parsed once: the call's parameters come from its keys, the wrapper evaluates it.
+        let transforms = config
+            .steps
+            .iter()
+            .map(|step| {
+                step.transform
+                    .as_deref()
+                    .map(transform_expr::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("step `{}`: {e}", step.name))
+            })
+            .collect::<anyhow::Result<Vec<Option<Expr>>>>()?;
         let mut steps = Vec::new();
-        for step in &config.steps {
+        for (step, transform) in config.steps.iter().zip(&transforms) {
             let connector = connectors
                 .get(step.connector.as_str())
                 .ok_or_else(|| anyhow::anyhow!("no connector `{}`", step.connector))?;
@@ -398,7 +410,7 @@ impl WorkflowType for IntegrationWorkflow {
             steps.push(step_entry(
                 &step.name,
                 "step.http_call",
-                http_call(step, connector)?,
+                http_call(step, connector, transform.as_ref())?,
                 None,
             ));
         }
@@ -416,7 +428,7 @@ impl WorkflowType for IntegrationWorkflow {
         let mut pipeline = Arc::try_unwrap(pipeline)
             .map_err(|_| anyhow::anyhow!("pipeline `{name}` was shared before it was finished"))?;
         // Each call is wrapped: transform, retries and notifications.
-        for step in &config.steps {
+        for (step, transform) in config.steps.iter().zip(transforms) {
             let Some(built) = pipeline.steps.iter_mut().find(|s| s.name == step.name) else {
                 continue;
             };
@@ -436,16 +448,12 @@ impl WorkflowType for IntegrationWorkflow {
                 integration: name.clone(),
                 step: step.name.clone(),
                 call: built.step.clone(),
-                transform: step
-                    .transform
-                    .as_deref()
-                    .map(transform_expr::parse)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("step `{}`: {e}", step.name))?,
-                retry: Some(CallRetry {
+                transform,
+                retry: wf_engine::backoff::RetryPolicy {
                     attempts: step.retry_count + 1,
-                    delay: retry,
-                }),
+                    base: retry,
+                    max: MAX_RETRY_DELAY,
+                },
                 notify,
             });
         }
@@ -806,14 +814,18 @@ fn url_part(value: &Value, filter: &str) -> String {
 }
 
 /// The `step.http_call` config of one integration step.
-fn http_call(step: &IntegrationStep, connector: &Connector) -> anyhow::Result<Value> {
+fn http_call(
+    step: &IntegrationStep,
+    connector: &Connector,
+    transform: Option<&Expr>,
+) -> anyhow::Result<Value> {
     let (method, path) = parse_action(&step.action).map_err(anyhow::Error::msg)?;
     let settings = &connector.config;
     let base = settings.base_url.clone().unwrap_or_default();
     let mut input = step.input.clone();
     // A transform's keys read its result, which the call finds as this step's own body (see
     // `IntegrationCall`); they override `input`'s.
-    if let Some(Ok(Expr::Object(entries))) = step.transform.as_deref().map(transform_expr::parse) {
+    if let Some(Expr::Object(entries)) = transform {
         for (key, _) in entries {
             input.insert(key.clone(), json!(format!("${{{}.{key}}}", step.name)));
         }

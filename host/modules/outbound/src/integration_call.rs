@@ -10,21 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use wf_engine::backoff::exponential_with_jitter;
+use wf_engine::backoff::{RetryPolicy, retry};
 use wf_engine::{ErrorKind, PipelineContext, Step, StepError, StepOutput, async_trait};
 use wf_messaging::MessageBroker;
 
 use crate::transform_expr::Expr;
 
-/// Attempts in all (the first included) and the wait before the first retry.
-#[derive(Clone, Copy, Debug)]
-pub struct CallRetry {
-    pub attempts: u32,
-    pub delay: Duration,
-}
-
 /// Longest wait between two attempts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// Where a call's outcome is announced.
 pub struct Notify {
@@ -40,7 +33,8 @@ pub struct IntegrationCall {
     pub call: Arc<dyn Step>,
     /// Its result is placed where the call's templates read it: `steps.<this step>.body`.
     pub transform: Option<Expr>,
-    pub retry: Option<CallRetry>,
+    /// Timeouts, 429s, 5xx and transport errors are retried.
+    pub retry: RetryPolicy,
     pub notify: Option<Notify>,
 }
 
@@ -95,29 +89,17 @@ impl Step for IntegrationCall {
 
 impl IntegrationCall {
     async fn call_with_retries(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
-        let attempts = self.retry.map_or(1, |r| r.attempts.max(1));
-        let mut attempt = 1;
-        loop {
-            match self.call.run(ctx).await {
-                Err(e)
-                    if attempt < attempts
-                        && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
-                {
-                    let base = self.retry.map_or(Duration::from_secs(1), |r| r.delay);
-                    let wait = exponential_with_jitter(base, MAX_RETRY_DELAY, attempt);
-                    tracing::warn!(integration = %self.integration, step = %self.step, attempt, error = %e.message, ?wait, "integration call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) if attempt > 1 => {
-                    return Err(StepError::new(
-                        e.kind,
-                        format!("{} (after {attempt} attempts)", e.message),
-                    ));
-                }
-                result => return result,
-            }
-        }
+        retry(
+            self.retry,
+            |e: &StepError| matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout),
+            |e, attempt, wait| {
+                tracing::warn!(integration = %self.integration, step = %self.step, attempt, error = %e.message, ?wait, "integration call failed; retrying");
+                true
+            },
+            |_| self.call.run(ctx),
+        )
+        .await
+        .map_err(|(e, attempts)| e.after_attempts(attempts))
     }
 
     /// Publishes an outcome. One that cannot be published fails the run: an error nobody hears

@@ -18,6 +18,8 @@ use wf_engine::{
 };
 use wf_template::{Template, TemplateValue};
 
+use wf_engine::backoff::{RetryPolicy, retry};
+
 use crate::httpclient_module::HttpClient;
 
 /// Configuration of `step.http_call`.
@@ -243,48 +245,56 @@ impl Step for HttpCall {
             }
             None => None,
         };
-        let retries = self
-            .shared
-            .as_ref()
-            .map_or(0, |s| s.retries_for(&self.method));
-        let mut attempt = 0;
-        let response = loop {
-            let mut request = self
-                .client
-                .request(self.method.clone(), &url)
-                .headers(headers.clone());
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            let result = request.send().await.map_err(|e| {
-                if e.is_timeout() {
-                    StepError::new(
-                        ErrorKind::Timeout,
-                        format!("{} {url} timed out after {:?}", self.method, self.timeout),
-                    )
-                } else if e.is_builder() {
-                    StepError::invalid_input(format!("cannot call `{url}`: {e}"))
-                } else {
-                    StepError::unavailable(format!("{} {url} failed: {e}", self.method))
-                }
-            });
-            let retryable = match &result {
-                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
-                Err(e) => matches!(e.kind, ErrorKind::Timeout | ErrorKind::Unavailable),
-            };
-            if !retryable || attempt >= retries {
-                break result?;
-            }
-            attempt += 1;
-            let base = self
-                .shared
-                .as_ref()
-                .map_or(Duration::from_millis(200), |s| s.backoff);
-            let wait =
-                wf_engine::backoff::exponential_with_jitter(base, Duration::from_secs(30), attempt);
-            tracing::debug!(%url, attempt, ?wait, "retrying the call");
-            tokio::time::sleep(wait).await;
+        let policy = match &self.shared {
+            Some(shared) => RetryPolicy {
+                attempts: shared.retries_for(&self.method) + 1,
+                base: shared.backoff,
+                max: Duration::from_secs(30),
+            },
+            None => RetryPolicy::ONCE,
         };
+        retry(
+            policy,
+            |e: &StepError| matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout),
+            |e, attempt, wait| {
+                tracing::debug!(%url, attempt, error = %e.message, ?wait, "retrying the call");
+                true
+            },
+            |_| self.exchange(&url, &headers, body.as_ref()),
+        )
+        .await
+        .map_err(|(e, attempts)| e.after_attempts(attempts))
+    }
+}
+
+impl HttpCall {
+    /// One request and its response: a 429 or 5xx answer, a timeout or a connection failure is
+    /// a retryable error.
+    async fn exchange(
+        &self,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+        body: Option<&Value>,
+    ) -> Result<StepOutput, StepError> {
+        let mut request = self
+            .client
+            .request(self.method.clone(), url)
+            .headers(headers.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                StepError::new(
+                    ErrorKind::Timeout,
+                    format!("{} {url} timed out after {:?}", self.method, self.timeout),
+                )
+            } else if e.is_builder() {
+                StepError::invalid_input(format!("cannot call `{url}`: {e}"))
+            } else {
+                StepError::unavailable(format!("{} {url} failed: {e}", self.method))
+            }
+        })?;
         let status = response.status();
         let headers: Map<String, Value> = response
             .headers()
