@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wf_config::{AppConfig, Diagnostics, ProcessEnv, Vars, load_files};
-use wf_engine::{App, Kind, Registry, build, validate};
+use wf_engine::{App, Kind, Registry, ValidatedConfig, build, validate};
 
 /// Exit codes: the app ran and stopped cleanly, or the config is valid.
 pub const EXIT_OK: u8 = 0;
@@ -15,47 +15,99 @@ pub const EXIT_FAILURE: u8 = 1;
 /// The configuration (or the command line) is invalid.
 pub const EXIT_INVALID: u8 = 2;
 
-/// The result of loading, validating and building: an app ready to start, or everything wrong.
-pub enum Prepared {
-    Ready {
-        config: AppConfig,
-        app: App,
-        warnings: Diagnostics,
-    },
-    Invalid {
-        config: AppConfig,
-        diagnostics: Diagnostics,
-    },
+/// An app built from valid files, ready to start.
+pub struct Built {
+    pub config: AppConfig,
+    pub app: App,
+    pub warnings: Diagnostics,
 }
 
-/// Load → validate → build (no start: nothing binds or connects).
+/// Files that did not pass, with everything found.
+pub struct Rejected {
+    pub config: AppConfig,
+    pub diagnostics: Diagnostics,
+}
+
+impl Rejected {
+    pub fn render(&self) -> String {
+        self.diagnostics.render(&self.config.sources)
+    }
+}
+
+/// What offline preparation found.
+pub enum Prepared {
+    Ready(Built),
+    /// Valid as far as can be told without the secrets the files reference, which are fetched
+    /// only when the app runs; not built, since its modules would see the references.
+    AwaitingSecrets {
+        config: AppConfig,
+        warnings: Diagnostics,
+    },
+    Invalid(Rejected),
+}
+
+/// Load → validate → build, offline: no secret is fetched, nothing binds or connects.
 pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepared {
     let loaded = load_files(files, vars);
+    let awaits_secrets = !wf_config::secret_refs::occurrences(&loaded.config).is_empty();
     let validated = match validate(loaded, registry) {
         Ok(v) => v,
         Err(invalid) => {
-            return Prepared::Invalid {
+            return Prepared::Invalid(Rejected {
                 config: invalid.config,
                 diagnostics: invalid.diagnostics,
-            };
+            });
         }
     };
+    if awaits_secrets {
+        let warnings = validated.warnings().clone();
+        return Prepared::AwaitingSecrets {
+            config: validated.into_config(),
+            warnings,
+        };
+    }
+    match build_validated(validated, registry) {
+        Ok(built) => Prepared::Ready(built),
+        Err(rejected) => Prepared::Invalid(*rejected),
+    }
+}
+
+/// Load → fetch the secrets the files reference → validate → build: the app as it will run.
+pub async fn prepare_to_run(
+    files: &[PathBuf],
+    registry: &Registry,
+    vars: &dyn Vars,
+) -> Result<Built, Box<Rejected>> {
+    let loaded = wf_engine::resolve_secrets(load_files(files, vars), registry).await;
+    match validate(loaded, registry) {
+        Ok(validated) => build_validated(validated, registry),
+        Err(invalid) => Err(Box::new(Rejected {
+            config: invalid.config,
+            diagnostics: invalid.diagnostics,
+        })),
+    }
+}
+
+fn build_validated(
+    validated: ValidatedConfig,
+    registry: &Registry,
+) -> Result<Built, Box<Rejected>> {
     match build(&validated, registry) {
         Ok(app) => {
             let warnings = validated.warnings().clone();
-            Prepared::Ready {
+            Ok(Built {
                 config: validated.into_config(),
                 app,
                 warnings,
-            }
+            })
         }
         Err(diagnostics) => {
             let mut all = validated.warnings().clone();
             all.extend(diagnostics);
-            Prepared::Invalid {
+            Err(Box::new(Rejected {
                 config: validated.into_config(),
                 diagnostics: all.sorted(),
-            }
+            }))
         }
     }
 }
@@ -71,19 +123,16 @@ pub fn validate_with(
     json_output: bool,
     vars: &dyn Vars,
 ) -> (u8, String) {
-    let (config, diagnostics, valid) = match prepare(files, registry, vars) {
-        Prepared::Ready {
-            config, warnings, ..
-        } => (config, warnings, true),
-        Prepared::Invalid {
-            config,
-            diagnostics,
-        } => (config, diagnostics, false),
+    let (config, diagnostics, valid, awaits_secrets) = match prepare(files, registry, vars) {
+        Prepared::Ready(built) => (built.config, built.warnings, true, false),
+        Prepared::AwaitingSecrets { config, warnings } => (config, warnings, true, true),
+        Prepared::Invalid(rejected) => (rejected.config, rejected.diagnostics, false, false),
     };
     let code = if valid { EXIT_OK } else { EXIT_INVALID };
     if json_output {
         let out = json!({
             "valid": valid,
+            "secretsFetchedAtStart": awaits_secrets,
             "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
             "summary": summary(&config),
             "errors": diagnostics.error_count(),
@@ -117,6 +166,12 @@ pub fn validate_with(
             s["triggers"],
             s["pipelines"]
         );
+        if awaits_secrets {
+            out.push_str(
+                "note: the files reference secrets, which are fetched when the app starts; \
+                 the rules of the settings that hold them, and the build, are checked then\n",
+            );
+        }
     }
     (code, out)
 }
@@ -131,13 +186,17 @@ fn summary(config: &AppConfig) -> Value {
 }
 
 /// `wf-host inspect`: modules in start order, routes, workflows, triggers, pipelines.
-pub fn inspect_command(files: &[PathBuf], registry: &Registry, json_output: bool) -> (u8, String) {
-    let (config, app) = match prepare(files, registry, &ProcessEnv) {
-        Prepared::Ready { config, app, .. } => (config, app),
-        Prepared::Invalid {
-            config,
-            diagnostics,
-        } => return (EXIT_INVALID, diagnostics.render(&config.sources)),
+///
+/// The app is built as it will run, so the secrets it references are fetched (and shown
+/// nowhere: configs are not printed).
+pub async fn inspect_command(
+    files: &[PathBuf],
+    registry: &Registry,
+    json_output: bool,
+) -> (u8, String) {
+    let (config, app) = match prepare_to_run(files, registry, &ProcessEnv).await {
+        Ok(built) => (built.config, built.app),
+        Err(rejected) => return (EXIT_INVALID, rejected.render()),
     };
     let modules: Vec<Value> = app
         .start_order()
@@ -393,18 +452,9 @@ pub async fn run_pipeline_command(
             );
         }
     };
-    let app = match prepare(&[file.to_path_buf()], registry, &ProcessEnv) {
-        Prepared::Ready { app, .. } => app,
-        Prepared::Invalid {
-            config,
-            diagnostics,
-        } => {
-            return (
-                EXIT_INVALID,
-                String::new(),
-                diagnostics.render(&config.sources),
-            );
-        }
+    let app = match prepare_to_run(&[file.to_path_buf()], registry, &ProcessEnv).await {
+        Ok(built) => built.app,
+        Err(rejected) => return (EXIT_INVALID, String::new(), rejected.render()),
     };
     let pipelines = app.state().pipelines();
     let Some(found) = pipelines.get(pipeline) else {
@@ -460,18 +510,9 @@ pub async fn dead_letters_command(
     action: DeadLetterAction,
     registry: &Registry,
 ) -> (u8, String, String) {
-    let (config, app) = match prepare(&[file.to_path_buf()], registry, &ProcessEnv) {
-        Prepared::Ready { config, app, .. } => (config, app),
-        Prepared::Invalid {
-            config,
-            diagnostics,
-        } => {
-            return (
-                EXIT_INVALID,
-                String::new(),
-                diagnostics.render(&config.sources),
-            );
-        }
+    let (config, app) = match prepare_to_run(&[file.to_path_buf()], registry, &ProcessEnv).await {
+        Ok(built) => (built.config, built.app),
+        Err(rejected) => return (EXIT_INVALID, String::new(), rejected.render()),
     };
     let senders = app
         .services()

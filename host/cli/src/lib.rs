@@ -12,6 +12,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     wf_messaging::register(&mut registry)?;
     wf_objects::register(&mut registry)?;
     wf_scheduler::register(&mut registry)?;
+    wf_secrets::register(&mut registry)?;
     wf_outbound::register(&mut registry)?;
     wf_steps::register(&mut registry)?;
     wf_storage::register(&mut registry)?;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use wf_engine::Kind;
 use wf_host::commands::{
-    DeadLetterAction, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Prepared, dead_letters_command,
-    inspect_command, prepare, schema_command, types_command, validate_command,
+    Built, DeadLetterAction, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, dead_letters_command,
+    inspect_command, prepare_to_run, schema_command, types_command, validate_command,
 };
 
 /// Run wf applications: a YAML file becomes a running application.
@@ -230,7 +230,14 @@ fn main() -> ExitCode {
             code
         }
         Command::Inspect { files, format } => {
-            let (code, out) = inspect_command(&files, &registry, format == OutputFormat::Json);
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(EXIT_FAILURE);
+            };
+            let (code, out) = runtime.block_on(inspect_command(
+                &files,
+                &registry,
+                format == OutputFormat::Json,
+            ));
             if code == EXIT_OK {
                 print!("{out}")
             } else {
@@ -299,17 +306,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration) -> u8 {
-    let (config, app, warnings) = match prepare(files, registry, &wf_config::ProcessEnv) {
-        Prepared::Ready {
-            config,
-            app,
-            warnings,
-        } => (config, app, warnings),
-        Prepared::Invalid {
-            config,
-            diagnostics,
-        } => {
-            eprint!("{}", diagnostics.render(&config.sources));
+    let Built {
+        config,
+        app,
+        warnings,
+    } = match prepare_to_run(files, registry, &wf_config::ProcessEnv).await {
+        Ok(built) => built,
+        Err(rejected) => {
+            eprint!("{}", rejected.render());
             return EXIT_INVALID;
         }
     };
@@ -401,7 +405,7 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let console = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr);
     // The filter is the console's own: `log.collector` keeps its own level.
     let console = match format {
         LogFormat::Text => console.with_filter(filter).boxed(),
@@ -411,6 +415,22 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         .with(console)
         .with(wf_http::logs::layer())
         .init();
+}
+
+/// Standard error with resolved secrets masked ([`wf_engine::redact`]). The console layer
+/// writes each event whole, so a secret is never split across two writes.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(wf_engine::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// The async runtime for commands that run an application; `None` (reported) if it cannot start.

@@ -258,3 +258,81 @@ fn run_pipeline_prints_the_result_and_names_failures() {
     assert_eq!(code, 2);
     assert!(stderr.contains("must be a JSON object"), "{stderr}");
 }
+
+/// A Vault KV v2 stand-in that answers every read with one secret (Vault is in no package
+/// registry this project may use).
+fn serve_one_vault_secret(field: &str, value: &str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = serde_json::json!({"data": {"data": {field: value}}}).to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn secrets_are_fetched_at_start_and_masked_in_the_console_log() {
+    let secret = "console-secret-4c1d";
+    let vault = serve_one_vault_secret("token", secret);
+    let dir = std::env::temp_dir().join(format!("wf-cli-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"modules:
+  - name: vault
+    type: secrets.vault
+    config: {{address: "http://{vault}", token: "${{TEST_VAULT_TOKEN}}"}}
+pipelines:
+  call:
+    steps:
+      - {{name: auth, type: step.set, config: {{values: {{header: "Bearer ${{secret:partner#token}}"}}}}}}
+      - {{name: oops, type: step.log, config: {{message: "sending {{{{ .header }}}}"}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    // Offline validation does not fetch.
+    let out = wf_host()
+        .args(["validate", file])
+        .env("TEST_VAULT_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("fetched when the app starts"), "{stdout}");
+
+    let out = wf_host()
+        .args(["run-pipeline", file, "call"])
+        .env("TEST_VAULT_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The result is the caller's to see; the log is not.
+    assert!(stdout.contains(&format!("Bearer {secret}")), "{stdout}");
+    assert!(stderr.contains("sending Bearer [redacted]"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,5 +1,8 @@
 //! `${VAR}`, `${VAR:-default}` and `${env:VAR}` in configuration strings.
 //!
+//! Secret references (`${secret:KEY}`, see [`crate::secret_refs`]) are kept as written: the
+//! engine fetches them later. A string that holds one keeps its `$${` escapes for that pass.
+//!
 //! Differences from the original, on purpose: `:-default` works, an unset variable without a
 //! default is an error that names it (the original silently kept the literal text), and values
 //! inside lists of maps are expanded too. `$${...}` writes a literal `${...}`.
@@ -50,7 +53,8 @@ impl ExpandError {
                 "set `{name}` in the environment, or give a default with `${{{name}:-value}}`"
             ),
             ExpandError::UnknownProvider { .. } => {
-                "only `env` is available (`${env:NAME}`); write `$${...}` for a literal `${...}`"
+                "use `${NAME}` or `${env:NAME}` for the environment and `${secret:KEY}` for a \
+                 secrets module; write `$${...}` for a literal `${...}`"
                     .to_string()
             }
             ExpandError::Unterminated => {
@@ -70,6 +74,7 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
     if !text.contains("${") {
         return None;
     }
+    let keeps_secrets = !crate::secret_refs::references(text).is_empty();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -77,7 +82,7 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
         // `$${` is an escaped literal `${`.
         if start > 0 && rest.as_bytes()[start - 1] == b'$' {
             out.push_str(&rest[..start - 1]);
-            out.push_str("${");
+            out.push_str(if keeps_secrets { "$${" } else { "${" });
             rest = &rest[start + 2..];
             continue;
         }
@@ -92,6 +97,11 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
         // `${A:-${B}}` would silently leave `${B}` behind: nesting is not supported.
         if after[..end].contains("${") {
             errors.push(ExpandError::Nested);
+            rest = &after[end + 1..];
+            continue;
+        }
+        if crate::secret_refs::is_secret_reference(&after[..end]) {
+            out.push_str(&rest[start..start + 2 + end + 1]);
             rest = &after[end + 1..];
             continue;
         }
@@ -228,12 +238,23 @@ mod tests {
     }
 
     #[test]
+    fn secret_references_are_kept_for_the_engine() {
+        let v = vars(&[("A", "1")]);
+        assert_eq!(
+            ok("${A} ${secret:db-password} $${lit}", &v),
+            "1 ${secret:db-password} $${lit}"
+        );
+        assert_eq!(ok("${vault:kv/app#pw}", &v), "${vault:kv/app#pw}");
+        assert_eq!(ok("$${lit} ${A}", &v), "${lit} 1");
+    }
+
+    #[test]
     fn unknown_provider_and_malformed_references() {
-        let errors = expand("${vault:secret/x#y}", &vars(&[]))
+        let errors = expand("${consul:secret/x#y}", &vars(&[]))
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(&errors[0], ExpandError::UnknownProvider { scheme, .. } if scheme == "vault")
+            matches!(&errors[0], ExpandError::UnknownProvider { scheme, .. } if scheme == "consul")
         );
         assert_eq!(
             expand("${A", &vars(&[])).unwrap().unwrap_err(),

@@ -14,7 +14,9 @@ pub mod graph;
 pub mod lifecycle;
 pub mod module;
 pub mod pipeline;
+pub mod redact;
 pub mod registry;
+pub mod secrets;
 pub mod services;
 pub mod state;
 pub mod step;
@@ -30,6 +32,7 @@ pub use registry::{
     BuildStepFn, Category, ConfigIssue, Described, ExternalStep, Kind, ModuleType, Registry,
     RegistryError, StepType, TriggerType, TypeInfo, WorkflowType,
 };
+pub use secrets::{SecretError, SecretSourceType, SecretStore, resolve_secrets};
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, RouteInfo, ScheduleInfo};
 pub use step::{

@@ -326,6 +326,8 @@ pub struct Registry {
     workflows: Vec<WorkflowEntry>,
     /// Other names plugin groups were known by, e.g. `workflow-plugin-http` → `http`.
     plugin_aliases: BTreeMap<&'static str, &'static str>,
+    /// Module types that are secret sources, by type name.
+    secret_sources: BTreeMap<&'static str, crate::secrets::SecretSource>,
 }
 
 impl fmt::Debug for Registry {
@@ -393,6 +395,27 @@ impl Registry {
             },
         );
         Ok(self)
+    }
+
+    /// Registers a module type that is also a secret source: `${secret:…}` references are
+    /// fetched from its modules before the app is validated.
+    pub fn register_secret_source<T: crate::secrets::SecretSourceType>(
+        &mut self,
+    ) -> Result<&mut Self, RegistryError> {
+        self.register_module::<T>()?;
+        self.secret_sources.insert(
+            T::NAME,
+            crate::secrets::SecretSource {
+                scheme: T::SCHEME,
+                connect: Box::new(|value| T::store(typed::<T::Config>(T::NAME, value)?)),
+            },
+        );
+        Ok(self)
+    }
+
+    /// The secret source registered under module type `type_name`.
+    pub fn secret_source(&self, type_name: &str) -> Option<&crate::secrets::SecretSource> {
+        self.secret_sources.get(type_name)
     }
 
     pub fn register_step<T: StepType>(&mut self) -> Result<&mut Self, RegistryError> {

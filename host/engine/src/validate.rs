@@ -247,6 +247,11 @@ impl Validator<'_> {
             registry: self.registry,
             module,
         };
+        // Secrets are fetched at start: until then the type's rules would judge the
+        // reference's text, not the value.
+        if wf_config::secret_refs::holds_reference(config) {
+            return;
+        }
         // The type's own rules run whenever the config still deserializes (a value of the wrong
         // form, say), so that one mistake does not hide the others.
         match (registered.check)(config, &ctx) {

@@ -229,6 +229,7 @@ struct Fields {
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}");
+        let text = wf_engine::redact::redact(&text).into_owned();
         if field.name() == "message" {
             self.message = text;
         } else {
@@ -237,8 +238,9 @@ impl Visit for Fields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        let value = wf_engine::redact::redact(value);
         if field.name() == "message" {
-            self.message = value.to_string();
+            self.message = value.into_owned();
         } else {
             self.fields.insert(field.name().to_string(), json!(value));
         }

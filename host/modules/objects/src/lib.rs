@@ -74,8 +74,9 @@ pub(crate) fn step_error(doing: &str, key: &str, error: anyhow::Error) -> wf_eng
     }
 }
 
-/// The client the cloud stores share: no redirects followed, a time limit per request.
-pub(crate) fn client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+/// The client the cloud stores (and the AWS and Vault secret sources) share: no redirects
+/// followed, a time limit per request.
+pub fn client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a default TLS backend; ring is ours. Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(reqwest::Client::builder()

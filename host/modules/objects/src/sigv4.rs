@@ -22,6 +22,33 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// The given keys, each falling back to the standard environment variable
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    pub fn from_config_or_env(
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        session_token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Credentials {
+            access_key_id: access_key_id
+                .or_else(|| env("AWS_ACCESS_KEY_ID"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no `accessKeyId` and no AWS_ACCESS_KEY_ID in the environment")
+                })?,
+            secret_access_key: secret_access_key
+                .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no `secretAccessKey` and no AWS_SECRET_ACCESS_KEY in the environment"
+                    )
+                })?,
+            session_token: session_token.or_else(|| env("AWS_SESSION_TOKEN")),
+        })
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }

@@ -112,29 +112,11 @@ impl ModuleType for S3StorageType {
     }
 
     fn build(config: S3Config, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Module>> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let credentials = Credentials {
-            access_key_id: config
-                .access_key_id
-                .clone()
-                .or_else(|| env("AWS_ACCESS_KEY_ID"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no `accessKeyId` and no AWS_ACCESS_KEY_ID in the environment")
-                })?,
-            secret_access_key: config
-                .secret_access_key
-                .clone()
-                .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no `secretAccessKey` and no AWS_SECRET_ACCESS_KEY in the environment"
-                    )
-                })?,
-            session_token: config
-                .session_token
-                .clone()
-                .or_else(|| env("AWS_SESSION_TOKEN")),
-        };
+        let credentials = Credentials::from_config_or_env(
+            config.access_key_id.clone(),
+            config.secret_access_key.clone(),
+            config.session_token.clone(),
+        )?;
         let base = match &config.endpoint {
             Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), config.bucket),
             // A dotted bucket name breaks the wildcard certificate of virtual-hosted names.
