@@ -64,6 +64,8 @@ pub struct RunEvents {
     observers: RwLock<Vec<Arc<dyn RunObserver>>>,
     /// Whether any observer is installed (the same fast path as `any`).
     observed: AtomicBool,
+    tracer: RwLock<Option<Arc<dyn crate::trace::RunTracer>>>,
+    traced: AtomicBool,
 }
 
 impl std::fmt::Debug for RunEvents {
@@ -95,6 +97,30 @@ impl RunEvents {
             observers.clear();
             self.observed.store(false, Ordering::Release);
         }
+        if let Ok(mut tracer) = self.tracer.write() {
+            *tracer = None;
+            self.traced.store(false, Ordering::Release);
+        }
+    }
+
+    /// Traces every run from now on (one tracer per app: the last set wins).
+    pub fn set_tracer(&self, tracer: Arc<dyn crate::trace::RunTracer>) {
+        if let Ok(mut slot) = self.tracer.write() {
+            *slot = Some(tracer);
+            self.traced.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a tracer is installed (one atomic load: untraced apps pay nothing more).
+    pub fn is_traced(&self) -> bool {
+        self.traced.load(Ordering::Acquire)
+    }
+
+    pub fn tracer(&self) -> Option<Arc<dyn crate::trace::RunTracer>> {
+        if !self.is_traced() {
+            return None;
+        }
+        self.tracer.read().ok()?.clone()
     }
 
     pub fn add_observer(&self, observer: Arc<dyn RunObserver>) {

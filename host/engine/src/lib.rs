@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod services;
 pub mod state;
 pub mod step;
+pub mod trace;
 pub mod trigger;
 pub mod validate;
 

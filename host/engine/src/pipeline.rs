@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -29,6 +29,7 @@ use crate::state::AppState;
 use crate::step::{
     ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
 };
+use crate::trace::{self, ActiveTrace, RemoteParent};
 
 /// Steps one run may execute when the pipeline does not say otherwise.
 pub const DEFAULT_MAX_STEPS: u32 = 1000;
@@ -329,6 +330,23 @@ impl Pipeline {
             }
         }
         self.events.observe(|o| o.run_started(&self.name));
+        let trace = self.events.tracer().map(|tracer| {
+            // A sub-pipeline continues its step's span; a triggered run, its caller's.
+            let (parent, remote) = match trace::current() {
+                Some(step) => (Some(step), false),
+                None => (
+                    ctx.extensions.get::<RemoteParent>().map(|p| p.0),
+                    ctx.extensions.get::<RemoteParent>().is_some(),
+                ),
+            };
+            let run_id = ctx.meta["run_id"].as_str().unwrap_or_default();
+            tracer.run_started(&self.name, run_id, parent, remote)
+        });
+        if let Some(trace) = &trace {
+            ctx.meta
+                .insert("trace_id".into(), json!(trace.context().trace_id_hex()));
+            ctx.extensions.insert(ActiveTrace(trace.clone()));
+        }
         let mut in_flight = InFlight {
             events: &self.events,
             pipeline: &self.name,
@@ -338,7 +356,15 @@ impl Pipeline {
         if let Some(events) = events {
             events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));
         }
-        let result = self.execute(&mut ctx, started, events).await;
+        let result = match &trace {
+            Some(trace) => {
+                trace::scope(trace.context(), self.execute(&mut ctx, started, events)).await
+            }
+            None => self.execute(&mut ctx, started, events).await,
+        };
+        if let Some(trace) = &trace {
+            trace.finish(result.as_ref().err().map(|e| e.message.as_str()));
+        }
         let elapsed = started.elapsed();
         in_flight.finished = true;
         self.events
@@ -526,7 +552,12 @@ impl Pipeline {
         events: Option<&RunEvents>,
     ) -> Result<StepOutput, StepError> {
         let observed = self.events.is_observed();
-        if events.is_none() && !observed {
+        let active = self
+            .events
+            .is_traced()
+            .then(|| ctx.extensions.get::<ActiveTrace>())
+            .flatten();
+        if events.is_none() && !observed && active.is_none() {
             return self.run_step(step, ctx, deadline).await;
         }
         let step_event = || {
@@ -539,7 +570,24 @@ impl Pipeline {
             events.emit_with(events::STEP_STARTED, step_event);
         }
         let started = Instant::now();
-        let result = self.run_step(step, ctx, deadline).await;
+        let result = match active {
+            Some(ActiveTrace(trace)) => {
+                let span = trace.context().child();
+                let wall = SystemTime::now();
+                let result = trace::scope(span, self.run_step(step, ctx, deadline)).await;
+                let error = result.as_ref().err().map(|e| e.message.as_str());
+                trace.step(
+                    span,
+                    &step.name,
+                    &step.type_name,
+                    wall,
+                    started.elapsed(),
+                    error,
+                );
+                result
+            }
+            None => self.run_step(step, ctx, deadline).await,
+        };
         let elapsed = started.elapsed();
         if observed {
             self.events

@@ -32,6 +32,7 @@ pub mod middleware_requestid;
 pub mod middleware_securityheaders;
 pub mod middleware_timeout;
 pub mod openapi_generator;
+pub mod otel;
 pub mod proxy;
 pub mod reverse_proxy;
 pub mod router;
@@ -104,6 +105,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<handler::HttpHandlerType>()?
         .register_module::<health::HealthCheckerType>()?
         .register_module::<metrics::MetricsCollectorType>()?
+        .register_module::<otel::OtelType>()?
         .register_module::<schemas::ModuleSchemasType>()?
         .register_module::<middleware_auth::AuthMiddlewareType>()?
         .register_module::<middleware_cors::CorsType>()?

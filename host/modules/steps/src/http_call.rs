@@ -280,6 +280,12 @@ impl HttpCall {
             .client
             .request(self.method.clone(), url)
             .headers(headers.clone());
+        // The step's span goes along, so the callee's spans join the run's trace.
+        if let Some(span) = wf_engine::trace::current()
+            && !headers.contains_key("traceparent")
+        {
+            request = request.header("traceparent", span.traceparent());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
