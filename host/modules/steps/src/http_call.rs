@@ -148,11 +148,13 @@ impl StepType for HttpCallType {
                 .as_ref()
                 .map(|b| crate::compile("body", b))
                 .transpose()?,
-            timeout,
-            max_response_bytes: config.max_response_bytes,
-            client: match &shared {
-                Some(shared) if config.timeout.is_none() => shared.client.clone(),
-                _ => client(timeout)?,
+            exchange: Exchange {
+                timeout,
+                max_response_bytes: config.max_response_bytes,
+                client: match &shared {
+                    Some(shared) if config.timeout.is_none() => shared.client.clone(),
+                    _ => client(timeout)?,
+                },
             },
             shared,
         }))
@@ -187,11 +189,17 @@ struct HttpCall {
     method: reqwest::Method,
     headers: Vec<(reqwest::header::HeaderName, Template)>,
     body: Option<TemplateValue>,
-    timeout: Duration,
-    max_response_bytes: usize,
-    client: reqwest::Client,
+    exchange: Exchange,
     /// The `httpclient.modular` this call goes through: base URL, headers, retries.
     shared: Option<Arc<HttpClient>>,
+}
+
+/// How outbound calls are made (`step.http_call`, `step.openapi_call`): one request and its
+/// response, read up to a limit, as the steps' output.
+pub struct Exchange {
+    pub client: reqwest::Client,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
 }
 
 #[async_trait]
@@ -260,25 +268,29 @@ impl Step for HttpCall {
                 tracing::debug!(%url, attempt, error = %e.message, ?wait, "retrying the call");
                 true
             },
-            |_| self.exchange(&url, &headers, body.as_ref()),
+            |_| {
+                self.exchange
+                    .send(&self.method, &url, &headers, body.as_ref())
+            },
         )
         .await
         .map_err(|(e, attempts)| e.after_attempts(attempts))
     }
 }
 
-impl HttpCall {
-    /// One request and its response: a 429 or 5xx answer, a timeout or a connection failure is
-    /// a retryable error.
-    async fn exchange(
+impl Exchange {
+    /// One request and its response (`status_code`, `status`, `headers`, `body`): a 429 or 5xx
+    /// answer, a timeout or a connection failure is a retryable error.
+    pub async fn send(
         &self,
+        method: &reqwest::Method,
         url: &str,
         headers: &reqwest::header::HeaderMap,
         body: Option<&Value>,
     ) -> Result<StepOutput, StepError> {
         let mut request = self
             .client
-            .request(self.method.clone(), url)
+            .request(method.clone(), url)
             .headers(headers.clone());
         // The step's span goes along, so the callee's spans join the run's trace.
         if let Some(span) = wf_engine::trace::current()
@@ -293,12 +305,12 @@ impl HttpCall {
             if e.is_timeout() {
                 StepError::new(
                     ErrorKind::Timeout,
-                    format!("{} {url} timed out after {:?}", self.method, self.timeout),
+                    format!("{method} {url} timed out after {:?}", self.timeout),
                 )
             } else if e.is_builder() {
                 StepError::invalid_input(format!("cannot call `{url}`: {e}"))
             } else {
-                StepError::unavailable(format!("{} {url} failed: {e}", self.method))
+                StepError::unavailable(format!("{method} {url} failed: {e}"))
             }
         })?;
         let status = response.status();

@@ -13,6 +13,8 @@ pub mod jq;
 pub mod json_response;
 pub mod jsonschema_module;
 pub mod log;
+pub mod openapi_call;
+pub mod openapi_consumer;
 pub mod publish;
 pub mod rate_limit;
 pub mod request_parse;
@@ -41,7 +43,9 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_step::<circuit_breaker::CircuitBreakerType>()?
         .register_module::<transform::DataTransformerType>()?
         .register_module::<jsonschema_module::JsonSchemasType>()?
-        .register_module::<httpclient_module::HttpClientType>()?;
+        .register_module::<httpclient_module::HttpClientType>()?
+        .register_module::<openapi_consumer::OpenApiConsumerType>()?
+        .register_step::<openapi_call::OpenApiCallType>()?;
     Ok(())
 }
 
