@@ -262,6 +262,204 @@ async fn a_gcs_store_does_the_same_on_a_gcs_api_server() {
     .await;
 }
 
+/// A stand-in for Google's OAuth token endpoint (which cannot run here): it checks the signed
+/// assertion against the service account's public key, as Google does, and counts exchanges.
+struct TokenEndpoint {
+    address: std::net::SocketAddr,
+    exchanges: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `Authorization` headers the GCS routes of this server saw.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn start_token_endpoint() -> TokenEndpoint {
+    use axum::extract::State;
+    use std::sync::atomic::Ordering;
+    type Shared = (
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        String,
+    );
+    async fn token(
+        State((count, _, audience)): State<Shared>,
+        form: String,
+    ) -> (axum::http::StatusCode, String) {
+        let assertion = form
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("assertion="))
+            .unwrap_or_default();
+        let grant_ok =
+            form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
+        let public =
+            std::fs::read(wf_tests::repo_root().join("tests/fixtures/jwt/rs256-public.pem"))
+                .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&["wf-test@example.iam.gserviceaccount.com"]);
+        let verified = jsonwebtoken::decode::<Value>(
+            assertion,
+            &jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap(),
+            &validation,
+        );
+        match verified {
+            Ok(data)
+                if grant_ok
+                    && data.claims["scope"]
+                        == "https://www.googleapis.com/auth/devstorage.read_write" =>
+            {
+                count.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::OK, json!({"access_token": "ya29.from-key", "expires_in": 3600, "token_type": "Bearer"}).to_string())
+            }
+            _ => (
+                axum::http::StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+                    .to_string(),
+            ),
+        }
+    }
+    async fn object(
+        State((_, seen, _)): State<Shared>,
+        headers: axum::http::HeaderMap,
+    ) -> (axum::http::StatusCode, String) {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        seen.lock().unwrap().push(auth);
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            json!({"error": {"code": 404, "message": "No such object"}}).to_string(),
+        )
+    }
+    async fn bucket(State((_, seen, _)): State<Shared>, headers: axum::http::HeaderMap) -> String {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        seen.lock().unwrap().push(auth);
+        json!({"name": "bucket-1"}).to_string()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let exchanges = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let router = axum::Router::new()
+        .route("/token", axum::routing::post(token))
+        .route(
+            "/storage/v1/b/{bucket}/o/{*key}",
+            axum::routing::get(object),
+        )
+        .route("/storage/v1/b/{bucket}", axum::routing::get(bucket))
+        .with_state((
+            exchanges.clone(),
+            seen.clone(),
+            format!("http://{address}/token"),
+        ));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    TokenEndpoint {
+        address,
+        exchanges,
+        seen,
+    }
+}
+
+/// A service-account key file for the fixture RSA key, exchanging at `token_uri`.
+fn key_file(dir: &TempDir, token_uri: &str) -> std::path::PathBuf {
+    let private =
+        std::fs::read_to_string(wf_tests::repo_root().join("tests/fixtures/jwt/rs256-private.pem"))
+            .unwrap();
+    let path = dir.0.join("sa.json");
+    std::fs::write(
+        &path,
+        json!({
+            "type": "service_account",
+            "project_id": "test",
+            "private_key_id": "k1",
+            "private_key": private,
+            "client_email": "wf-test@example.iam.gserviceaccount.com",
+            "token_uri": token_uri,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcs_service_account_key_buys_a_token_that_is_kept() {
+    let endpoint = start_token_endpoint().await;
+    let dir = TempDir::new("gcs-key");
+    let key = key_file(&dir, &format!("http://{}/token", endpoint.address));
+    let app = start_yaml(&app_yaml(&format!(
+        "{{name: files, type: storage.gcs, config: {{bucket: bucket-1, endpoint: \"http://{}\", credentialsFile: \"{}\"}}}}",
+        endpoint.address,
+        key.display()
+    )))
+    .await;
+    for _ in 0..3 {
+        let out = run(&app, "read-text", json!({"key": "nothing.txt"}))
+            .await
+            .unwrap();
+        assert_eq!(out["found"], false, "{out:?}");
+    }
+    assert_eq!(
+        endpoint.exchanges.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one exchange, then the kept token"
+    );
+    let seen = endpoint.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "the bucket check at start, then three reads");
+    assert!(seen.iter().all(|a| a == "Bearer ya29.from-key"), "{seen:?}");
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+
+    // A refused assertion fails the start (the bucket check) with the endpoint's reason, never
+    // the key.
+    let refusing = key_file(&dir, &format!("http://{}/token?refuse", endpoint.address));
+    let error = wf_tests::start_error(&app_yaml(&format!(
+        "{{name: files, type: storage.gcs, config: {{bucket: bucket-1, endpoint: \"http://{}\", credentialsFile: \"{}\"}}}}",
+        endpoint.address,
+        refusing.display()
+    )))
+    .await;
+    assert!(
+        error.contains("refused service account `wf-test@example.iam.gserviceaccount.com`"),
+        "{error}"
+    );
+    assert!(error.contains("Invalid JWT Signature"), "{error}");
+    assert!(!error.contains("PRIVATE KEY"), "{error}");
+
+    // Mistakes in the key file are found when the app is built.
+    std::fs::write(
+        dir.0.join("user.json"),
+        r#"{"type": "authorized_user", "client_email": "x", "private_key": "x"}"#,
+    )
+    .unwrap();
+    let error = wf_tests::build_error(&app_yaml(&format!(
+        "{{name: files, type: storage.gcs, config: {{bucket: bucket-1, credentialsFile: \"{}\"}}}}",
+        dir.0.join("user.json").display()
+    )));
+    assert!(error.contains("not a service-account key"), "{error}");
+}
+
+/// The key-file flow against the GCS API server, with the token endpoint above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcs_store_with_a_service_account_key_works_on_a_gcs_api_server() {
+    let endpoint = start_token_endpoint().await;
+    let dir = TempDir::new("gcs-key-emulator");
+    let key = key_file(&dir, &format!("http://{}/token", endpoint.address));
+    exercise_cloud_store(
+        "WF_TEST_GCS_ENDPOINT",
+        &format!(
+            r#"{{name: files, type: storage.gcs, config: {{bucket: BUCKET, endpoint: "ENDPOINT", project: test, credentialsFile: "{}", createBucket: true, prefix: app/}}}}"#,
+            key.display()
+        ),
+        "PRIVATE KEY",
+    )
+    .await;
+    if std::env::var("WF_TEST_GCS_ENDPOINT").is_ok() {
+        assert!(endpoint.exchanges.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
+}
+
 #[test]
 fn object_step_mistakes_are_located() {
     let rendered = wf_tests::invalid_yaml(

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use wf_engine::{Registry, RegistryError, ServiceKind, async_trait};
 
+pub mod gcs_auth;
 pub mod key;
 pub mod sigv4;
 pub mod storage_delete;

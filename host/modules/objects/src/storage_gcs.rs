@@ -1,10 +1,10 @@
 //! `storage.gcs`: objects in a Google Cloud Storage bucket over its JSON API, at Google or any
 //! server speaking it (an emulator, a proxy) through `endpoint`.
 //!
-//! Authentication is an OAuth2 access token (`token`, e.g. `${GCS_ACCESS_TOKEN}` from
-//! `gcloud auth print-access-token` or a workload-identity sidecar); without one requests are
-//! anonymous (public buckets, emulators). Service-account key files (`credentialsFile`) are not
-//! implemented in this version.
+//! Authentication is a service-account key file (`credentialsFile`, see [`crate::gcs_auth`]),
+//! or an OAuth2 access token (`token`, e.g. `${GCS_ACCESS_TOKEN}` from `gcloud auth
+//! print-access-token` or a workload-identity sidecar); without either, requests are anonymous
+//! (public buckets, emulators).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,8 @@ pub struct GcsConfig {
     /// An OAuth2 access token (use `${ENV_VAR}`); requests are anonymous without one.
     #[serde(default)]
     pub token: Option<String>,
-    /// A service-account key file: not implemented in this version (use `token`).
+    /// A service-account key file (JSON, relative to this config file): access tokens are
+    /// obtained with it and renewed before they expire. Instead of `token`.
     #[serde(default, rename = "credentialsFile")]
     pub credentials_file: Option<String>,
     /// Put before every key, e.g. `tenant-a/`, so apps can share a bucket.
@@ -94,14 +95,11 @@ impl ModuleType for GcsStorageType {
                 format!("`{}` is not an http(s) address", config.endpoint),
             ));
         }
-        if config.credentials_file.is_some() {
-            issues.push(
-                ConfigIssue::not_implemented(
-                    "/credentialsFile",
-                    "service-account key files are not implemented in this build yet",
-                )
-                .help("give an OAuth2 access token as `token: ${GCS_ACCESS_TOKEN}`"),
-            );
+        if config.credentials_file.is_some() && config.token.is_some() {
+            issues.push(ConfigIssue::new(
+                "/credentialsFile",
+                "give `credentialsFile` or `token`, not both",
+            ));
         }
         if config.create_bucket && config.project.is_none() {
             issues.push(ConfigIssue::new(
@@ -124,7 +122,16 @@ impl ModuleType for GcsStorageType {
             endpoint: config.endpoint.trim_end_matches('/').to_string(),
             bucket: config.bucket,
             project: config.project,
-            token: config.token.filter(|t| !t.is_empty()),
+            auth: match (
+                &config.credentials_file,
+                config.token.filter(|t| !t.is_empty()),
+            ) {
+                (Some(file), _) => Auth::ServiceAccount(
+                    crate::gcs_auth::ServiceAccount::from_file(&ctx.base_dir.join(file))?,
+                ),
+                (None, Some(token)) => Auth::Token(token),
+                (None, None) => Auth::Anonymous,
+            },
             prefix: config.prefix,
             create_bucket: config.create_bucket,
             client: crate::client(Duration::from_secs(config.timeout_seconds))?,
@@ -139,19 +146,37 @@ pub struct GcsStore {
     endpoint: String,
     bucket: String,
     project: Option<String>,
-    token: Option<String>,
+    auth: Auth,
     prefix: String,
     create_bucket: bool,
     client: reqwest::Client,
 }
 
+/// How requests are authorised.
+enum Auth {
+    Anonymous,
+    Token(String),
+    ServiceAccount(crate::gcs_auth::ServiceAccount),
+}
+
 impl GcsStore {
-    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: String,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
         let request = self.client.request(method, url);
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        Ok(match &self.auth {
+            Auth::Anonymous => request,
+            Auth::Token(token) => request.bearer_auth(token),
+            Auth::ServiceAccount(account) => {
+                let token = account
+                    .token(&self.client)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("GCS store `{}`: {e:#}", self.name))?;
+                request.bearer_auth(token)
+            }
+        })
     }
 
     /// `…/b/<bucket>/o/<key, fully encoded>`.
@@ -199,7 +224,9 @@ impl Module for GcsStore {
             self.endpoint,
             uri_encode(&self.bucket, false)
         );
-        let response = self.send(self.request(reqwest::Method::GET, url)).await?;
+        let response = self
+            .send(self.request(reqwest::Method::GET, url).await?)
+            .await?;
         match response.status() {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND if self.create_bucket => {
@@ -211,6 +238,7 @@ impl Module for GcsStore {
                 let created = self
                     .send(
                         self.request(reqwest::Method::POST, url)
+                            .await?
                             .json(&json!({"name": self.bucket})),
                     )
                     .await?;
@@ -242,6 +270,7 @@ impl ObjectStore for GcsStore {
         let response = self
             .send(
                 self.request(reqwest::Method::POST, url)
+                    .await?
                     .header("content-type", "application/octet-stream")
                     .body(body),
             )
@@ -255,7 +284,9 @@ impl ObjectStore for GcsStore {
 
     async fn get(&self, key: &str, max_bytes: u64) -> anyhow::Result<Option<Bytes>> {
         let url = format!("{}?alt=media", self.object_url(key));
-        let response = self.send(self.request(reqwest::Method::GET, url)).await?;
+        let response = self
+            .send(self.request(reqwest::Method::GET, url).await?)
+            .await?;
         match response.status() {
             s if s.is_success() => crate::read_bounded(response, key, max_bytes)
                 .await
@@ -279,7 +310,9 @@ impl ObjectStore for GcsStore {
             if let Some(token) = &page {
                 url.push_str(&format!("&pageToken={}", uri_encode(token, false)));
             }
-            let response = self.send(self.request(reqwest::Method::GET, url)).await?;
+            let response = self
+                .send(self.request(reqwest::Method::GET, url).await?)
+                .await?;
             if !response.status().is_success() {
                 return Err(self.failure("listing", response).await);
             }
@@ -312,7 +345,10 @@ impl ObjectStore for GcsStore {
 
     async fn delete(&self, key: &str) -> anyhow::Result<bool> {
         let response = self
-            .send(self.request(reqwest::Method::DELETE, self.object_url(key)))
+            .send(
+                self.request(reqwest::Method::DELETE, self.object_url(key))
+                    .await?,
+            )
             .await?;
         match response.status() {
             s if s.is_success() => Ok(true),
