@@ -617,8 +617,9 @@ pub async fn dead_letters_command(
 
 /// The type reference under `docs/modules/`: one page per kind, each type with its
 /// description, plugin group and config keys (from the schema the doc comments become).
-/// `(file name, markdown)` pairs; `tests/reference.rs` keeps the files current.
-pub fn reference_pages(registry: &Registry) -> Vec<(String, String)> {
+/// `(file name, markdown)` pairs; `tests/reference.rs` keeps the files current. A type's
+/// hand-written example, `examples/<type>.yaml` under `dir`, is shown with it.
+pub fn reference_pages(registry: &Registry, dir: &std::path::Path) -> Vec<(String, String)> {
     let kinds = [
         (Kind::Module, "modules.md", "Module types"),
         (Kind::Step, "steps.md", "Step types"),
@@ -627,7 +628,7 @@ pub fn reference_pages(registry: &Registry) -> Vec<(String, String)> {
     ];
     let mut pages = Vec::new();
     let mut index = String::from(
-        "# Type reference\n\nGenerated from this build's registry (`BLESS=1 cargo test -p wf-host --test reference`\nrewrites it); the area pages in `docs/` explain the types with examples. `wf-host schema <type>`\nprints a type's full JSON Schema.\n\n",
+        "# Type reference\n\nGenerated from this build's registry (`BLESS=1 cargo test -p wf-host --test reference`\nrewrites it); each module type has an example in `examples/` (checked to validate), and the\narea pages in `docs/` explain the types at length. `wf-host schema <type>`\nprints a type's full JSON Schema.\n\n",
     );
     for (kind, file, title) in kinds {
         let mut types: Vec<_> = registry
@@ -650,6 +651,14 @@ pub fn reference_pages(registry: &Registry) -> Vec<(String, String)> {
                 t.name, t.description, t.plugin
             );
             page.push_str(&config_table(&t.schema));
+            let example = format!("examples/{}.yaml", t.name);
+            if let Ok(text) = std::fs::read_to_string(dir.join(&example)) {
+                let _ = write!(
+                    page,
+                    "\nExample ([`{example}`]({example})):\n\n```yaml\n{}\n```\n",
+                    text.trim_end()
+                );
+            }
         }
         pages.push((file.to_string(), page));
     }
