@@ -29,11 +29,25 @@ workflows:
       - {method: GET, path: /api/users, handler: users}
       - {method: GET, path: "/api/users/:id", handler: users, middlewares: [auth]}
       - {method: DELETE, path: "/api/users/{id}", handler: users, middlewares: [auth]}
+      - method: POST
+        path: /api/users
+        steps:
+          - {name: check, type: step.validate, config: {strategy: required_fields, required_fields: [email]}}
+          - {name: created, type: step.json_response, config: {status: 201, body: {ok: true}}}
 pipelines:
   place-order:
     trigger: {type: http, config: {method: POST, path: /api/orders}}
     steps:
+      - {name: parse, type: step.request_parse, config: {parse_body: true}}
+      - name: check
+        type: step.validate
+        config:
+          schema: {type: object, required: [sku, quantity], properties: {sku: {type: string}, quantity: {type: integer, minimum: 1}}}
       - {name: ok, type: step.set, config: {values: {placed: true}}}
+  no-schema:
+    trigger: {type: http, config: {method: PUT, path: /api/carts}}
+    steps:
+      - {name: ok, type: step.set, config: {values: {kept: true}}}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +84,25 @@ async fn the_document_describes_every_route_and_is_valid() {
     );
     assert!(one["delete"]["responses"].get("401").is_some());
     assert!(paths["/api/users"]["get"].get("security").is_none());
-    assert!(paths["/api/orders"]["post"].get("requestBody").is_some());
+    // Request bodies carry the schema the route's pipeline checks; fixed statuses are used.
+    let order = &paths["/api/orders"]["post"];
+    assert_eq!(order["requestBody"]["required"], true);
+    assert_eq!(
+        order["requestBody"]["content"]["application/json"]["schema"]["required"],
+        serde_json::json!(["sku", "quantity"])
+    );
+    assert!(order["responses"].get("400").is_some());
+    assert!(order["responses"].get("200").is_some());
+    let create = &paths["/api/users"]["post"];
+    assert_eq!(
+        create["requestBody"]["content"]["application/json"]["schema"],
+        serde_json::json!({"type": "object", "required": ["email"]})
+    );
+    assert!(create["responses"].get("201").is_some(), "{create}");
+    assert!(create["responses"].get("200").is_none());
+    let cart = &paths["/api/carts"]["put"];
+    assert_eq!(cart["requestBody"]["required"], false);
+    assert!(cart["responses"].get("400").is_none());
     assert_eq!(
         doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
         "bearer"

@@ -304,6 +304,19 @@ impl Drop for InFlight<'_> {
 }
 
 impl Pipeline {
+    /// What the run's data must look like, for API documents: the first step that says.
+    pub fn documented_input(&self) -> Option<Value> {
+        self.steps.iter().find_map(|s| s.step.documented_input())
+    }
+
+    /// The status a successful run answers with, when a step fixes it: the last that does.
+    pub fn documented_status(&self) -> Option<u16> {
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| s.step.documented_status())
+    }
+
     /// Runs the pipeline on `trigger` data. `extensions` carries what the trigger attaches for
     /// steps (the HTTP exchange, ...).
     pub async fn run(

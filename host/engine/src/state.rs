@@ -12,8 +12,8 @@ use crate::registry::TypeInfo;
 use crate::services::Services;
 use crate::trigger::ActionTarget;
 
-/// One HTTP route the application serves, for `wf-host inspect`, logs and (later) OpenAPI.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One HTTP route the application serves, for `wf-host inspect`, logs and the OpenAPI document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RouteInfo {
     /// `None` for endpoint modules, which know their router but not which server serves it.
     pub server: Option<String>,
@@ -22,6 +22,12 @@ pub struct RouteInfo {
     pub path: String,
     pub handler: String,
     pub middlewares: Vec<String>,
+    /// The JSON Schema the route's pipeline checks request data against, for API documents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_schema: Option<serde_json::Value>,
+    /// The status a successful request gets, when the pipeline fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_status: Option<u16>,
 }
 
 /// One scheduled job, for `wf-host inspect` and logs.

@@ -166,4 +166,15 @@ pub trait Step: Send + Sync + 'static {
 
     /// Called after each run of a step named by [`Step::observes`], with its outcome.
     fn observe(&self, _step: &str, _outcome: Result<(), ErrorKind>) {}
+
+    /// The JSON Schema this step holds the run's data to, for API documents (a
+    /// `step.validate` of the whole data).
+    fn documented_input(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// The HTTP status this step answers with, when fixed (a `step.json_response`).
+    fn documented_status(&self) -> Option<u16> {
+        None
+    }
 }

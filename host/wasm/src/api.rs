@@ -67,6 +67,7 @@ pub fn mount(
             path: served,
             handler: ctx.name.to_string(),
             middlewares: Vec::new(),
+            ..Default::default()
         });
     }
     Ok(())

@@ -94,6 +94,7 @@ pub fn wire(
                     path: served,
                     handler: format!("trigger component `{}`", slot.name),
                     middlewares: Vec::new(),
+                    ..Default::default()
                 });
             }
             TriggerSource::Topic { topic } => {

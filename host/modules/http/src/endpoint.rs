@@ -108,6 +108,7 @@ pub fn add_guarded_endpoint(
         path,
         handler: handler.to_string(),
         middlewares: middlewares.to_vec(),
+        ..Default::default()
     });
     Ok(())
 }

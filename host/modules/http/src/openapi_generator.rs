@@ -268,10 +268,14 @@ fn document(app: &AppState, info: &Value, servers: &[Value], own: &str) -> Value
             id.push('_');
         }
         let mut responses = Map::new();
-        responses.insert(
-            "200".into(),
-            json!({"description": "The handler's answer."}),
-        );
+        let success = route.success_status.unwrap_or(200).to_string();
+        responses.insert(success, json!({"description": "The handler's answer."}));
+        if route.request_schema.is_some() {
+            responses.insert(
+                "400".into(),
+                error_response("The request does not match its schema."),
+            );
+        }
         let authenticated = route.middlewares.iter().any(|m| is_auth(m));
         if authenticated {
             responses.insert(
@@ -303,9 +307,14 @@ fn document(app: &AppState, info: &Value, servers: &[Value], own: &str) -> Value
             );
         }
         if matches!(method.as_str(), "post" | "put" | "patch") {
+            // The schema the route's pipeline checks, when it has one: the body must match.
+            let (required, schema) = match &route.request_schema {
+                Some(schema) => (true, schema.clone()),
+                None => (false, json!({"type": "object"})),
+            };
             operation.insert(
                 "requestBody".into(),
-                json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}}),
+                json!({"required": required, "content": {"application/json": {"schema": schema}}}),
             );
         }
         if authenticated {

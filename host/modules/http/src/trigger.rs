@@ -130,6 +130,12 @@ impl TriggerType for HttpTriggerType {
                 continue;
             };
             let handler = dispatch.label();
+            let (request_schema, success_status) = match &dispatch {
+                Dispatch::Pipeline(pipeline) => {
+                    (pipeline.documented_input(), pipeline.documented_status())
+                }
+                _ => (None, None),
+            };
             let options = PipelineRoute {
                 max_body_bytes: route.max_body_bytes,
                 params: route.target.params,
@@ -157,6 +163,8 @@ impl TriggerType for HttpTriggerType {
                     path,
                     handler,
                     middlewares: route.middlewares,
+                    request_schema,
+                    success_status,
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),
             }

@@ -270,12 +270,15 @@ impl WorkflowType for HttpWorkflow {
         }
         let mut preflights = Vec::new();
         for (i, route) in config.routes.into_iter().enumerate() {
+            // What the route's pipeline says of requests and answers, for the OpenAPI document.
+            let mut documented = (None, None);
             let endpoint = if let Some((entry, pointer)) = route.pipeline_entry() {
                 let name = format!("{} {} {}", ctx.kind, route.method, route.path);
                 let pointer = format!("/routes/{i}{pointer}");
                 let Some(pipeline) = ctx.build_pipeline(&name, &entry, &pointer) else {
                     continue;
                 };
+                documented = (pipeline.documented_input(), pipeline.documented_status());
                 let options = PipelineRoute {
                     max_body_bytes: route.max_body_bytes,
                     ..PipelineRoute::default()
@@ -327,6 +330,8 @@ impl WorkflowType for HttpWorkflow {
                     path,
                     handler: handler_label,
                     middlewares: route.middlewares,
+                    request_schema: documented.0,
+                    success_status: documented.1,
                 }),
                 Err(e) => ctx.issue(ConfigIssue::new(format!("/routes/{i}/path"), e.to_string())),
             }

@@ -484,6 +484,7 @@ impl WorkflowType for IntegrationWorkflow {
                     connector.name, receiver.address
                 ),
                 middlewares: Vec::new(),
+                ..Default::default()
             });
             ctx.add_listener(
                 format!("webhook connector `{}`", connector.name),

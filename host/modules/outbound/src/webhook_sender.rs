@@ -476,6 +476,7 @@ fn mount_api(
             path: served,
             handler: ctx.name.to_string(),
             middlewares: Vec::new(),
+            ..Default::default()
         });
     }
     Ok(())

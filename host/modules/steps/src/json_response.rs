@@ -108,6 +108,11 @@ struct JsonResponse {
 
 #[async_trait]
 impl Step for JsonResponse {
+    fn documented_status(&self) -> Option<u16> {
+        // A status taken from the data is not known in advance.
+        self.status_from.is_none().then_some(self.status)
+    }
+
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let status = match self
             .status_from

@@ -104,7 +104,7 @@ impl ModuleType for JsonSchemasType {
             };
             let validator =
                 compile(&schema).map_err(|e| anyhow::anyhow!("schema `{name}`: {e}"))?;
-            validators.insert(name, Arc::new(validator));
+            validators.insert(name, (Arc::new(validator), schema));
         }
         let schemas = Arc::new(JsonSchemas { validators });
         ctx.provide::<JsonSchemas>(schemas.clone());
@@ -114,11 +114,16 @@ impl ModuleType for JsonSchemasType {
 
 /// The compiled schemas of one module.
 pub struct JsonSchemas {
-    validators: BTreeMap<String, Arc<jsonschema::Validator>>,
+    /// Each compiled schema with the schema itself (for API documents).
+    validators: BTreeMap<String, (Arc<jsonschema::Validator>, Value)>,
 }
 
 impl JsonSchemas {
     pub fn get(&self, name: &str) -> Option<Arc<jsonschema::Validator>> {
+        self.validators.get(name).map(|(v, _)| v.clone())
+    }
+
+    pub fn get_with_source(&self, name: &str) -> Option<(Arc<jsonschema::Validator>, Value)> {
         self.validators.get(name).cloned()
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use wf_engine::{
     BuildContext, Category, CheckContext, ConfigIssue, Described, PipelineContext, Step, StepError,
     StepOutput, StepType, async_trait,
@@ -99,26 +99,37 @@ impl StepType for ValidateType {
     }
 
     fn build(config: ValidateConfig, ctx: &mut BuildContext<'_>) -> anyhow::Result<Arc<dyn Step>> {
-        let check = match strategy(&config) {
-            Strategy::RequiredFields => Check::Required(config.required_fields),
-            Strategy::JsonSchema => Check::Schema(match (&config.schema_ref, config.schema) {
-                (Some(name), _) => ctx
-                    .named_or_only::<JsonSchemas>(
-                        config.schemas.as_deref(),
-                        "there is no `jsonschema.modular` module",
-                    )?
-                    .get(name)
-                    .ok_or_else(|| anyhow::anyhow!("no schema named `{name}`"))?,
-                (None, schema) => Arc::new(
-                    compile(&schema.unwrap_or(Value::Bool(true)))
-                        .map_err(|e| anyhow::anyhow!("`schema` is {e}"))?,
-                ),
-            }),
+        let (check, documented) = match strategy(&config) {
+            Strategy::RequiredFields => {
+                let documented = json!({"type": "object", "required": config.required_fields});
+                (Check::Required(config.required_fields), documented)
+            }
+            Strategy::JsonSchema => match (&config.schema_ref, config.schema) {
+                (Some(name), _) => {
+                    let (validator, source) = ctx
+                        .named_or_only::<JsonSchemas>(
+                            config.schemas.as_deref(),
+                            "there is no `jsonschema.modular` module",
+                        )?
+                        .get_with_source(name)
+                        .ok_or_else(|| anyhow::anyhow!("no schema named `{name}`"))?;
+                    (Check::Schema(validator), source)
+                }
+                (None, schema) => {
+                    let schema = schema.unwrap_or(Value::Bool(true));
+                    let validator =
+                        compile(&schema).map_err(|e| anyhow::anyhow!("`schema` is {e}"))?;
+                    (Check::Schema(Arc::new(validator)), schema)
+                }
+            },
         };
+        // Only a check of the whole data describes a request.
+        let documented = config.source.is_none().then_some(documented);
         Ok(Arc::new(Validate {
             name: ctx.name.rsplit('.').next().unwrap_or(ctx.name).to_string(),
             check,
             source: config.source,
+            documented,
         }))
     }
 }
@@ -154,10 +165,15 @@ struct Validate {
     name: String,
     check: Check,
     source: Option<String>,
+    documented: Option<Value>,
 }
 
 #[async_trait]
 impl Step for Validate {
+    fn documented_input(&self) -> Option<Value> {
+        self.documented.clone()
+    }
+
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let data = match &self.source {
             None => Value::Object(ctx.current.clone()),
