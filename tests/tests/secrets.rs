@@ -129,6 +129,18 @@ pipelines:
             authorization: "Bearer ${{secret:app/api#token}}"
             again: "${{vault:app/api#token}}"
       - {{name: careless, type: step.log, config: {{message: "calling with {{{{ .authorization }}}}"}}}}
+workflows:
+  http:
+    routes:
+      # Failures whose messages hold the secret (in the URL it calls).
+      - method: POST
+        path: /unreachable
+        steps:
+          - {{name: call, type: step.http_call, config: {{url: "http://127.0.0.1:1/x?token=${{secret:app/api#token}}"}}}}
+      - method: POST
+        path: /malformed
+        steps:
+          - {{name: call, type: step.http_call, config: {{url: "http://bad host/{{{{ .page }}}}?token=${{secret:app/api#token}}"}}}}
 "#
     )
 }
@@ -160,9 +172,21 @@ async fn vault_secrets_reach_modules_and_steps_and_stay_out_of_logs() {
     );
     assert_eq!(outcome.context.current["again"], API_TOKEN);
 
-    // The auth module signs with the value from Vault: a token it issues verifies with it.
+    // Error answers never carry the secret: a server failure is generic, and a caller's
+    // mistake is explained with the value masked.
     let http = client();
     let base = format!("http://{}", server_addr(&app, "web"));
+    for (path, status) in [("/unreachable", 503), ("/malformed", 400)] {
+        let response = http
+            .post(format!("{base}{path}"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(API_TOKEN), "{path}: {body}");
+    }
     let logs: Value = http
         .get(format!("{base}/logs"))
         .send()
@@ -177,6 +201,10 @@ async fn vault_secrets_reach_modules_and_steps_and_stay_out_of_logs() {
         "the log line is kept, masked: {text}"
     );
     assert!(!text.contains(API_TOKEN), "{text}");
+    assert!(
+        text.contains("token=[redacted]"),
+        "the failed call is logged, masked: {text}"
+    );
     assert!(!text.contains(SIGNING_KEY));
     app.stop(std::time::Duration::from_secs(5)).await;
 }
@@ -344,6 +372,17 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
     let err = prepare(&short, &vars(&[])).await.unwrap_err();
     assert!(err.contains("at least 32"), "{err}");
     assert!(!err.contains(API_TOKEN), "the value is never quoted: {err}");
+    // Nor by a rule whose message quotes the setting.
+    let quoted = format!(
+        "modules:\n{}pipelines:\n  p:\n    steps:\n      - {{name: c, type: step.http_call, config: {{url: \"http://bad host/${{secret:app/api#token}}\"}}}}\n",
+        source("vault", "secret", TOKEN)
+    );
+    let err = prepare(&quoted, &vars(&[])).await.unwrap_err();
+    assert!(
+        err.contains("`http://bad host/[redacted]` is not a URL"),
+        "{err}"
+    );
+    assert!(!err.contains(API_TOKEN), "{err}");
     assert!(vault.reads.load(Ordering::SeqCst) > 0);
 }
 

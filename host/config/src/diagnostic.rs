@@ -40,11 +40,13 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// Messages and help never show a resolved secret (see [`crate::redact`]): a type's
+    /// rule may quote a setting's value.
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
             code,
-            message: message.into(),
+            message: crate::redact::redact(&message.into()).into_owned(),
             location: None,
             path: None,
             module: None,
@@ -75,7 +77,7 @@ impl Diagnostic {
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.help = Some(crate::redact::redact(&help.into()).into_owned());
         self
     }
 

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod expand;
 pub mod load;
 pub mod model;
+pub mod redact;
 pub mod schema;
 pub mod schema_check;
 pub mod secret_refs;

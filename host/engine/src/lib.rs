@@ -14,7 +14,6 @@ pub mod graph;
 pub mod lifecycle;
 pub mod module;
 pub mod pipeline;
-pub mod redact;
 pub mod registry;
 pub mod secrets;
 pub mod services;
@@ -45,3 +44,4 @@ pub use validate::{Invalid, ValidatedConfig, validate};
 // Re-exported so type crates depend on one engine crate.
 pub use async_trait::async_trait;
 pub use wf_config;
+pub use wf_config::redact;

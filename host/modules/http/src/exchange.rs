@@ -230,7 +230,9 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
                         tracing::error!(target = %dispatch.label(), error = %e.message, "triggered workflow failed");
                         json_response(status, &json!({"error": "internal error"}))
                     } else {
-                        json_response(status, &json!({"error": e.message}))
+                        // A caller's mistake is explained, but never with a secret in it.
+                        let message = wf_engine::redact::redact(&e.message);
+                        json_response(status, &json!({"error": message}))
                     }
                 }
             }
@@ -353,6 +355,8 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
             if status.is_server_error() {
                 tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.message, "pipeline failed");
             }
+            // A caller's mistake is explained, but never with a secret in it.
+            let message = wf_engine::redact::redact(&message);
             json_response(status, &json!({"error": message}))
         }
     }
