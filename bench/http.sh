@@ -3,7 +3,7 @@
 # running request_parse → set → json_response (native); the same route with a wasm step in place
 # of `set`, with warm (`reuse`) and per-call (`fresh`) instances; the route reading one row with
 # step.db_query on SQLite and on PostgreSQL; the native route behind metrics, request-id and
-# security-headers middleware. Then the in-process costs:
+# security-headers middleware; the native route with every run traced (observability.otel). Then the in-process costs:
 # executor overhead per step and wasm call, compile and swap times; message throughput and
 # latency per broker. Prints req/s, p50, p99 and
 # ratios against axum.
@@ -46,13 +46,16 @@ BENCH_ADDRESS=127.0.0.1:18094 BENCH_DSN=/tmp/wf-bench.db "$TARGET/wf-host" run b
 BENCH_ADDRESS=127.0.0.1:18095 BENCH_DSN="${WF_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" "$TARGET/wf-host" run bench/db-pipeline.yaml --log-level warn & pids+=($!)
 # The native route with metrics, request ids and security headers around it.
 BENCH_ADDRESS=127.0.0.1:18096 "$TARGET/wf-host" run bench/observed-pipeline.yaml --log-level warn & pids+=($!)
-for port in 18090 18091 18092 18093 18094 18095 18096; do wait_for "http://127.0.0.1:$port/orders/42"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
+# The native route with every run and step traced, spans exported to the baseline server.
+BENCH_ADDRESS=127.0.0.1:18097 BENCH_COLLECTOR=http://127.0.0.1:18090 "$TARGET/wf-host" run bench/traced-pipeline.yaml --log-level warn & pids+=($!)
+for port in 18090 18091 18092 18093 18094 18095 18096 18097; do wait_for "http://127.0.0.1:$port/orders/42"; curl -s "http://127.0.0.1:$port/orders/42"; echo; done
 
 # One server at a time, so each has the machine to itself.
 results=()
 results+=("$(measure axum http://127.0.0.1:18090/orders/42)")
 results+=("$(measure wf-native http://127.0.0.1:18091/orders/42)")
 results+=("$(measure wf-observed http://127.0.0.1:18096/orders/42)")
+results+=("$(measure wf-traced http://127.0.0.1:18097/orders/42)")
 results+=("$(measure wf-wasm-reuse http://127.0.0.1:18092/orders/42)")
 results+=("$(measure wf-wasm-fresh http://127.0.0.1:18093/orders/42)")
 results+=("$(measure wf-db-sqlite http://127.0.0.1:18094/orders/42)")

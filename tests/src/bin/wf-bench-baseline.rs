@@ -1,11 +1,13 @@
 //! The baseline for HTTP benchmarks: bare axum answering the same JSON the benchmarked pipeline
 //! produces, on the same machine in the same run. Usage: `wf-bench-baseline 127.0.0.1:PORT`.
+//! It also takes trace exports (`POST /v1/traces`) from the traced scenario, as a collector
+//! would, so that scenario pays for real exports.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{Response, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 async fn order(Path(id): Path<String>) -> Response<Body> {
     let body = serde_json::json!({"id": id, "status": "accepted", "source": "bench"});
@@ -25,7 +27,9 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let app = Router::new().route("/orders/{id}", get(order));
+        let app = Router::new()
+            .route("/orders/{id}", get(order))
+            .route("/v1/traces", post(|_: axum::body::Bytes| async { "{}" }));
         let listener = tokio::net::TcpListener::bind(&address).await?;
         axum::serve(listener, app).await
     })
