@@ -93,7 +93,8 @@ fn new_span_id() -> [u8; 8] {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as trace context writes ids.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

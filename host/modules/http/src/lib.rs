@@ -14,6 +14,7 @@ use wf_engine::{Registry, RegistryError, ServiceKind};
 
 pub mod api_command;
 pub mod api_query;
+pub mod config_headers;
 pub mod cqrs;
 pub mod endpoint;
 pub mod exchange;

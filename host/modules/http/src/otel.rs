@@ -114,14 +114,7 @@ impl ModuleType for OtelType {
                 Err(e) => issues.push(ConfigIssue::new(pointer, e)),
             }
         }
-        for name in config.headers.keys() {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                issues.push(ConfigIssue::new(
-                    format!("/headers/{name}"),
-                    format!("`{name}` is not a header name"),
-                ));
-            }
-        }
+        issues.extend(crate::config_headers::check(&config.headers));
         issues
     }
 
@@ -137,15 +130,7 @@ impl ModuleType for OtelType {
             .or_else(|| env("OTEL_SERVICE_NAME"))
             .or_else(|| ctx.app.name().map(str::to_string))
             .unwrap_or_else(|| "wf".into());
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &config.headers {
-            headers.insert(
-                reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-                reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                    anyhow::anyhow!("header `{name}` has a value that cannot be sent")
-                })?,
-            );
-        }
+        let headers = crate::config_headers::to_map(&config.headers)?;
         let (sender, receiver) = mpsc::channel(config.queue_size);
         let tracer = Arc::new(OtelTracer {
             sample_ratio: config.sample_ratio,
@@ -329,10 +314,6 @@ fn unix_nanos(time: SystemTime) -> String {
         .to_string()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// One span in OTLP's JSON encoding (ids in hex, times as decimal strings).
 fn encode(span: &SpanRecord) -> Value {
     let mut out = json!({
@@ -349,7 +330,7 @@ fn encode(span: &SpanRecord) -> Value {
         },
     });
     if let Some(parent) = span.parent {
-        out["parentSpanId"] = json!(hex(&parent));
+        out["parentSpanId"] = json!(wf_engine::trace::hex(&parent));
     }
     out
 }

@@ -84,14 +84,7 @@ impl ModuleType for HttpClientType {
                 issues.push(ConfigIssue::new(key, e));
             }
         }
-        for name in config.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                issues.push(ConfigIssue::new(
-                    format!("/headers/{name}"),
-                    format!("`{name}` is not a header name"),
-                ));
-            }
-        }
+        issues.extend(wf_http::config_headers::check(&config.headers));
         issues
     }
 
@@ -100,14 +93,10 @@ impl ModuleType for HttpClientType {
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
         let timeout = parse_duration(&config.timeout).map_err(anyhow::Error::msg)?;
-        let mut headers = Vec::new();
-        for (name, value) in &config.headers {
-            headers.push((
-                reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-                reqwest::header::HeaderValue::from_str(value)
-                    .map_err(|_| anyhow::anyhow!("the value of header `{name}` is not valid"))?,
-            ));
-        }
+        let headers = wf_http::config_headers::to_map(&config.headers)?
+            .into_iter()
+            .filter_map(|(name, value)| Some((name?, value)))
+            .collect();
         let client = Arc::new(HttpClient {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             headers,

@@ -101,14 +101,7 @@ impl ModuleType for OpenApiConsumerType {
         if let Err(e) = parse_duration(&config.timeout) {
             issues.push(ConfigIssue::new("/timeout", e));
         }
-        for name in config.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                issues.push(ConfigIssue::new(
-                    format!("/headers/{name}"),
-                    format!("`{name}` is not a header name"),
-                ));
-            }
-        }
+        issues.extend(wf_http::config_headers::check(&config.headers));
         issues
     }
 
@@ -127,15 +120,7 @@ impl ModuleType for OpenApiConsumerType {
                 .map_err(|e| anyhow::anyhow!("`{}`: {e}", full.display()))?;
             let _ = spec.set(Arc::new(parsed));
         }
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &config.headers {
-            headers.insert(
-                reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-                reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                    anyhow::anyhow!("header `{name}` has a value that cannot be sent")
-                })?,
-            );
-        }
+        let headers = wf_http::config_headers::to_map(&config.headers)?;
         let timeout = parse_duration(&config.timeout).map_err(anyhow::Error::msg)?;
         let consumer = Arc::new(OpenApiConsumer {
             name: ctx.name.to_string(),
