@@ -85,7 +85,8 @@ async fn record(
 
 async fn start_api() -> (SocketAddr, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
-    let spec = SPEC.to_string();
+    // Served with a relative server, which is relative to where the document came from.
+    let spec = SPEC.replace("http://unused.invalid/v1", "/v1");
     let router = axum::Router::new()
         .route("/v1/pets/{id}", axum::routing::get(record))
         .route("/v1/pets", axum::routing::post(record).get(record))
@@ -237,6 +238,22 @@ async fn a_document_from_a_url_is_read_at_start() {
     assert_eq!(out["body"]["echo"]["id"], "3");
     app.stop(Duration::from_secs(5)).await;
 
+    // Without `baseUrl` (and so without headers), calls go to the document's server.
+    let yaml = steps_yaml(addr, &format!("specUrl: \"http://{addr}/openapi.yaml\""))
+        .replace(&format!("      baseUrl: \"http://{addr}/v1\"\n"), "")
+        .replace("      headers: {X-Api-Key: k-123}\n", "");
+    let app = prepare(&path, &yaml)
+        .unwrap()
+        .start(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let out = run(&app, "get", json!({"id": 4, "note": "n"}))
+        .await
+        .unwrap();
+    assert_eq!(out["body"]["echo"]["id"], "4");
+    assert_eq!(out["body"]["echo"]["key"], Value::Null);
+    app.stop(Duration::from_secs(5)).await;
+
     // An unreadable document fails the start, naming the module.
     let err = prepare(
         &path,
@@ -283,5 +300,13 @@ async fn steps_naming_unknown_operations_or_parameters_are_refused_at_build() {
     );
     assert!(rendered.contains("`specFile` or `specUrl`"), "{rendered}");
     assert!(rendered.contains("is not an http(s) address"), "{rendered}");
+    // Credentials go only where the config says.
+    let rendered = wf_tests::invalid_yaml(
+        "modules:\n  - {name: pets, type: openapi.consumer, config: {specUrl: \"http://127.0.0.1:1/o.json\", headers: {X-Api-Key: k}}}\n",
+    );
+    assert!(
+        rendered.contains("with `headers`, set `baseUrl`"),
+        "{rendered}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

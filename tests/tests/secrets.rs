@@ -128,6 +128,7 @@ pipelines:
           values:
             authorization: "Bearer ${{secret:app/api#token}}"
             again: "${{vault:app/api#token}}"
+            literal: "$${{secret:not-a-reference}}"
       - {{name: careless, type: step.log, config: {{message: "calling with {{{{ .authorization }}}}"}}}}
 workflows:
   http:
@@ -171,6 +172,10 @@ async fn vault_secrets_reach_modules_and_steps_and_stay_out_of_logs() {
         format!("Bearer {API_TOKEN}")
     );
     assert_eq!(outcome.context.current["again"], API_TOKEN);
+    assert_eq!(
+        outcome.context.current["literal"],
+        "${secret:not-a-reference}"
+    );
 
     // Error answers never carry the secret: a server failure is generic, and a caller's
     // mistake is explained with the value masked.

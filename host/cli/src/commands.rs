@@ -169,7 +169,7 @@ pub fn validate_with(
         if awaits_secrets {
             out.push_str(
                 "note: the files reference secrets, which are fetched when the app starts; \
-                 the rules of the settings that hold them, and the build, are checked then\n",
+                 the rules of the modules and steps that use them, and the build, are checked then\n",
             );
         }
     }
@@ -187,13 +187,19 @@ fn summary(config: &AppConfig) -> Value {
 
 /// `wf-host inspect`: modules in start order, routes, workflows, triggers, pipelines.
 ///
-/// The app is built as it will run, so the secrets it references are fetched (and shown
-/// nowhere: configs are not printed).
+/// The app is built as it will run, so the secrets it references are fetched; any that shows
+/// (a pipeline trigger's parameters) is masked.
 pub async fn inspect_command(
     files: &[PathBuf],
     registry: &Registry,
     json_output: bool,
 ) -> (u8, String) {
+    let (code, out) = inspect(files, registry, json_output).await;
+    // Pipeline triggers are shown as declared: a value from a secret is masked.
+    (code, wf_engine::redact::redact(&out).into_owned())
+}
+
+async fn inspect(files: &[PathBuf], registry: &Registry, json_output: bool) -> (u8, String) {
     let (config, app) = match prepare_to_run(files, registry, &ProcessEnv).await {
         Ok(built) => (built.config, built.app),
         Err(rejected) => return (EXIT_INVALID, rejected.render()),

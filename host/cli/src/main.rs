@@ -226,7 +226,7 @@ fn main() -> ExitCode {
                 &file, &pipeline, &input, &registry,
             ));
             print!("{out}");
-            eprint!("{err}");
+            eprint!("{}", wf_engine::redact::redact(&err));
             code
         }
         Command::Inspect { files, format } => {
@@ -275,7 +275,7 @@ fn main() -> ExitCode {
                 &registry,
             ));
             print!("{out}");
-            eprint!("{err}");
+            eprint!("{}", wf_engine::redact::redact(&err));
             code
         }
         Command::Schema { r#type } => match schema_command(&registry, r#type.as_deref()) {
@@ -324,7 +324,8 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
     let running = match app.start(grace).await {
         Ok(running) => running,
         Err(e) => {
-            eprintln!("error: {e}");
+            // A start failure may quote a setting that came from a secret.
+            eprintln!("error: {}", wf_engine::redact::redact(&e.to_string()));
             return EXIT_FAILURE;
         }
     };

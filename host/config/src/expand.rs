@@ -1,7 +1,7 @@
 //! `${VAR}`, `${VAR:-default}` and `${env:VAR}` in configuration strings.
 //!
 //! Secret references (`${secret:KEY}`, see [`crate::secret_refs`]) are kept as written: the
-//! engine fetches them later. A string that holds one keeps its `$${` escapes for that pass.
+//! engine fetches them later, and turns their escapes (`$${secret:…}`) into text then.
 //!
 //! Differences from the original, on purpose: `:-default` works, an unset variable without a
 //! default is an error that names it (the original silently kept the literal text), and values
@@ -74,7 +74,6 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
     if !text.contains("${") {
         return None;
     }
-    let keeps_secrets = !crate::secret_refs::references(text).is_empty();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -82,7 +81,11 @@ pub fn expand(text: &str, vars: &dyn Vars) -> Option<Result<String, Vec<ExpandEr
         // `$${` is an escaped literal `${`.
         if start > 0 && rest.as_bytes()[start - 1] == b'$' {
             out.push_str(&rest[..start - 1]);
-            out.push_str(if keeps_secrets { "$${" } else { "${" });
+            // An escaped secret reference stays escaped for the engine's pass.
+            let escaped_secret = rest[start + 2..]
+                .split_once('}')
+                .is_some_and(|(inner, _)| crate::secret_refs::is_secret_reference(inner));
+            out.push_str(if escaped_secret { "$${" } else { "${" });
             rest = &rest[start + 2..];
             continue;
         }
@@ -242,8 +245,10 @@ mod tests {
         let v = vars(&[("A", "1")]);
         assert_eq!(
             ok("${A} ${secret:db-password} $${lit}", &v),
-            "1 ${secret:db-password} $${lit}"
+            "1 ${secret:db-password} ${lit}"
         );
+        // Escaped secret references stay escaped, for the engine to turn into text.
+        assert_eq!(ok("$${secret:x}", &v), "$${secret:x}");
         assert_eq!(ok("${vault:kv/app#pw}", &v), "${vault:kv/app#pw}");
         assert_eq!(ok("$${lit} ${A}", &v), "${lit} 1");
     }

@@ -18,16 +18,33 @@ static ANY: AtomicBool = AtomicBool::new(false);
 static VALUES: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Hides `value` from now on.
+///
+/// Its escaped forms are hidden too: a JSON log line writes `p"w` as `p\"w`, and a `Debug`
+/// field as the same with other escapes, so the value itself would not be found there.
 pub fn add(value: &str) {
     if value.len() < MIN_LEN {
         return;
     }
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let debug = format!("{value:?}");
+    let forms = [
+        value.to_string(),
+        json.trim_matches('"').to_string(),
+        debug.trim_matches('"').to_string(),
+        // A JSON line holding a Debug-formatted field escapes twice.
+        serde_json::to_string(debug.trim_matches('"'))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+    ];
     let mut values = VALUES.write().unwrap_or_else(|e| e.into_inner());
-    if !values.iter().any(|v| v == value) {
-        values.push(value.to_string());
-        // Longest first, so a secret containing another is masked whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for form in forms {
+        if !values.contains(&form) {
+            values.push(form);
+        }
     }
+    // Longest first, so a secret containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
     ANY.store(true, Ordering::Release);
 }
 
@@ -60,5 +77,12 @@ mod tests {
             "a=[redacted] b=[redacted] c=ab"
         );
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
+        // As a JSON log line or a Debug field writes it.
+        add("p\"w\\d-9");
+        assert_eq!(
+            redact(r#"{"url":"x?k=p\"w\\d-9"}"#),
+            r#"{"url":"x?k=[redacted]"}"#
+        );
+        assert_eq!(redact(&format!("{:?}", "p\"w\\d-9")), "\"[redacted]\"");
     }
 }

@@ -76,9 +76,20 @@ pub fn references(text: &str) -> Vec<SecretRef> {
     out
 }
 
-/// `text` with every secret reference replaced by its value from `values`, and escaped `$${`
-/// written as `${`. References without a value are left as they are.
+/// `text` with every secret reference replaced by its value from `values`, and escaped secret
+/// references (`$${secret:…}`) written as text (`${secret:…}`). References without a value are
+/// left as they are.
 pub fn substitute(text: &str, values: &HashMap<SecretRef, String>) -> String {
+    substitute_cow(text, values).into_owned()
+}
+
+fn substitute_cow<'t>(
+    text: &'t str,
+    values: &HashMap<SecretRef, String>,
+) -> std::borrow::Cow<'t, str> {
+    if references(text).is_empty() {
+        return unescape(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     scan(text, |range, inner| {
@@ -95,15 +106,19 @@ pub fn substitute(text: &str, values: &HashMap<SecretRef, String>) -> String {
         }
     });
     out.push_str(&unescape(&text[last..]));
-    out
+    out.into()
 }
 
+/// `$${secret:…}` → `${secret:…}` (other `$${` are not this pass's to touch).
 fn unescape(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains("$${") {
-        text.replace("$${", "${").into()
-    } else {
-        text.into()
+    if !text.contains("$${") {
+        return text.into();
     }
+    let mut out = text.to_string();
+    for scheme in SCHEMES {
+        out = out.replace(&format!("$${{{scheme}:"), &format!("${{{scheme}:"));
+    }
+    out.into()
 }
 
 /// Whether any string in `value` holds a secret reference.
@@ -166,13 +181,15 @@ pub fn occurrences(config: &AppConfig) -> Vec<Occurrence> {
     out
 }
 
-/// Puts the resolved values into the files and into every declaration taken from them, and
-/// marks the strings so diagnostics never quote them.
+/// Puts the resolved values into the files and into every declaration taken from them (and
+/// escaped references as text), and marks the strings so diagnostics never quote them.
 pub fn substitute_all(config: &mut AppConfig, values: &HashMap<SecretRef, String>) {
     fn walk(value: &mut Value, values: &HashMap<SecretRef, String>) {
         match value {
-            Value::String(s) if s.contains("${") && !references(s).is_empty() => {
-                *s = substitute(s, values);
+            Value::String(s) if s.contains("${") => {
+                if let std::borrow::Cow::Owned(changed) = substitute_cow(s, values) {
+                    *s = changed;
+                }
             }
             Value::Array(items) => items.iter_mut().for_each(|v| walk(v, values)),
             Value::Object(map) => map.values_mut().for_each(|v| walk(v, values)),
@@ -227,9 +244,13 @@ mod tests {
     fn substitutes_values_and_unescapes_literals() {
         let values: HashMap<_, _> = [(r("secret", "t"), "s3cr3t".to_string())].into();
         assert_eq!(
-            substitute("a ${secret:t} b $${literal} ${secret:t}", &values),
-            "a s3cr3t b ${literal} s3cr3t"
+            substitute(
+                "a ${secret:t} b $${secret:lit} $${HOME} ${secret:t}",
+                &values
+            ),
+            "a s3cr3t b ${secret:lit} $${HOME} s3cr3t"
         );
+        assert_eq!(substitute("only $${vault:x}", &values), "only ${vault:x}");
         // A reference without a value is left for the caller to report.
         assert_eq!(substitute("${secret:other}", &values), "${secret:other}");
     }

@@ -304,9 +304,19 @@ impl Drop for InFlight<'_> {
 }
 
 impl Pipeline {
-    /// What the run's data must look like, for API documents: the first step that says.
+    /// What the run's data must look like, for API documents: said by the first step, past
+    /// steps that leave the data as it came (parsing the request, logging). A check further on
+    /// describes data the pipeline has already changed.
     pub fn documented_input(&self) -> Option<Value> {
-        self.steps.iter().find_map(|s| s.step.documented_input())
+        for step in &self.steps {
+            if let Some(schema) = step.step.documented_input() {
+                return Some(schema);
+            }
+            if !matches!(step.type_name.as_str(), "step.request_parse" | "step.log") {
+                return None;
+            }
+        }
+        None
     }
 
     /// The status a successful run answers with, when a step fixes it: the last that does.
@@ -697,7 +707,7 @@ impl Pipeline {
             pipeline: self.name.clone(),
             step: step.map(str::to_string),
             kind,
-            message,
+            message: crate::redact::redact(&message).into_owned(),
         }
     }
 }

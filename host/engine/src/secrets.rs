@@ -77,6 +77,8 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
     }
     let occurrences = secret_refs::occurrences(&loaded.config);
     if occurrences.is_empty() {
+        // Escaped references (`$${secret:…}`) still become text.
+        secret_refs::substitute_all(&mut loaded.config, &HashMap::new());
         return loaded;
     }
     // The sources' own configs must be right before anything is fetched with them.

@@ -103,10 +103,12 @@ pub struct StepError {
 }
 
 impl StepError {
+    /// The message never holds a resolved secret (see [`crate::redact`]): step errors reach
+    /// logs, answers and traces, and often quote a URL or a value.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         StepError {
             kind,
-            message: message.into(),
+            message: crate::redact::redact(&message.into()).into_owned(),
         }
     }
 

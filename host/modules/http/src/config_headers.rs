@@ -24,7 +24,8 @@ pub fn check(headers: &BTreeMap<String, String>) -> Vec<ConfigIssue> {
 pub fn to_map(headers: &BTreeMap<String, String>) -> anyhow::Result<reqwest::header::HeaderMap> {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
-        map.insert(
+        // `append`: two spellings of one name are both sent, as written.
+        map.append(
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| anyhow::anyhow!("`{name}` is not a header name"))?,
             reqwest::header::HeaderValue::from_str(value)

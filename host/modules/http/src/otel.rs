@@ -202,15 +202,10 @@ impl RunTracer for OtelTracer {
     ) -> Arc<dyn RunTrace> {
         let context = match parent {
             Some(parent) => parent.child(),
-            // Decided by the trace id's low bytes, so services deciding on the same id with
-            // the same ratio decide alike.
             None => {
                 let root = TraceContext::root(true);
-                let mut low = [0u8; 8];
-                low.copy_from_slice(&root.trace_id[8..]);
-                let share = u64::from_be_bytes(low) as f64 / u64::MAX as f64;
                 TraceContext {
-                    sampled: share < self.sample_ratio,
+                    sampled: sampled(&root.trace_id, self.sample_ratio),
                     ..root
                 }
             }
@@ -226,6 +221,16 @@ impl RunTracer for OtelTracer {
             finished: AtomicBool::new(false),
         })
     }
+}
+
+/// Whether a new trace is recorded: decided by the trace id's last 7 bytes (56 random bits, as
+/// W3C's random trace-id flag promises; a UUID's earlier bytes hold its version and variant), so
+/// services deciding on the same id with the same ratio decide alike.
+fn sampled(trace_id: &[u8; 16], ratio: f64) -> bool {
+    let mut low = [0u8; 8];
+    low[1..].copy_from_slice(&trace_id[9..]);
+    let share = u64::from_be_bytes(low) as f64 / (1u64 << 56) as f64;
+    share < ratio
 }
 
 struct OtelRun {
@@ -449,5 +454,28 @@ impl Module for OtelModule {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_follows_the_ratio_over_random_ids() {
+        let mut low = [0u8; 16];
+        low[8] = 0x80; // a UUID's variant bits: not part of the decision
+        assert!(sampled(&low, 0.25));
+        let mut high = [0xff; 16];
+        high[8] = 0x80;
+        assert!(!sampled(&high, 0.99));
+        assert!(sampled(&high, 1.0));
+        assert!(!sampled(&low, 0.0));
+        // Over many new traces the share recorded is the ratio (±11 standard deviations).
+        let n = 10_000;
+        let recorded = (0..n)
+            .filter(|_| sampled(&TraceContext::root(true).trace_id, 0.25))
+            .count();
+        assert!((2000..=3000).contains(&recorded), "{recorded} of {n}");
     }
 }

@@ -102,6 +102,15 @@ impl ModuleType for OpenApiConsumerType {
             issues.push(ConfigIssue::new("/timeout", e));
         }
         issues.extend(wf_http::config_headers::check(&config.headers));
+        if !config.headers.is_empty() && config.base_url.is_none() {
+            issues.push(
+                ConfigIssue::new(
+                    "/baseUrl",
+                    "with `headers`, set `baseUrl`: credentials go where the config says, not where the API's document says",
+                )
+                .help("copy the server from the document's `servers`"),
+            );
+        }
         issues
     }
 
@@ -309,10 +318,21 @@ impl ApiSpec {
         if operations.is_empty() {
             return Err("the document has no operation with an `operationId`".into());
         }
+        // The first server, its variables at their defaults (`https://{region}.api…`).
         let server = document
             .pointer("/servers/0/url")
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .map(|url| {
+                let mut url = url.to_string();
+                if let Some(Value::Object(variables)) = document.pointer("/servers/0/variables") {
+                    for (name, variable) in variables {
+                        if let Some(default) = variable.get("default").and_then(Value::as_str) {
+                            url = url.replace(&format!("{{{name}}}"), default);
+                        }
+                    }
+                }
+                url
+            });
         Ok(ApiSpec { server, operations })
     }
 }
@@ -361,6 +381,36 @@ impl Module for OpenApiConsumer {
 }
 
 impl OpenApiConsumer {
+    /// Where calls go: `baseUrl`, or the document's server (a relative one is relative to
+    /// `specUrl`, as OpenAPI says).
+    fn base(&self, spec: &ApiSpec) -> Result<String, StepError> {
+        let unusable = |why: String| {
+            StepError::new(
+                wf_engine::ErrorKind::InvalidConfig,
+                format!("`{}`: {why}; set `baseUrl`", self.name),
+            )
+        };
+        if let Some(base) = &self.base_url {
+            return Ok(base.clone());
+        }
+        let server = spec
+            .server
+            .as_deref()
+            .ok_or_else(|| unusable("the document names no server".into()))?;
+        if reqwest::Url::parse(server).is_ok() {
+            return Ok(server.to_string());
+        }
+        let spec_url = self
+            .spec_url
+            .as_deref()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .ok_or_else(|| unusable(format!("the document's server `{server}` is relative")))?;
+        spec_url
+            .join(server)
+            .map(String::from)
+            .map_err(|e| unusable(format!("the document's server `{server}`: {e}")))
+    }
+
     /// The document, once read (at build for `specFile`, at start for `specUrl`).
     pub fn spec(&self) -> Option<&Arc<ApiSpec>> {
         self.spec.get()
@@ -455,19 +505,7 @@ impl OpenApiConsumer {
                 problems.join("; ")
             )));
         }
-        let base = self
-            .base_url
-            .as_deref()
-            .or(spec.server.as_deref())
-            .ok_or_else(|| {
-                StepError::new(
-                    wf_engine::ErrorKind::InvalidConfig,
-                    format!(
-                        "`{}`: the document names no server; set `baseUrl`",
-                        self.name
-                    ),
-                )
-            })?;
+        let base = self.base(spec)?;
         let mut url = reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/')))
             .map_err(|e| StepError::invalid_input(format!("`{operation}`: {e}")))?;
         if !query.is_empty() {
