@@ -227,10 +227,14 @@ impl RunTracer for OtelTracer {
 /// W3C's random trace-id flag promises; a UUID's earlier bytes hold its version and variant), so
 /// services deciding on the same id with the same ratio decide alike.
 fn sampled(trace_id: &[u8; 16], ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
     let mut low = [0u8; 8];
     low[1..].copy_from_slice(&trace_id[9..]);
-    let share = u64::from_be_bytes(low) as f64 / (1u64 << 56) as f64;
-    share < ratio
+    // Compared as integers: 56 bits do not all fit a float's mantissa.
+    let threshold = (ratio.max(0.0) * (1u64 << 56) as f64) as u64;
+    u64::from_be_bytes(low) < threshold
 }
 
 struct OtelRun {
