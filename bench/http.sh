@@ -26,9 +26,9 @@ trap cleanup EXIT
 
 wait_for() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "server at $1 did not come up" >&2; exit 1; }
 
-measure() { # name url -> "name req/s p50 p99"
+measure() { # name url [header] -> "name req/s p50 p99"
   local out
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-H "$3"} "$2")
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -56,15 +56,17 @@ results+=("$(measure axum http://127.0.0.1:18090/orders/42)")
 results+=("$(measure wf-native http://127.0.0.1:18091/orders/42)")
 results+=("$(measure wf-observed http://127.0.0.1:18096/orders/42)")
 results+=("$(measure wf-traced http://127.0.0.1:18097/orders/42)")
+# The same server continuing callers that do not record: context kept, nothing exported.
+results+=("$(measure wf-traced-unsampled http://127.0.0.1:18097/orders/42 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00')")
 results+=("$(measure wf-wasm-reuse http://127.0.0.1:18092/orders/42)")
 results+=("$(measure wf-wasm-fresh http://127.0.0.1:18093/orders/42)")
 results+=("$(measure wf-db-sqlite http://127.0.0.1:18094/orders/42)")
 results+=("$(measure wf-db-postgres http://127.0.0.1:18095/orders/42)")
 base_rps=$(cut -d' ' -f2 <<<"${results[0]}")
-printf '%-15s %12s %10s %10s %8s\n' scenario req/s p50 p99 "vs axum"
+printf '%-20s %12s %10s %10s %8s\n' scenario req/s p50 p99 "vs axum"
 for r in "${results[@]}"; do
   read -r name rps p50 p99 <<<"$r"
-  printf '%-15s %12s %10s %10s %7s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v a="$base_rps" -v b="$rps" 'BEGIN { if (a > 0) printf "%.0f%%", 100*b/a; else print "?" }')"
+  printf '%-20s %12s %10s %10s %7s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v a="$base_rps" -v b="$rps" 'BEGIN { if (a > 0) printf "%.0f%%", 100*b/a; else print "?" }')"
 done
 echo "targets: wf-native >= 60%, wf-wasm-reuse >= 35%, wf-wasm-fresh >= 7% of axum"
 

@@ -20,8 +20,11 @@ pub struct TraceContext {
 impl TraceContext {
     /// A new trace.
     pub fn root(sampled: bool) -> Self {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&next_u64().to_be_bytes());
+        trace_id[8..].copy_from_slice(&next_u64().to_be_bytes());
         TraceContext {
-            trace_id: *uuid::Uuid::new_v4().as_bytes(),
+            trace_id,
             span_id: new_span_id(),
             sampled,
         }
@@ -84,13 +87,30 @@ impl TraceContext {
 
 fn new_span_id() -> [u8; 8] {
     loop {
-        let bytes = *uuid::Uuid::new_v4().as_bytes();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[..8]);
-        if id != [0; 8] {
-            return id;
+        let id = next_u64();
+        if id != 0 {
+            return id.to_be_bytes();
         }
     }
+}
+
+thread_local! {
+    /// SplitMix64 state, seeded once per thread from the OS (through a v4 UUID): ids are
+    /// random and unique without a system call per span.
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new({
+        let bytes = *uuid::Uuid::new_v4().as_bytes();
+        u64::from_le_bytes(bytes[..8].try_into().unwrap_or([7; 8]))
+    });
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|state| {
+        let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
 }
 
 /// Lower-case hex, as trace context writes ids.

@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use wf_engine::trace::{RunTrace, RunTracer, TraceContext};
 use wf_engine::{
@@ -145,7 +144,17 @@ impl ModuleType for OtelType {
             exporter: Mutex::new(Some(Exporter {
                 url,
                 headers,
-                resource: json!({"attributes": [attribute("service.name", &service)]}),
+                prefix: {
+                    // Everything before the spans, the same in every request.
+                    let mut prefix =
+                        String::from("{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+                    push_attribute(&mut prefix, "service.name", &service);
+                    prefix
+                        .push_str("]},\"scopeSpans\":[{\"scope\":{\"name\":\"wf\",\"version\":\"");
+                    prefix.push_str(env!("CARGO_PKG_VERSION"));
+                    prefix.push_str("\"},\"spans\":[");
+                    prefix
+                },
                 batch_size: config.batch_size,
                 interval: duration(&config.export_interval).map_err(anyhow::Error::msg)?,
                 client: crate::proxy::client()?,
@@ -157,17 +166,27 @@ impl ModuleType for OtelType {
     }
 }
 
-/// A finished span, ready for OTLP.
+/// A finished span, ready for OTLP. Attributes are fields, encoded only when exported.
 struct SpanRecord {
     context: TraceContext,
     parent: Option<[u8; 8]>,
-    name: String,
-    /// OTLP span kinds: 1 internal, 2 server.
-    kind: u8,
+    pipeline: Arc<str>,
+    what: SpanOf,
     start: SystemTime,
     end: SystemTime,
-    attributes: Vec<Value>,
     error: Option<String>,
+}
+
+enum SpanOf {
+    /// A run; `remote` when it continues a caller outside the process (a `SERVER` span).
+    Run {
+        run_id: Arc<str>,
+        remote: bool,
+    },
+    Step {
+        step: String,
+        step_type: String,
+    },
 }
 
 /// Where finished spans wait for the exporter.
@@ -178,9 +197,6 @@ struct SpanQueue {
 
 impl SpanQueue {
     fn push(&self, span: SpanRecord) {
-        if !span.context.sampled {
-            return;
-        }
         if self.sender.try_send(span).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -215,8 +231,8 @@ impl RunTracer for OtelTracer {
             context,
             parent: parent.map(|p| p.span_id),
             remote,
-            pipeline: pipeline.to_string(),
-            run_id: run_id.to_string(),
+            pipeline: pipeline.into(),
+            run_id: run_id.into(),
             start: SystemTime::now(),
             finished: AtomicBool::new(false),
         })
@@ -243,28 +259,27 @@ struct OtelRun {
     parent: Option<[u8; 8]>,
     /// Continues a caller outside the process: the run is the server side of its call.
     remote: bool,
-    pipeline: String,
-    run_id: String,
+    pipeline: Arc<str>,
+    run_id: Arc<str>,
     start: SystemTime,
     finished: AtomicBool,
 }
 
 impl OtelRun {
     fn end(&self, error: Option<String>) {
-        if self.finished.swap(true, Ordering::AcqRel) {
+        if self.finished.swap(true, Ordering::AcqRel) || !self.context.sampled {
             return;
         }
         self.queue.push(SpanRecord {
             context: self.context,
             parent: self.parent,
-            name: self.pipeline.clone(),
-            kind: if self.remote { 2 } else { 1 },
+            pipeline: self.pipeline.clone(),
+            what: SpanOf::Run {
+                run_id: self.run_id.clone(),
+                remote: self.remote,
+            },
             start: self.start,
             end: SystemTime::now(),
-            attributes: vec![
-                attribute("wf.pipeline", &self.pipeline),
-                attribute("wf.run_id", &self.run_id),
-            ],
             error,
         });
     }
@@ -284,18 +299,19 @@ impl RunTrace for OtelRun {
         elapsed: Duration,
         error: Option<&str>,
     ) {
+        if !span.sampled {
+            return;
+        }
         self.queue.push(SpanRecord {
             context: span,
             parent: Some(self.context.span_id),
-            name: step.to_string(),
-            kind: 1,
+            pipeline: self.pipeline.clone(),
+            what: SpanOf::Step {
+                step: step.to_string(),
+                step_type: step_type.to_string(),
+            },
             start: started,
             end: started + elapsed,
-            attributes: vec![
-                attribute("wf.pipeline", &self.pipeline),
-                attribute("wf.step", step),
-                attribute("wf.step_type", step_type),
-            ],
             error: error.map(str::to_string),
         });
     }
@@ -312,42 +328,85 @@ impl Drop for OtelRun {
     }
 }
 
-fn attribute(key: &str, value: &str) -> Value {
-    json!({"key": key, "value": {"stringValue": value}})
-}
-
-fn unix_nanos(time: SystemTime) -> String {
+fn unix_nanos(time: SystemTime) -> u128 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos()
-        .to_string()
 }
 
-/// One span in OTLP's JSON encoding (ids in hex, times as decimal strings).
-fn encode(span: &SpanRecord) -> Value {
-    let mut out = json!({
-        "traceId": span.context.trace_id_hex(),
-        "spanId": span.context.span_id_hex(),
-        "name": span.name,
-        "kind": span.kind,
-        "startTimeUnixNano": unix_nanos(span.start),
-        "endTimeUnixNano": unix_nanos(span.end),
-        "attributes": span.attributes,
-        "status": match &span.error {
-            Some(message) => json!({"code": 2, "message": message}),
-            None => json!({"code": 1}),
-        },
-    });
+/// A JSON string literal (quotes and escapes).
+fn push_json_str(out: &mut String, text: &str) {
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+}
+
+fn push_attribute(out: &mut String, key: &str, value: &str) {
+    out.push_str("{\"key\":\"");
+    out.push_str(key);
+    out.push_str("\",\"value\":{\"stringValue\":");
+    push_json_str(out, value);
+    out.push_str("}}");
+}
+
+/// Appends one span in OTLP's JSON encoding (ids in hex, times as decimal strings), written
+/// straight into the request body: at thousands of spans a second, building a JSON tree per
+/// span would cost more than the runs it describes.
+fn encode(span: &SpanRecord, out: &mut String) {
+    use std::fmt::Write as _;
+    let (name, kind) = match &span.what {
+        SpanOf::Run { remote, .. } => (&*span.pipeline, if *remote { 2 } else { 1 }),
+        SpanOf::Step { step, .. } => (step.as_str(), 1),
+    };
+    let _ = write!(
+        out,
+        "{{\"traceId\":\"{}\",\"spanId\":\"{}\",",
+        span.context.trace_id_hex(),
+        span.context.span_id_hex()
+    );
     if let Some(parent) = span.parent {
-        out["parentSpanId"] = json!(wf_engine::trace::hex(&parent));
+        let _ = write!(
+            out,
+            "\"parentSpanId\":\"{}\",",
+            wf_engine::trace::hex(&parent)
+        );
     }
-    out
+    out.push_str("\"name\":");
+    push_json_str(out, name);
+    let _ = write!(
+        out,
+        ",\"kind\":{kind},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
+        unix_nanos(span.start),
+        unix_nanos(span.end)
+    );
+    push_attribute(out, "wf.pipeline", &span.pipeline);
+    match &span.what {
+        SpanOf::Run { run_id, .. } => {
+            out.push(',');
+            push_attribute(out, "wf.run_id", run_id);
+        }
+        SpanOf::Step { step, step_type } => {
+            out.push(',');
+            push_attribute(out, "wf.step", step);
+            out.push(',');
+            push_attribute(out, "wf.step_type", step_type);
+        }
+    }
+    out.push_str("],\"status\":");
+    match &span.error {
+        Some(message) => {
+            out.push_str("{\"code\":2,\"message\":");
+            push_json_str(out, message);
+            out.push('}');
+        }
+        None => out.push_str("{\"code\":1}"),
+    }
+    out.push('}');
 }
 
 struct Exporter {
     url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
-    resource: Value,
+    /// The request body up to the spans (resource and scope).
+    prefix: String,
     batch_size: usize,
     interval: Duration,
     timeout: Duration,
@@ -403,19 +462,23 @@ impl Exporter {
         if batch.is_empty() {
             return;
         }
-        let spans: Vec<Value> = batch.drain(..).map(|s| encode(&s)).collect();
-        let count = spans.len();
-        let body = json!({"resourceSpans": [{
-            "resource": self.resource,
-            "scopeSpans": [{"scope": {"name": "wf", "version": env!("CARGO_PKG_VERSION")}, "spans": spans}],
-        }]});
+        let count = batch.len();
+        let mut body = String::with_capacity(self.prefix.len() + count * 400);
+        body.push_str(&self.prefix);
+        for (i, span) in batch.drain(..).enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            encode(&span, &mut body);
+        }
+        body.push_str("]}]}]}");
         let sent = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header("content-type", "application/json")
             .timeout(self.timeout)
-            .body(body.to_string())
+            .body(body)
             .send()
             .await;
         match sent {
@@ -464,6 +527,7 @@ impl Module for OtelModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
     fn sampling_follows_the_ratio_over_random_ids() {
@@ -481,5 +545,46 @@ mod tests {
             .filter(|_| sampled(&TraceContext::root(true).trace_id, 0.25))
             .count();
         assert!((2000..=3000).contains(&recorded), "{recorded} of {n}");
+    }
+
+    #[test]
+    fn spans_encode_as_otlp_json() {
+        let context =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let mut out = String::new();
+        encode(
+            &SpanRecord {
+                context,
+                parent: Some([1, 2, 3, 4, 5, 6, 7, 8]),
+                pipeline: "orders".into(),
+                what: SpanOf::Step {
+                    step: "say \"hi\"".into(),
+                    step_type: "step.set".into(),
+                },
+                start: UNIX_EPOCH + Duration::from_nanos(5),
+                end: UNIX_EPOCH + Duration::from_nanos(9),
+                error: Some("bad\nthing".into()),
+            },
+            &mut out,
+        );
+        let span: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            span,
+            json!({
+                "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "spanId": "00f067aa0ba902b7",
+                "parentSpanId": "0102030405060708",
+                "name": "say \"hi\"",
+                "kind": 1,
+                "startTimeUnixNano": "5",
+                "endTimeUnixNano": "9",
+                "attributes": [
+                    {"key": "wf.pipeline", "value": {"stringValue": "orders"}},
+                    {"key": "wf.step", "value": {"stringValue": "say \"hi\""}},
+                    {"key": "wf.step_type", "value": {"stringValue": "step.set"}},
+                ],
+                "status": {"code": 2, "message": "bad\nthing"},
+            })
+        );
     }
 }
