@@ -287,3 +287,76 @@ fn configuration_mistakes_are_located() {
     assert!(rendered.contains("app.yaml:6:"), "{rendered}");
     assert!(rendered.contains("sampleRatio"), "{rendered}");
 }
+
+/// A route handled by a module rather than a pipeline (`api.handler` firing a transition) still
+/// passes the caller's context to the runs it starts: the transition's hook pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_hook_continues_the_callers_trace() {
+    let (receiver, received) = start_receiver().await;
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - name: tracing
+    type: observability.otel
+    config: {{endpoint: "http://{receiver}", exportInterval: 50ms}}
+  - {{name: orders-engine, type: statemachine.engine}}
+  - name: orders-api
+    type: api.handler
+    config: {{resourceName: orders, workflowType: order}}
+workflows:
+  http:
+    routes:
+      - {{method: POST, path: /api/orders, handler: orders-api}}
+      - {{method: POST, path: "/api/orders/{{id}}/transition", handler: orders-api}}
+  statemachine:
+    engine: orders-engine
+    definitions:
+      - name: order
+        initialState: new
+        states: {{new: {{}}, paid: {{isFinal: true}}}}
+        transitions:
+          pay: {{fromState: new, toState: paid}}
+    hooks:
+      - transitions: [pay]
+        pipeline: check-payment
+pipelines:
+  check-payment:
+    steps:
+      - {{name: check, type: step.set, config: {{values: {{checked: true}}}}}}
+"#
+    ))
+    .await;
+    let http = client();
+    let base = format!("http://{}", server_addr(&app, "web"));
+    let created = http
+        .post(format!("{base}/api/orders"))
+        .json(&json!({"id": "o-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let paid = http
+        .post(format!("{base}/api/orders/o-1/transition"))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .json(&json!({"transition": "pay", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success(), "{}", paid.status());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            spans_of(&received, caller_trace).len() >= 2
+        })
+        .await,
+        "the hook run and its step are exported in the caller's trace"
+    );
+    let spans = spans_of(&received, caller_trace);
+    let hook = spans.iter().find(|s| s["name"] == "check-payment").unwrap();
+    assert_eq!(hook["parentSpanId"], caller_span);
+    assert_eq!(hook["kind"], 2);
+    app.stop(Duration::from_secs(5)).await;
+}

@@ -354,9 +354,10 @@ impl Pipeline {
         }
         self.events.observe(|o| o.run_started(&self.name));
         let trace = self.events.tracer().map(|tracer| {
-            // A sub-pipeline continues its step's span; a triggered run, its caller's.
-            let (parent, remote) = match trace::current() {
-                Some(step) => (Some(step), false),
+            // A sub-pipeline continues its step's span; a run started while a request is
+            // routed, or by a trigger that received a context, its caller's.
+            let (parent, remote) = match trace::current_parent() {
+                Some((parent, remote)) => (Some(parent), remote),
                 None => (
                     ctx.extensions.get::<RemoteParent>().map(|p| p.0),
                     ctx.extensions.get::<RemoteParent>().is_some(),

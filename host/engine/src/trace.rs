@@ -136,17 +136,31 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 pub struct RemoteParent(pub TraceContext);
 
 tokio::task_local! {
-    static CURRENT: TraceContext;
+    /// The current span, and whether it is a caller's outside the process.
+    static CURRENT: (TraceContext, bool);
 }
 
-/// The span of the step running on this task, for outbound calls to carry on.
+/// The span of the step running on this task (or the caller's, while a request is routed),
+/// for outbound calls to carry on.
 pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| c.0).ok()
+}
+
+/// [`current`], and whether it belongs to a caller outside the process (a run under it is the
+/// server side of that call).
+pub fn current_parent() -> Option<(TraceContext, bool)> {
     CURRENT.try_with(|c| *c).ok()
 }
 
 /// Runs `future` with `context` as [`current`].
 pub async fn scope<F: std::future::Future>(context: TraceContext, future: F) -> F::Output {
-    CURRENT.scope(context, future).await
+    CURRENT.scope((context, false), future).await
+}
+
+/// Runs `future` under a caller's context (an HTTP request's `traceparent`): every run it
+/// starts, by whatever route or handler, continues the caller's trace.
+pub async fn scope_remote<F: std::future::Future>(context: TraceContext, future: F) -> F::Output {
+    CURRENT.scope((context, true), future).await
 }
 
 /// Records traces of runs (see [`crate::events::RunEvents::set_tracer`]).

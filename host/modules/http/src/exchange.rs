@@ -213,11 +213,7 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
                     return json_response(StatusCode::BAD_REQUEST, &json!({"error": message}));
                 }
             };
-            let mut extensions = Extensions::default();
-            if let Some(parent) = remote_parent(&exchange.headers) {
-                extensions.insert(parent);
-            }
-            match dispatch.start(data, extensions).await {
+            match dispatch.start(data, Extensions::default()).await {
                 Ok(result) => {
                     let mut body = (*accepted).clone();
                     body["result"] = result;
@@ -298,12 +294,6 @@ async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExch
     })
 }
 
-/// The caller's trace (W3C `traceparent`), which a traced run continues.
-fn remote_parent(headers: &HeaderMap) -> Option<wf_engine::trace::RemoteParent> {
-    let header = headers.get("traceparent")?.to_str().ok()?;
-    wf_engine::trace::TraceContext::parse(header).map(wf_engine::trace::RemoteParent)
-}
-
 async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> Response {
     let exchange = match read_exchange(options, req).await {
         Ok(exchange) => exchange,
@@ -325,9 +315,6 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     }
     if !meta.is_empty() {
         extensions.insert(RunMeta(meta));
-    }
-    if let Some(parent) = remote_parent(&exchange.headers) {
-        extensions.insert(parent);
     }
     extensions.insert(exchange.clone());
     match pipeline.run(data, extensions).await {

@@ -238,8 +238,21 @@ impl Router {
         });
     }
 
-    /// Routes one request.
+    /// Routes one request. A caller's W3C `traceparent` is the trace context of everything the
+    /// request starts, whatever handles it (a pipeline, a state machine's hooks).
     pub async fn dispatch(&self, req: Request) -> Response {
+        let parent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(wf_engine::trace::TraceContext::parse);
+        match parent {
+            Some(parent) => wf_engine::trace::scope_remote(parent, self.observed(req)).await,
+            None => self.observed(req).await,
+        }
+    }
+
+    async fn observed(&self, req: Request) -> Response {
         let observers = self.observers.load();
         if observers.is_empty() {
             return self.route(req).await.0;
