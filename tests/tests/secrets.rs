@@ -103,6 +103,11 @@ async fn prepare(yaml: &str, vars: &HashMap<String, String>) -> Result<App, Stri
     wf_engine::build(&validated, &registry).map_err(|d| format!("{d:?}"))
 }
 
+/// Why the files are refused, rendered (with no variables set).
+async fn refusal(yaml: &str) -> String {
+    prepare(yaml, &vars(&[])).await.unwrap_err()
+}
+
 fn vault_app(addr: SocketAddr) -> String {
     format!(
         r#"
@@ -286,12 +291,11 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
     };
 
     // A missing secret, and a missing field, each at its line.
-    let err = prepare(
-        &with(&source("vault", "secret", TOKEN), "${secret:app/nothing}"),
-        &vars(&[]),
-    )
-    .await
-    .unwrap_err();
+    let err = refusal(&with(
+        &source("vault", "secret", TOKEN),
+        "${secret:app/nothing}",
+    ))
+    .await;
     assert!(
         err.contains("secret `app/nothing` from `vault` (secrets.vault): not found"),
         "{err}"
@@ -300,40 +304,31 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
         err.contains("app.yaml:11:23"),
         "located at the reference: {err}"
     );
-    let err = prepare(
-        &with(&source("vault", "secret", TOKEN), "${secret:app/jwt#nope}"),
-        &vars(&[]),
-    )
-    .await
-    .unwrap_err();
+    let err = refusal(&with(
+        &source("vault", "secret", TOKEN),
+        "${secret:app/jwt#nope}",
+    ))
+    .await;
     assert!(err.contains("has no field `nope`"), "{err}");
     assert!(!err.contains(SIGNING_KEY), "{err}");
 
     // A refused token.
-    let err = prepare(
-        &with(
-            &source("vault", "secret", "wrong"),
-            "${secret:app/api#token}",
-        ),
-        &vars(&[]),
-    )
-    .await
-    .unwrap_err();
+    let err = refusal(&with(
+        &source("vault", "secret", "wrong"),
+        "${secret:app/api#token}",
+    ))
+    .await;
     assert!(err.contains("access denied"), "{err}");
 
     // No source, and two sources without saying which.
-    let err = prepare(&with("", "${secret:app/api#token}"), &vars(&[]))
-        .await
-        .unwrap_err();
+    let err = refusal(&with("", "${secret:app/api#token}")).await;
     assert!(err.contains("needs a secrets module"), "{err}");
     let two = format!(
         "{}{}",
         source("vault-a", "secret", TOKEN),
         source("vault-b", "team", TOKEN)
     );
-    let err = prepare(&with(&two, "${secret:db}"), &vars(&[]))
-        .await
-        .unwrap_err();
+    let err = refusal(&with(&two, "${secret:db}")).await;
     assert!(err.contains("`${secret:MODULE:db}`"), "{err}");
     assert!(err.contains("`vault-a`, `vault-b`"), "{err}");
     let app = prepare(&with(&two, "${secret:vault-b:db}"), &vars(&[]))
@@ -353,19 +348,17 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
 
     // A default makes no sense for a secret; a source cannot read its own credentials from
     // secrets.
-    let err = prepare(
-        &with(&source("vault", "secret", TOKEN), "${secret:x:-fallback}"),
-        &vars(&[]),
-    )
-    .await
-    .unwrap_err();
+    let err = refusal(&with(
+        &source("vault", "secret", TOKEN),
+        "${secret:x:-fallback}",
+    ))
+    .await;
     assert!(err.contains("secrets take no default"), "{err}");
-    let err = prepare(
-        &with(&source("vault", "secret", "${secret:token}"), "plain"),
-        &vars(&[]),
-    )
-    .await
-    .unwrap_err();
+    let err = refusal(&with(
+        &source("vault", "secret", "${secret:token}"),
+        "plain",
+    ))
+    .await;
     assert!(err.contains("cannot reference secrets"), "{err}");
 
     // The type's rules judge the value, not the reference: a 32-byte minimum passes with the
@@ -374,7 +367,7 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
         "modules:\n{}  - name: auth\n    type: auth.jwt\n    config: {{secret: \"${{secret:app/api#token}}\"}}\n",
         source("vault", "secret", TOKEN)
     );
-    let err = prepare(&short, &vars(&[])).await.unwrap_err();
+    let err = refusal(&short).await;
     assert!(err.contains("at least 32"), "{err}");
     assert!(!err.contains(API_TOKEN), "the value is never quoted: {err}");
     // Nor by a rule whose message quotes the setting.
@@ -382,7 +375,7 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
         "modules:\n{}pipelines:\n  p:\n    steps:\n      - {{name: c, type: step.http_call, config: {{url: \"http://bad host/${{secret:app/api#token}}\"}}}}\n",
         source("vault", "secret", TOKEN)
     );
-    let err = prepare(&quoted, &vars(&[])).await.unwrap_err();
+    let err = refusal(&quoted).await;
     assert!(
         err.contains("`http://bad host/[redacted]` is not a URL"),
         "{err}"
@@ -428,7 +421,7 @@ fn secretsmanager() -> Option<String> {
 async fn create_secret(endpoint: &str, name: &str, value: &str) {
     use wf_objects::sigv4::{self, Credentials};
     let url = reqwest::Url::parse(endpoint).unwrap();
-    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let host = sigv4::host(&url);
     let body = json!({"Name": name, "SecretString": value}).to_string();
     let credentials = Credentials {
         access_key_id: "testing".into(),
@@ -509,7 +502,7 @@ pipelines:
     running.stop(std::time::Duration::from_secs(5)).await;
 
     let missing = yaml.replace(&format!("{name}#password"), "wf-test/no-such-secret");
-    let err = prepare(&missing, &vars(&[])).await.unwrap_err();
+    let err = refusal(&missing).await;
     assert!(
         err.contains("secret `wf-test/no-such-secret` from `aws` (secrets.aws): not found"),
         "{err}"

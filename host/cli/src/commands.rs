@@ -28,6 +28,15 @@ pub struct Rejected {
     pub diagnostics: Diagnostics,
 }
 
+impl From<wf_engine::Invalid> for Rejected {
+    fn from(invalid: wf_engine::Invalid) -> Self {
+        Rejected {
+            config: invalid.config,
+            diagnostics: invalid.diagnostics,
+        }
+    }
+}
+
 impl Rejected {
     pub fn render(&self) -> String {
         self.diagnostics.render(&self.config.sources)
@@ -49,15 +58,10 @@ pub enum Prepared {
 /// Load → validate → build, offline: no secret is fetched, nothing binds or connects.
 pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepared {
     let loaded = load_files(files, vars);
-    let awaits_secrets = !wf_config::secret_refs::occurrences(&loaded.config).is_empty();
+    let awaits_secrets = wf_config::secret_refs::any(&loaded.config);
     let validated = match validate(loaded, registry) {
         Ok(v) => v,
-        Err(invalid) => {
-            return Prepared::Invalid(Rejected {
-                config: invalid.config,
-                diagnostics: invalid.diagnostics,
-            });
-        }
+        Err(invalid) => return Prepared::Invalid(Rejected::from(*invalid)),
     };
     if awaits_secrets {
         let warnings = validated.warnings().clone();
@@ -81,10 +85,7 @@ pub async fn prepare_to_run(
     let loaded = wf_engine::resolve_secrets(load_files(files, vars), registry).await;
     match validate(loaded, registry) {
         Ok(validated) => build_validated(validated, registry),
-        Err(invalid) => Err(Box::new(Rejected {
-            config: invalid.config,
-            diagnostics: invalid.diagnostics,
-        })),
+        Err(invalid) => Err(Box::new(Rejected::from(*invalid))),
     }
 }
 

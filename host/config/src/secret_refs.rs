@@ -31,11 +31,25 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
-/// Whether `reference` (the text inside `${…}`) names a secret.
-pub fn is_secret_reference(reference: &str) -> bool {
+/// `(scheme, body)` of `reference` (the text inside `${…}`) when it names a secret.
+fn parse(reference: &str) -> Option<(&str, &str)> {
     reference
         .split_once(':')
-        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme))
+        .filter(|(scheme, _)| SCHEMES.contains(scheme))
+}
+
+/// Whether `reference` (the text inside `${…}`) names a secret.
+pub fn is_secret_reference(reference: &str) -> bool {
+    parse(reference).is_some()
+}
+
+/// Whether `text` holds a secret reference (without collecting them).
+fn has_references(text: &str) -> bool {
+    let mut found = false;
+    if text.contains("${") {
+        scan(text, |_, inner| found |= is_secret_reference(inner));
+    }
+    found
 }
 
 /// Walks the `${…}` references of `text`, skipping escaped `$${…}`. Calls `each` with the byte
@@ -60,19 +74,16 @@ fn scan(text: &str, mut each: impl FnMut(std::ops::Range<usize>, &str)) {
 /// The secret references in `text`.
 pub fn references(text: &str) -> Vec<SecretRef> {
     let mut out = Vec::new();
-    if !text.contains("${") {
-        return out;
+    if text.contains("${") {
+        scan(text, |_, inner| {
+            if let Some((scheme, body)) = parse(inner) {
+                out.push(SecretRef {
+                    scheme: scheme.to_string(),
+                    body: body.to_string(),
+                });
+            }
+        });
     }
-    scan(text, |_, inner| {
-        if let Some((scheme, body)) = inner.split_once(':')
-            && SCHEMES.contains(&scheme)
-        {
-            out.push(SecretRef {
-                scheme: scheme.to_string(),
-                body: body.to_string(),
-            });
-        }
-    });
     out
 }
 
@@ -87,13 +98,13 @@ fn substitute_cow<'t>(
     text: &'t str,
     values: &HashMap<SecretRef, String>,
 ) -> std::borrow::Cow<'t, str> {
-    if references(text).is_empty() {
+    if !has_references(text) {
         return unescape(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     scan(text, |range, inner| {
-        let value = inner.split_once(':').and_then(|(scheme, body)| {
+        let value = parse(inner).and_then(|(scheme, body)| {
             values.get(&SecretRef {
                 scheme: scheme.to_string(),
                 body: body.to_string(),
@@ -124,7 +135,7 @@ fn unescape(text: &str) -> std::borrow::Cow<'_, str> {
 /// Whether any string in `value` holds a secret reference.
 pub fn holds_reference(value: &Value) -> bool {
     match value {
-        Value::String(s) => s.contains("${") && !references(s).is_empty(),
+        Value::String(s) => has_references(s),
         Value::Array(items) => items.iter().any(holds_reference),
         Value::Object(map) => map.values().any(holds_reference),
         _ => false,
@@ -181,9 +192,19 @@ pub fn occurrences(config: &AppConfig) -> Vec<Occurrence> {
     out
 }
 
+/// Whether any of the application's files references a secret.
+pub fn any(config: &AppConfig) -> bool {
+    config.documents.iter().any(|d| holds_reference(&d.value))
+}
+
 /// Puts the resolved values into the files and into every declaration taken from them (and
-/// escaped references as text), and marks the strings so diagnostics never quote them.
-pub fn substitute_all(config: &mut AppConfig, values: &HashMap<SecretRef, String>) {
+/// escaped references as text), and marks the strings where they were written (`occurrences`)
+/// so diagnostics never quote them.
+pub fn substitute_all(
+    config: &mut AppConfig,
+    occurrences: &[Occurrence],
+    values: &HashMap<SecretRef, String>,
+) {
     fn walk(value: &mut Value, values: &HashMap<SecretRef, String>) {
         match value {
             Value::String(s) if s.contains("${") => {
@@ -196,7 +217,7 @@ pub fn substitute_all(config: &mut AppConfig, values: &HashMap<SecretRef, String
             _ => {}
         }
     }
-    for occurrence in occurrences(config) {
+    for occurrence in occurrences {
         if let Some(document) = config.documents.get_mut(occurrence.doc.0) {
             document.spans.mark_expanded(&occurrence.pointer);
         }

@@ -29,7 +29,7 @@ use crate::state::AppState;
 use crate::step::{
     ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
 };
-use crate::trace::{self, ActiveTrace, RemoteParent};
+use crate::trace::{self, ActiveTrace};
 
 /// Steps one run may execute when the pipeline does not say otherwise.
 pub const DEFAULT_MAX_STEPS: u32 = 1000;
@@ -355,16 +355,13 @@ impl Pipeline {
         self.events.observe(|o| o.run_started(&self.name));
         let trace = self.events.tracer().map(|tracer| {
             // A sub-pipeline continues its step's span; a run started while a request is
-            // routed, or by a trigger that received a context, its caller's.
+            // routed, the caller's.
             let (parent, remote) = match trace::current_parent() {
                 Some((parent, remote)) => (Some(parent), remote),
-                None => (
-                    ctx.extensions.get::<RemoteParent>().map(|p| p.0),
-                    ctx.extensions.get::<RemoteParent>().is_some(),
-                ),
+                None => (None, false),
             };
-            let run_id = ctx.meta["run_id"].as_str().unwrap_or_default();
-            tracer.run_started(&self.name, run_id, parent, remote)
+            let run_id = ctx.meta.get("run_id").and_then(Value::as_str);
+            tracer.run_started(&self.name, run_id.unwrap_or_default(), parent, remote)
         });
         if let Some(trace) = &trace {
             ctx.meta

@@ -140,6 +140,15 @@ impl ConfigIssue {
         }
     }
 
+    /// An issue at `pointer` unless `address` is an `http://` or `https://` URL (an endpoint,
+    /// a server's address).
+    pub fn unless_http_address(pointer: &str, address: &str) -> Option<Self> {
+        let is_http =
+            url::Url::parse(address).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        (!is_http)
+            .then(|| ConfigIssue::new(pointer, format!("`{address}` is not an http(s) address")))
+    }
+
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

@@ -11,7 +11,7 @@
 //! diagnostics (their strings are marked as expanded) and are added to [`crate::redact`] so the
 //! log output hides them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,28 +78,24 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
     let occurrences = secret_refs::occurrences(&loaded.config);
     if occurrences.is_empty() {
         // Escaped references (`$${secret:…}`) still become text.
-        secret_refs::substitute_all(&mut loaded.config, &HashMap::new());
+        secret_refs::substitute_all(&mut loaded.config, &[], &HashMap::new());
         return loaded;
     }
-    // The sources' own configs must be right before anything is fetched with them.
-    let found = crate::validate::check(&loaded.config, registry);
-    if found
-        .iter()
-        .any(|d| d.severity == wf_config::Severity::Error)
-    {
+    // The sources' own configs must be right before anything is fetched with them; the rest
+    // is validated once, after the values are in place.
+    let is_source = |m: &ModuleDecl| registry.secret_source(&m.type_name).is_some();
+    let found = crate::validate::check_modules(&loaded.config, registry, &is_source);
+    if found.iter().any(Diagnostic::is_error) {
         return loaded;
     }
     let config = &loaded.config;
-    let sources: Vec<&ModuleDecl> = config
-        .modules
-        .iter()
-        .filter(|m| registry.secret_source(&m.type_name).is_some())
-        .collect();
+    let sources: Vec<&ModuleDecl> = config.modules.iter().filter(|m| is_source(m)).collect();
 
     let mut diagnostics = Vec::new();
-    // Which source answers each reference; problems are reported where they are written.
-    let mut wanted: BTreeMap<SecretRef, (&ModuleDecl, String)> = BTreeMap::new();
-    let mut failed: HashMap<SecretRef, String> = HashMap::new();
+    // Each (source, key) once, with the references that name it: `${secret:app/db}` and
+    // `${vault:app/db}` are one secret. Problems are reported where they are written.
+    let mut wanted: BTreeMap<(&str, String), (&ModuleDecl, Vec<&SecretRef>)> = BTreeMap::new();
+    let mut seen: HashSet<&SecretRef> = HashSet::new();
     for occurrence in &occurrences {
         let origin = Origin {
             doc: occurrence.doc,
@@ -120,15 +116,18 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
             continue;
         }
         for reference in &occurrence.references {
-            if wanted.contains_key(reference) || failed.contains_key(reference) {
+            if !seen.insert(reference) {
                 continue;
             }
             match choose_source(reference, &sources, registry) {
-                Ok(found) => {
-                    wanted.insert(reference.clone(), found);
+                Ok((module, key)) => {
+                    wanted
+                        .entry((module.name.as_str(), key))
+                        .or_insert_with(|| (module, Vec::new()))
+                        .1
+                        .push(reference);
                 }
                 Err((message, help)) => {
-                    failed.insert(reference.clone(), message.clone());
                     diagnostics.push(config.diagnostic_at(
                         Diagnostic::error("unresolved-secret", message).help(help),
                         &origin,
@@ -164,17 +163,8 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
         }
     }
 
-    // `${secret:app/db}` and `${vault:app/db}` are one secret: read each (source, key) once.
-    let mut distinct: BTreeMap<(&str, &str), (&ModuleDecl, Vec<&SecretRef>)> = BTreeMap::new();
-    for (reference, (module, key)) in &wanted {
-        distinct
-            .entry((module.name.as_str(), key.as_str()))
-            .or_insert_with(|| (module, Vec::new()))
-            .1
-            .push(reference);
-    }
-    let fetches = distinct
-        .into_iter()
+    let fetches = wanted
+        .iter()
         .filter_map(|((name, key), (module, references))| {
             let store = stores.get(name)?.clone();
             Some(async move {
@@ -194,7 +184,7 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
             Ok(value) => {
                 redact::add(&value);
                 for reference in references {
-                    values.insert(reference.clone(), value.clone());
+                    values.insert((*reference).clone(), value.clone());
                 }
             }
             Err(e) => {
@@ -221,9 +211,10 @@ pub async fn resolve_secrets(mut loaded: Loaded, registry: &Registry) -> Loaded 
         }
     }
 
+    let read = wanted.len();
     if diagnostics.is_empty() {
-        secret_refs::substitute_all(&mut loaded.config, &values);
-        tracing::info!(secrets = values.len(), "secrets resolved");
+        secret_refs::substitute_all(&mut loaded.config, &occurrences, &values);
+        tracing::info!(secrets = read, "secrets resolved");
     }
     loaded.diagnostics.extend(diagnostics);
     loaded

@@ -2,7 +2,8 @@
 //!
 //! An app with a tracer (`observability.otel`) gets a span per run and one per step. A run
 //! continues the trace of its caller: the step that started it (a sub-pipeline), or the
-//! [`RemoteParent`] its trigger received (an HTTP request's `traceparent`). While a step runs,
+//! request it serves (the router scopes each request under its `traceparent`, see
+//! [`scope_remote`]). While a step runs,
 //! [`current`] is its span, so outbound calls carry it on as their `traceparent`.
 
 use std::sync::Arc;
@@ -129,11 +130,6 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     }
     Some(out)
 }
-
-/// The trace context a trigger received from outside (an HTTP request's `traceparent`),
-/// placed in a run's extensions.
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteParent(pub TraceContext);
 
 tokio::task_local! {
     /// The current span, and whether it is a caller's outside the process.

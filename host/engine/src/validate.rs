@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use wf_config::{
-    AppConfig, Diagnostic, Diagnostics, Loaded, Origin, did_you_mean, pointer_to_path,
+    AppConfig, Diagnostic, Diagnostics, Loaded, ModuleDecl, Origin, did_you_mean, pointer_to_path,
 };
 
 use crate::catalogue;
@@ -69,6 +69,23 @@ pub fn validate(loaded: Loaded, registry: &Registry) -> Result<ValidatedConfig, 
 /// Every problem of `config` beyond what loading found.
 pub fn check(config: &AppConfig, registry: &Registry) -> Vec<Diagnostic> {
     check_loaded(config, registry, &Diagnostics::default())
+}
+
+/// The problems of the modules `wanted` picks (names, types, config schemas and type rules),
+/// for work that needs a few modules right before the whole app is validated.
+pub fn check_modules(
+    config: &AppConfig,
+    registry: &Registry,
+    wanted: &dyn Fn(&ModuleDecl) -> bool,
+) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        config,
+        registry,
+        unexpanded: Default::default(),
+        out: Vec::new(),
+    };
+    v.modules_where(wanted);
+    v.out
 }
 
 /// Like [`check`], knowing what loading found: modules whose variables did not expand are not
@@ -179,8 +196,12 @@ impl Validator<'_> {
     }
 
     fn modules(&mut self) {
+        self.modules_where(&|_| true);
+    }
+
+    fn modules_where(&mut self, wanted: &dyn Fn(&ModuleDecl) -> bool) {
         let mut first_seen: HashMap<&str, &Origin> = HashMap::new();
-        for module in &self.config.modules {
+        for module in self.config.modules.iter().filter(|m| wanted(m)) {
             if let Some(first) = first_seen.get(module.name.as_str()) {
                 let first_at = self
                     .config

@@ -226,9 +226,7 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
                         tracing::error!(target = %dispatch.label(), error = %e.message, "triggered workflow failed");
                         json_response(status, &json!({"error": "internal error"}))
                     } else {
-                        // A caller's mistake is explained, but never with a secret in it.
-                        let message = wf_engine::redact::redact(&e.message);
-                        json_response(status, &json!({"error": message}))
+                        json_response(status, &json!({"error": e.message}))
                     }
                 }
             }
@@ -342,8 +340,6 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
             if status.is_server_error() {
                 tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.message, "pipeline failed");
             }
-            // A caller's mistake is explained, but never with a secret in it.
-            let message = wf_engine::redact::redact(&message);
             json_response(status, &json!({"error": message}))
         }
     }

@@ -93,13 +93,8 @@ fn duration(text: &str) -> Result<Duration, String> {
 impl ModuleType for OtelType {
     fn check(config: &OtelConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Some(endpoint) = &config.endpoint
-            && !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            issues.push(ConfigIssue::new(
-                "/endpoint",
-                format!("`{endpoint}` is not an http(s) address"),
-            ));
+        if let Some(endpoint) = &config.endpoint {
+            issues.extend(ConfigIssue::unless_http_address("/endpoint", endpoint));
         }
         for (pointer, text) in [
             ("/exportInterval", &config.export_interval),

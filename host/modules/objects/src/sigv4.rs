@@ -49,6 +49,16 @@ impl Credentials {
     }
 }
 
+/// The `Host` header a request to `url` carries (and signs): the host, with the port when the
+/// URL names one.
+pub fn host(url: &reqwest::Url) -> String {
+    let name = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_string(),
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }

@@ -87,14 +87,10 @@ impl ModuleType for GcsStorageType {
                 ),
             ));
         }
-        if !reqwest::Url::parse(&config.endpoint)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            issues.push(ConfigIssue::new(
-                "/endpoint",
-                format!("`{}` is not an http(s) address", config.endpoint),
-            ));
-        }
+        issues.extend(ConfigIssue::unless_http_address(
+            "/endpoint",
+            &config.endpoint,
+        ));
         if config.credentials_file.is_some() && config.token.is_some() {
             issues.push(ConfigIssue::new(
                 "/credentialsFile",

@@ -94,13 +94,8 @@ impl ModuleType for S3StorageType {
                 ),
             ));
         }
-        if let Some(endpoint) = &config.endpoint
-            && !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            issues.push(ConfigIssue::new(
-                "/endpoint",
-                format!("`{endpoint}` is not an http(s) address"),
-            ));
+        if let Some(endpoint) = &config.endpoint {
+            issues.extend(ConfigIssue::unless_http_address("/endpoint", endpoint));
         }
         if !config.prefix.is_empty() && crate::key::check_prefix(&config.prefix).is_err() {
             issues.push(ConfigIssue::new(
@@ -171,10 +166,7 @@ impl S3Store {
         if path.is_empty() {
             path.push('/');
         }
-        let host = match self.base.port() {
-            Some(port) => format!("{}:{port}", self.base.host_str().unwrap_or_default()),
-            None => self.base.host_str().unwrap_or_default().to_string(),
-        };
+        let host = sigv4::host(&self.base);
         let payload = sigv4::sha256_hex(&body);
         let headers = sigv4::sign(
             &self.credentials,

@@ -71,13 +71,8 @@ impl Described for AwsSecretsType {
 impl ModuleType for AwsSecretsType {
     fn check(config: &AwsSecretsConfig, _: &CheckContext<'_>) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        if let Some(endpoint) = &config.endpoint
-            && !reqwest::Url::parse(endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            issues.push(ConfigIssue::new(
-                "/endpoint",
-                format!("`{endpoint}` is not an http(s) address"),
-            ));
+        if let Some(endpoint) = &config.endpoint {
+            issues.extend(ConfigIssue::unless_http_address("/endpoint", endpoint));
         }
         if config.region.is_empty()
             || !config
@@ -139,10 +134,7 @@ impl SecretStore for AwsStore {
             return Err(SecretError::Invalid("no secret name".into()));
         }
         let body = json!({"SecretId": name, "VersionStage": self.stage}).to_string();
-        let host = match self.endpoint.port() {
-            Some(port) => format!("{}:{port}", self.endpoint.host_str().unwrap_or_default()),
-            None => self.endpoint.host_str().unwrap_or_default().to_string(),
-        };
+        let host = sigv4::host(&self.endpoint);
         let path = match self.endpoint.path() {
             "" => "/",
             path => path,

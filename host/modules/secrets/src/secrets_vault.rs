@@ -82,13 +82,8 @@ impl ModuleType for VaultSecretsType {
                     .help("the mode is `remote`"),
             ),
         }
-        if let Some(address) = &config.address
-            && !reqwest::Url::parse(address).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            issues.push(ConfigIssue::new(
-                "/address",
-                format!("`{address}` is not an http(s) address"),
-            ));
+        if let Some(address) = &config.address {
+            issues.extend(ConfigIssue::unless_http_address("/address", address));
         }
         let mount = config.mount_path.trim_matches('/');
         if mount.is_empty() || mount.split('/').any(|s| s.is_empty() || s == "..") {

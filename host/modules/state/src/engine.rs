@@ -781,10 +781,12 @@ impl StateMachineEngine {
             match outcome {
                 // The last processor to name a follow-up wins.
                 Ok(next) => follow_up = next.or(follow_up),
+                // The caller sees why; a handler's own error may quote a secret (a URL).
                 Err(e) => {
                     return Err(SmError::not_allowed(format!(
-                        "transition handler failed: {}: {e}",
-                        hook.name
+                        "transition handler failed: {}: {}",
+                        hook.name,
+                        wf_engine::redact::redact(&e)
                     )));
                 }
             }

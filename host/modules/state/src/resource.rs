@@ -249,8 +249,6 @@ fn resource_json(r: &Resource) -> Value {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    // A caller's mistake is explained, but never with a secret in it.
-    let message = wf_engine::redact::redact(message);
     json_response(status, &json!({"error": message}))
 }
 
@@ -497,7 +495,7 @@ impl ResourceHandler {
             Err(e) if e.status >= 500 => self.internal(e),
             Err(e) => json_response(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                &json!({"success": false, "error": wf_engine::redact::redact(&e.message), "id": id, "instanceId": instance_id, "transition": transition}),
+                &json!({"success": false, "error": e.message, "id": id, "instanceId": instance_id, "transition": transition}),
             ),
         }
     }

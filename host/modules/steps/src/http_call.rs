@@ -229,10 +229,11 @@ impl Step for HttpCall {
             }
             None => rendered,
         };
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in self.shared.iter().flat_map(|s| s.headers.iter()) {
-            headers.insert(name.clone(), value.clone());
-        }
+        let mut headers = self
+            .shared
+            .as_ref()
+            .map(|s| s.headers.clone())
+            .unwrap_or_default();
         for (name, template) in &self.headers {
             let value = template
                 .render_string(&scope)

@@ -93,10 +93,7 @@ impl ModuleType for HttpClientType {
         ctx: &mut BuildContext<'_>,
     ) -> anyhow::Result<Arc<dyn Module>> {
         let timeout = parse_duration(&config.timeout).map_err(anyhow::Error::msg)?;
-        let headers = wf_http::config_headers::to_map(&config.headers)?
-            .into_iter()
-            .filter_map(|(name, value)| Some((name?, value)))
-            .collect();
+        let headers = wf_http::config_headers::to_map(&config.headers)?;
         let client = Arc::new(HttpClient {
             base_url: config.base_url.trim_end_matches('/').to_string(),
             headers,
@@ -114,7 +111,7 @@ impl ModuleType for HttpClientType {
 /// A configured client, as steps use it.
 pub struct HttpClient {
     pub base_url: String,
-    pub headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    pub headers: reqwest::header::HeaderMap,
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
@@ -155,7 +152,7 @@ mod tests {
     fn only_idempotent_methods_are_retried_by_default() {
         let mut client = HttpClient {
             base_url: "http://x".into(),
-            headers: Vec::new(),
+            headers: Default::default(),
             timeout: Duration::from_secs(1),
             retries: 3,
             backoff: Duration::from_millis(1),

@@ -119,11 +119,8 @@ pub struct JsonSchemas {
 }
 
 impl JsonSchemas {
-    pub fn get(&self, name: &str) -> Option<Arc<jsonschema::Validator>> {
-        self.validators.get(name).map(|(v, _)| v.clone())
-    }
-
-    pub fn get_with_source(&self, name: &str) -> Option<(Arc<jsonschema::Validator>, Value)> {
+    /// The compiled schema `name`, with the schema itself.
+    pub fn get(&self, name: &str) -> Option<(Arc<jsonschema::Validator>, Value)> {
         self.validators.get(name).cloned()
     }
 }

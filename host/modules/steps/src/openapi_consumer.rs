@@ -89,13 +89,8 @@ impl ModuleType for OpenApiConsumerType {
             ("/specUrl", &config.spec_url),
             ("/baseUrl", &config.base_url),
         ] {
-            if let Some(url) = url
-                && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                issues.push(ConfigIssue::new(
-                    pointer,
-                    format!("`{url}` is not an http(s) address"),
-                ));
+            if let Some(url) = url {
+                issues.extend(ConfigIssue::unless_http_address(pointer, url));
             }
         }
         if let Err(e) = parse_duration(&config.timeout) {
@@ -197,45 +192,10 @@ impl ApiSpec {
                 None => "not an OpenAPI 3 document (no `openapi: 3.x`)".into(),
             });
         }
-        let components = document.get("components").cloned().unwrap_or(Value::Null);
-        let resolve = |value: &Value| -> Result<Value, String> {
-            match value.get("$ref").and_then(Value::as_str) {
-                Some(reference) => {
-                    let pointer = reference.strip_prefix('#').ok_or_else(|| {
-                        format!("`{reference}`: only local `#/…` references are supported")
-                    })?;
-                    document
-                        .pointer(pointer)
-                        .cloned()
-                        .ok_or_else(|| format!("`{reference}` leads nowhere"))
-                }
-                None => Ok(value.clone()),
-            }
-        };
-        // Schemas keep their `#/components/…` references: the components go along.
-        let compile = |schema: &Value| -> Result<jsonschema::Validator, String> {
-            let mut schema = schema.clone();
-            if let Value::Object(map) = &mut schema
-                && !components.is_null()
-            {
-                map.insert("components".into(), components.clone());
-            }
-            jsonschema::options()
-                .build(&schema)
-                .map_err(|e| format!("a schema is not valid: {e}"))
-        };
+        let reader = Reader { document };
         let mut operations = BTreeMap::new();
-        let paths = document
-            .get("paths")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for (path, item) in &paths {
-            let shared = item
-                .get("parameters")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+        let paths = document.get("paths").and_then(Value::as_object);
+        for (path, item) in paths.into_iter().flatten() {
             for method in METHODS {
                 let Some(operation) = item.get(*method) else {
                     continue;
@@ -243,74 +203,12 @@ impl ApiSpec {
                 let Some(id) = operation.get("operationId").and_then(Value::as_str) else {
                     continue; // not callable by id
                 };
-                let at =
-                    |e: String| format!("operation `{id}` ({} {path}): {e}", method.to_uppercase());
-                let mut declared: Vec<Value> = Vec::new();
-                for raw in shared.iter().chain(
-                    operation
-                        .get("parameters")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten(),
-                ) {
-                    let parameter = resolve(raw).map_err(at)?;
-                    // An operation's parameter replaces the path's of the same name and place.
-                    declared.retain(|p| {
-                        !(p["name"] == parameter["name"] && p["in"] == parameter["in"])
-                    });
-                    declared.push(parameter);
-                }
-                let mut parameters = Vec::new();
-                for parameter in declared {
-                    let name = parameter["name"].as_str().unwrap_or_default().to_string();
-                    let location = match parameter["in"].as_str() {
-                        Some("path") => ParamIn::Path,
-                        Some("query") => ParamIn::Query,
-                        Some("header") => ParamIn::Header,
-                        _ => continue, // cookies are not sent
-                    };
-                    let schema = match parameter.get("schema") {
-                        Some(schema) => Some(resolve(schema).map_err(at)?),
-                        None => None,
-                    };
-                    parameters.push(Parameter {
-                        required: location == ParamIn::Path
-                            || parameter["required"].as_bool().unwrap_or(false),
-                        scalar_type: schema
-                            .as_ref()
-                            .and_then(|s| s.get("type"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                        schema: schema.as_ref().map(compile).transpose().map_err(at)?,
-                        name,
-                        location,
-                    });
-                }
-                let body = match operation.get("requestBody") {
-                    Some(raw) => {
-                        let body = resolve(raw).map_err(at)?;
-                        let schema = body
-                            .pointer("/content/application~1json/schema")
-                            .map(compile)
-                            .transpose()
-                            .map_err(at)?;
-                        Some((body["required"].as_bool().unwrap_or(false), schema))
-                    }
-                    None => None,
-                };
-                let previous = operations.insert(
-                    id.to_string(),
-                    Operation {
-                        method: method
-                            .to_uppercase()
-                            .parse()
-                            .map_err(|_| at("bad method".into()))?,
-                        path: path.clone(),
-                        parameters,
-                        body,
-                    },
-                );
-                if previous.is_some() {
+                let parsed = reader
+                    .operation(path, method, item, operation)
+                    .map_err(|e| {
+                        format!("operation `{id}` ({} {path}): {e}", method.to_uppercase())
+                    })?;
+                if operations.insert(id.to_string(), parsed).is_some() {
                     return Err(format!("operationId `{id}` is used twice"));
                 }
             }
@@ -318,22 +216,128 @@ impl ApiSpec {
         if operations.is_empty() {
             return Err("the document has no operation with an `operationId`".into());
         }
-        // The first server, its variables at their defaults (`https://{region}.api…`).
-        let server = document
-            .pointer("/servers/0/url")
-            .and_then(Value::as_str)
-            .map(|url| {
-                let mut url = url.to_string();
-                if let Some(Value::Object(variables)) = document.pointer("/servers/0/variables") {
-                    for (name, variable) in variables {
-                        if let Some(default) = variable.get("default").and_then(Value::as_str) {
-                            url = url.replace(&format!("{{{name}}}"), default);
-                        }
-                    }
-                }
-                url
-            });
-        Ok(ApiSpec { server, operations })
+        Ok(ApiSpec {
+            server: first_server(document),
+            operations,
+        })
+    }
+}
+
+/// The first server, its variables at their defaults (`https://{region}.api…`).
+fn first_server(document: &Value) -> Option<String> {
+    let mut url = document.pointer("/servers/0/url")?.as_str()?.to_string();
+    if let Some(Value::Object(variables)) = document.pointer("/servers/0/variables") {
+        for (name, variable) in variables {
+            if let Some(default) = variable.get("default").and_then(Value::as_str) {
+                url = url.replace(&format!("{{{name}}}"), default);
+            }
+        }
+    }
+    Some(url)
+}
+
+/// Reads operations out of one document, following its local references.
+struct Reader<'d> {
+    document: &'d Value,
+}
+
+impl Reader<'_> {
+    /// `value`, or what its local `$ref` points at.
+    fn resolve(&self, value: &Value) -> Result<Value, String> {
+        let Some(reference) = value.get("$ref").and_then(Value::as_str) else {
+            return Ok(value.clone());
+        };
+        let pointer = reference
+            .strip_prefix('#')
+            .ok_or_else(|| format!("`{reference}`: only local `#/…` references are supported"))?;
+        self.document
+            .pointer(pointer)
+            .cloned()
+            .ok_or_else(|| format!("`{reference}` leads nowhere"))
+    }
+
+    /// A schema checked as `step.validate` checks. It keeps its `#/components/…` references:
+    /// the components go along.
+    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+        let mut schema = schema.clone();
+        if let (Value::Object(map), Some(components)) =
+            (&mut schema, self.document.get("components"))
+        {
+            map.insert("components".into(), components.clone());
+        }
+        crate::jsonschema_module::compile(&schema)
+    }
+
+    fn operation(
+        &self,
+        path: &str,
+        method: &str,
+        item: &Value,
+        operation: &Value,
+    ) -> Result<Operation, String> {
+        // The path's parameters, each replaced by the operation's of the same name and place.
+        let mut declared: Vec<Value> = Vec::new();
+        let listed = |v: &Value| v.get("parameters").and_then(Value::as_array).cloned();
+        for raw in listed(item)
+            .into_iter()
+            .flatten()
+            .chain(listed(operation).into_iter().flatten())
+        {
+            let parameter = self.resolve(&raw)?;
+            declared.retain(|p| !(p["name"] == parameter["name"] && p["in"] == parameter["in"]));
+            declared.push(parameter);
+        }
+        let mut parameters = Vec::new();
+        for parameter in declared {
+            if let Some(parameter) = self.parameter(&parameter)? {
+                parameters.push(parameter);
+            }
+        }
+        let body = match operation.get("requestBody") {
+            Some(raw) => {
+                let body = self.resolve(raw)?;
+                let schema = body
+                    .pointer("/content/application~1json/schema")
+                    .map(|s| self.compile(s))
+                    .transpose()?;
+                Some((body["required"].as_bool().unwrap_or(false), schema))
+            }
+            None => None,
+        };
+        Ok(Operation {
+            method: method
+                .to_uppercase()
+                .parse()
+                .map_err(|_| format!("`{method}` is not a method"))?,
+            path: path.to_string(),
+            parameters,
+            body,
+        })
+    }
+
+    /// One parameter; `None` for cookies, which are not sent.
+    fn parameter(&self, parameter: &Value) -> Result<Option<Parameter>, String> {
+        let location = match parameter["in"].as_str() {
+            Some("path") => ParamIn::Path,
+            Some("query") => ParamIn::Query,
+            Some("header") => ParamIn::Header,
+            _ => return Ok(None),
+        };
+        let schema = parameter
+            .get("schema")
+            .map(|s| self.resolve(s))
+            .transpose()?;
+        Ok(Some(Parameter {
+            name: parameter["name"].as_str().unwrap_or_default().to_string(),
+            location,
+            required: location == ParamIn::Path || parameter["required"].as_bool().unwrap_or(false),
+            scalar_type: schema
+                .as_ref()
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            schema: schema.as_ref().map(|s| self.compile(s)).transpose()?,
+        }))
     }
 }
 
@@ -464,7 +468,10 @@ impl OpenApiConsumer {
                     ));
                 }
                 ParamIn::Path => {
-                    let encoded: Vec<String> = texts.iter().map(|t| encode(t)).collect();
+                    let encoded: Vec<String> = texts
+                        .iter()
+                        .map(|t| wf_template::percent_encode(t))
+                        .collect();
                     path = path.replace(&format!("{{{}}}", parameter.name), &encoded.join(","));
                 }
                 ParamIn::Query => {
@@ -536,18 +543,4 @@ fn scalar_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
 }

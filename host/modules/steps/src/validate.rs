@@ -111,7 +111,7 @@ impl StepType for ValidateType {
                             config.schemas.as_deref(),
                             "there is no `jsonschema.modular` module",
                         )?
-                        .get_with_source(name)
+                        .get(name)
                         .ok_or_else(|| anyhow::anyhow!("no schema named `{name}`"))?;
                     (Check::Schema(validator), source)
                 }
