@@ -103,6 +103,21 @@ async fn prepare(yaml: &str, vars: &HashMap<String, String>) -> Result<App, Stri
     wf_engine::build(&validated, &registry).map_err(|d| format!("{d:?}"))
 }
 
+/// Starts `app`, runs `pipeline` once on no data, stops; the run's result.
+async fn run_once(app: App, pipeline: &str) -> serde_json::Map<String, Value> {
+    let running = app.start(std::time::Duration::from_secs(10)).await.unwrap();
+    let outcome = running
+        .state()
+        .pipelines()
+        .get(pipeline)
+        .unwrap()
+        .run(Default::default(), Extensions::default())
+        .await
+        .unwrap();
+    running.stop(std::time::Duration::from_secs(5)).await;
+    outcome.context.current
+}
+
 /// Why the files are refused, rendered (with no variables set).
 async fn refusal(yaml: &str) -> String {
     prepare(yaml, &vars(&[])).await.unwrap_err()
@@ -334,17 +349,7 @@ async fn secret_mistakes_are_located_and_never_quote_values() {
     let app = prepare(&with(&two, "${secret:vault-b:db}"), &vars(&[]))
         .await
         .unwrap();
-    let running = app.start(std::time::Duration::from_secs(10)).await.unwrap();
-    let out = running
-        .state()
-        .pipelines()
-        .get("p")
-        .unwrap()
-        .run(Default::default(), Extensions::default())
-        .await
-        .unwrap();
-    assert_eq!(out.context.current["x"], "db-password-2");
-    running.stop(std::time::Duration::from_secs(5)).await;
+    assert_eq!(run_once(app, "p").await["x"], "db-password-2");
 
     // A default makes no sense for a secret; a source cannot read its own credentials from
     // secrets.
@@ -486,20 +491,10 @@ pipelines:
 "#
     );
     let app = prepare(&yaml, &vars(&[])).await.unwrap();
-    let running = app.start(std::time::Duration::from_secs(10)).await.unwrap();
-    let out = running
-        .state()
-        .pipelines()
-        .get("p")
-        .unwrap()
-        .run(Default::default(), Extensions::default())
-        .await
-        .unwrap();
-    assert_eq!(out.context.current["password"], "pw-from-aws-91");
-    let whole: Value =
-        serde_json::from_str(out.context.current["whole"].as_str().unwrap()).unwrap();
+    let out = run_once(app, "p").await;
+    assert_eq!(out["password"], "pw-from-aws-91");
+    let whole: Value = serde_json::from_str(out["whole"].as_str().unwrap()).unwrap();
     assert_eq!(whole["username"], "app");
-    running.stop(std::time::Duration::from_secs(5)).await;
 
     let missing = yaml.replace(&format!("{name}#password"), "wf-test/no-such-secret");
     let err = refusal(&missing).await;
