@@ -38,6 +38,7 @@ pub mod proxy;
 pub mod reverse_proxy;
 pub mod router;
 pub mod schemas;
+pub mod serve;
 pub mod server;
 pub mod simple_proxy;
 pub mod static_fileserver;

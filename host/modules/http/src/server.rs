@@ -4,17 +4,10 @@
 //! address named (the original only logged it and carried on), and stopping drains in-flight
 //! requests within the grace period.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use axum::body::Body;
-use http::StatusCode;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -26,7 +19,8 @@ use wf_engine::{
     StopContext, async_trait,
 };
 
-use crate::{Router, json_response};
+use crate::Router;
+use crate::serve::ConnectionLimits;
 
 /// Configuration of `http.server`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -35,7 +29,9 @@ pub struct HttpServerConfig {
     /// Address to listen on: `host:port`, or `:port` for every IPv4 interface. Port `0` picks a
     /// free port.
     pub address: String,
-    /// Longest time an HTTP/1 client may take to send a request's headers, e.g. `10s`.
+    /// Longest time a client may take to send a request's headers, e.g. `10s`: from connecting
+    /// (HTTP/1 and HTTP/2 alike) and, on HTTP/1, from the end of the previous response. A
+    /// connection that sends no request within it is closed.
     #[serde(default = "default_read_timeout", rename = "readTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub read_timeout: String,
@@ -43,6 +39,16 @@ pub struct HttpServerConfig {
     #[serde(default = "default_write_timeout", rename = "writeTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub write_timeout: String,
+    /// A connection with no request in progress for this long is closed (HTTP/2 clients get a
+    /// `GOAWAY` first). A streaming response counts as in progress while it streams.
+    #[serde(default = "default_idle_timeout", rename = "idleTimeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_timeout: String,
+    /// Connections open at once. At the limit the server stops accepting: new clients wait in
+    /// the listen backlog and are served as soon as a connection closes, instead of failing.
+    #[serde(default = "default_max_connections", rename = "maxConnections")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_connections: u32,
     /// The `http.router` this server serves. Optional: an `http` workflow naming this server
     /// attaches its router, and an application with a single router uses it.
     #[serde(default)]
@@ -55,6 +61,14 @@ fn default_read_timeout() -> String {
 
 fn default_write_timeout() -> String {
     "30s".to_string()
+}
+
+fn default_idle_timeout() -> String {
+    "60s".to_string()
+}
+
+fn default_max_connections() -> u32 {
+    ConnectionLimits::default().max_connections as u32
 }
 
 pub struct HttpServerType;
@@ -101,6 +115,18 @@ impl ModuleType for HttpServerType {
                 ConfigIssue::new("/address", e).help("write `host:port` or `:port`, e.g. `:8080`"),
             );
         }
+        for (pointer, value) in [
+            ("/readTimeout", &config.read_timeout),
+            ("/writeTimeout", &config.write_timeout),
+            ("/idleTimeout", &config.idle_timeout),
+        ] {
+            if parse_duration(value).is_ok_and(|d| d.is_zero()) {
+                issues.push(
+                    ConfigIssue::new(pointer, "a zero timeout would close every connection")
+                        .help("give a duration such as `30s`"),
+                );
+            }
+        }
         if let Some(router) = &config.router {
             if let Some(issue) = ctx.require_module("/router", router, "router") {
                 issues.push(issue);
@@ -124,10 +150,16 @@ impl ModuleType for HttpServerType {
         let server = Arc::new(HttpServer {
             name: ctx.name.to_string(),
             address: listen_address(&config.address).map_err(|e| anyhow!(e))?,
-            read_timeout: parse_duration(&config.read_timeout)
-                .map_err(|e| anyhow!("`readTimeout`: {e}"))?,
-            write_timeout: parse_duration(&config.write_timeout)
-                .map_err(|e| anyhow!("`writeTimeout`: {e}"))?,
+            limits: ConnectionLimits {
+                read_timeout: parse_duration(&config.read_timeout)
+                    .map_err(|e| anyhow!("`readTimeout`: {e}"))?,
+                write_timeout: parse_duration(&config.write_timeout)
+                    .map_err(|e| anyhow!("`writeTimeout`: {e}"))?,
+                idle_timeout: parse_duration(&config.idle_timeout)
+                    .map_err(|e| anyhow!("`idleTimeout`: {e}"))?,
+                max_connections: config.max_connections as usize,
+                ..ConnectionLimits::default()
+            },
             configured_router: config.router,
             router: Mutex::default(),
             running: Mutex::default(),
@@ -136,6 +168,22 @@ impl ModuleType for HttpServerType {
         ctx.provide::<HttpServer>(server.clone());
         Ok(server)
     }
+}
+
+/// Whether a listen address (`host:port`) accepts connections from this machine only.
+pub fn is_loopback_address(address: &str) -> bool {
+    let Ok(address) = listen_address(address) else {
+        return false;
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or("", |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `:8080` → `0.0.0.0:8080`; `localhost:80` and `127.0.0.1:0` as written.
@@ -158,8 +206,7 @@ struct Running {
 pub struct HttpServer {
     name: String,
     address: String,
-    read_timeout: Duration,
-    write_timeout: Duration,
+    limits: ConnectionLimits,
     configured_router: Option<String>,
     router: Mutex<Option<Arc<Router>>>,
     running: Mutex<Option<Running>>,
@@ -170,13 +217,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// A server that is not a module of the app but belongs to something else (a webhook
     /// receiver's own port), serving `router` on `address` (`host:port` or `:port`) with the
-    /// default timeouts. Start and stop it through [`Module`].
+    /// default limits. Start and stop it through [`Module`].
     pub fn standalone(name: &str, address: &str, router: Arc<Router>) -> Result<Self, String> {
         Ok(HttpServer {
             name: name.to_string(),
             address: listen_address(address)?,
-            read_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
+            limits: ConnectionLimits::default(),
             configured_router: None,
             router: Mutex::new(Some(router)),
             running: Mutex::default(),
@@ -274,11 +320,10 @@ impl Module for HttpServer {
             .with_context(|| format!("cannot listen on `{}`", self.address))?;
         let local_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(
+        let task = tokio::spawn(crate::serve::serve(
             listener,
             router,
-            self.read_timeout,
-            self.write_timeout,
+            self.limits,
             shutdown_rx,
         ));
         ctx.app.set_listening(&self.name, local_addr);
@@ -321,72 +366,30 @@ impl Module for HttpServer {
     }
 }
 
-/// Accepts connections until told to stop, then waits for in-flight requests to finish.
-async fn serve(
-    listener: TcpListener,
-    router: Arc<Router>,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout);
-    let graceful = GracefulShutdown::new();
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let router = router.clone();
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let router = router.clone();
-                    async move {
-                        let mut req = req.map(Body::new);
-                        req.extensions_mut().insert(crate::ClientAddr(peer));
-                        let response = match tokio::time::timeout(write_timeout, router.dispatch(req)).await {
-                            Ok(response) => response,
-                            Err(_) => {
-                                tracing::warn!(%peer, "request exceeded the server's writeTimeout");
-                                json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"error": "request timed out"}))
-                            }
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                connections.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    // Connections that finished are reaped here; if `stop` gives up first, dropping this task
-    // drops `connections`, which aborts every connection still open.
-    while connections.join_next().await.is_some() {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_addresses() {
+        for address in [
+            "127.0.0.1:8080",
+            "127.0.0.2:1",
+            "localhost:80",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_address(address), "{address}");
+        }
+        for address in [
+            ":8080",
+            "0.0.0.0:8080",
+            "[::]:80",
+            "10.0.0.1:80",
+            "example.com:80",
+        ] {
+            assert!(!is_loopback_address(address), "{address}");
+        }
+    }
 
     #[test]
     fn go_style_addresses() {
