@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use wf_engine::BuildContext;
 use wf_http::{PathParams, Request, Response, json_response, route_fn};
 
 use crate::components_module::ApiConfig;
 use crate::registry::{
-    ComponentRegistry, Expect, Grant, InstallError, InstallOutcome, Origin, Slot,
+    ComponentRegistry, Expect, ExtraGrant, Grant, InstallError, InstallOutcome, Origin, Slot,
 };
 
 /// Adds the API's routes to the configured router.
@@ -182,24 +181,15 @@ impl Api {
                 None => return error(StatusCode::BAD_REQUEST, "header `x-wf-grant` is not text"),
             },
         };
-        let bytes: Bytes = match Limited::new(req.into_body(), self.max_upload)
-            .collect()
-            .await
+        let bytes: Bytes = match wf_http::exchange::read_body(
+            req.into_body(),
+            self.max_upload,
+            "`api.max_upload_mib` of `wasm.components`",
+        )
+        .await
         {
-            Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the component is larger than the {} MiB limit (`api.max_upload_mib`)",
-                        self.max_upload >> 20
-                    ),
-                );
-            }
-            Err(_) => return error(StatusCode::BAD_REQUEST, "could not read the request body"),
+            Ok(bytes) => bytes,
+            Err(response) => return response,
         };
         if let Err(e) = crate::component::check_format(&bytes) {
             return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
@@ -213,13 +203,26 @@ impl Api {
                 .await
             {
                 Ok(component) => component.info.name.clone(),
-                Err(e) => return install_error(e.into()),
+                Err(e) => {
+                    self.registry.discard_code(&bytes);
+                    return install_error(e.into());
+                }
             },
         };
         let expect = Expect::Name(&name);
-        let spec = match self.registry.spec(&expect, bytes.clone(), grant.as_ref()) {
+        let spec = match self
+            .registry
+            .spec(&expect, bytes.clone(), upload_grant(grant.as_ref()))
+        {
             Ok(spec) => spec,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => {
+                self.registry.discard_code(&bytes);
+                let status = match e {
+                    crate::LoadError::GrantExceeded { .. } => StatusCode::FORBIDDEN,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return error(status, e.to_string());
+            }
         };
         match self.registry.install(&expect, spec, Origin::Upload).await {
             Ok((slot, outcome)) => {
@@ -238,6 +241,10 @@ impl Api {
             Err(e) => install_error(e),
         }
     }
+}
+
+fn upload_grant(grant: Option<&Grant>) -> ExtraGrant<'_> {
+    grant.map_or(ExtraGrant::None, ExtraGrant::Upload)
 }
 
 fn install_error(e: InstallError) -> Response {
@@ -395,7 +402,7 @@ pub async fn restore_uploads(registry: &Arc<ComponentRegistry>) -> anyhow::Resul
             }
         };
         let expect = Expect::Name(&name);
-        let result = match registry.spec(&expect, bytes, grant.as_ref()) {
+        let result = match registry.spec(&expect, bytes, upload_grant(grant.as_ref())) {
             Ok(spec) => registry
                 .install(&expect, spec, Origin::Upload)
                 .await

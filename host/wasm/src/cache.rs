@@ -71,6 +71,15 @@ impl CodeCache {
         }
     }
 
+    pub fn remove(&self, digest: &str) {
+        match std::fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(digest, "cannot delete cached wasm code: {e}")
+            }
+            _ => {}
+        }
+    }
+
     /// Writes the compiled code next to its final name, then renames, so a reader never sees
     /// half a file. Failures only cost a recompile later, so they are logged, not returned.
     pub fn store(&self, digest: &str, component: &Component) {

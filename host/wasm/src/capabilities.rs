@@ -52,7 +52,7 @@ pub struct DirGrant {
 }
 
 impl Capabilities {
-    /// Both grants together (YAML grants plus those given at upload).
+    /// Both grants together (a `wasm.components` entry and a `dynamic.component`'s own).
     pub fn union(&self, other: &Capabilities) -> Capabilities {
         fn merged<T: Clone + PartialEq>(a: &[T], b: &[T]) -> Vec<T> {
             let mut out = a.to_vec();
@@ -73,6 +73,52 @@ impl Capabilities {
             subscribe: merged(&self.subscribe, &other.subscribe),
             pipelines: merged(&self.pipelines, &other.pipelines),
         }
+    }
+
+    /// The entries of `self` that `allowed` does not cover, as `capabilities.KEY: ENTRY`: what a
+    /// grant sent with an upload asks beyond what the YAML allows that component. An entry is
+    /// covered when it is listed, or narrower than a listed pattern (`api.example.com` under
+    /// `*.example.com`, `orders.new` under `orders.*`, any pipeline under `*`).
+    pub fn not_covered_by(&self, allowed: &Capabilities) -> Vec<String> {
+        let mut excess = Vec::new();
+        let mut check = |key: &str, entries: &[String], covered: &dyn Fn(&str) -> bool| {
+            for entry in entries {
+                if !covered(entry) {
+                    excess.push(format!("capabilities.{key}: `{entry}`"));
+                }
+            }
+        };
+        let listed = |list: &[String], entry: &str| list.iter().any(|a| a == entry);
+        check("http", &self.http, &|e| {
+            HostPattern::parse(e).is_some_and(|wanted| {
+                allowed
+                    .http
+                    .iter()
+                    .filter_map(|a| HostPattern::parse(a))
+                    .any(|a| a.covers(&wanted))
+            })
+        });
+        check("state", &self.state, &|e| listed(&allowed.state, e));
+        check("events", &self.events, &|e| {
+            covers_topic(&allowed.events, e)
+        });
+        check("env", &self.env, &|e| listed(&allowed.env, e));
+        check("routes", &self.routes, &|e| listed(&allowed.routes, e));
+        check("subscribe", &self.subscribe, &|e| {
+            covers_topic(&allowed.subscribe, e)
+        });
+        check("pipelines", &self.pipelines, &|e| {
+            listed(&allowed.pipelines, e) || listed(&allowed.pipelines, "*")
+        });
+        for dir in &self.dirs {
+            if !allowed.dirs.contains(dir) {
+                excess.push(format!(
+                    "capabilities.dirs: `{}` as `{}`",
+                    dir.host, dir.guest
+                ));
+            }
+        }
+        excess
     }
 
     pub fn route_allowed(&self, method: &str, path: &str) -> Result<(), String> {
@@ -177,6 +223,18 @@ fn matches_pattern(patterns: &[String], topic: &str) -> bool {
         })
 }
 
+/// Whether `patterns` (exact topics, or prefixes ending in `*`) cover every topic `entry`
+/// names: a topic, or itself a prefix pattern.
+fn covers_topic(patterns: &[String], entry: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => patterns.iter().any(|p| {
+            p.strip_suffix('*')
+                .is_some_and(|allowed| prefix.starts_with(allowed))
+        }),
+        None => matches_pattern(patterns, entry),
+    }
+}
+
 /// One `capabilities.http` entry.
 struct HostPattern {
     host: String,
@@ -217,6 +275,17 @@ impl HostPattern {
             host == self.host
         };
         host_ok && self.port.is_none_or(|p| Some(p) == port)
+    }
+
+    /// Whether every host and port `other` matches, this matches too.
+    fn covers(&self, other: &HostPattern) -> bool {
+        let port_ok = self.port.is_none() || self.port == other.port;
+        let host_ok = match (self.wildcard, other.wildcard) {
+            (false, false) => self.host == other.host,
+            (false, true) => false,
+            (true, _) => other.host.ends_with(&format!(".{}", self.host)),
+        };
+        port_ok && host_ok
     }
 }
 
@@ -331,6 +400,59 @@ mod tests {
 
     fn url(s: &str) -> reqwest::Url {
         reqwest::Url::parse(s).expect("test url")
+    }
+
+    #[test]
+    fn upload_grants_are_checked_against_the_yaml() {
+        let yaml = Capabilities {
+            http: vec!["*.example.com".into(), "api.other.com:443".into()],
+            state: vec!["cache".into()],
+            events: vec!["orders.*".into()],
+            pipelines: vec!["*".into()],
+            ..Capabilities::default()
+        };
+        let narrower = Capabilities {
+            http: vec![
+                "api.example.com".into(),
+                "*.eu.example.com".into(),
+                "api.other.com:443".into(),
+            ],
+            state: vec!["cache".into()],
+            events: vec!["orders.new".into(), "orders.eu.*".into()],
+            pipelines: vec!["checkout".into()],
+            ..Capabilities::default()
+        };
+        assert!(narrower.not_covered_by(&yaml).is_empty());
+        let wider = Capabilities {
+            http: vec![
+                "example.com".into(),
+                "api.other.com".into(),
+                "evil.com".into(),
+            ],
+            state: vec!["secrets".into()],
+            events: vec!["*".into(), "payments".into()],
+            env: vec!["HOME".into()],
+            dirs: vec![DirGrant {
+                host: "/".into(),
+                guest: "/host".into(),
+            }],
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            wider.not_covered_by(&yaml),
+            [
+                "capabilities.http: `example.com`",
+                "capabilities.http: `api.other.com`",
+                "capabilities.http: `evil.com`",
+                "capabilities.state: `secrets`",
+                "capabilities.events: `*`",
+                "capabilities.events: `payments`",
+                "capabilities.env: `HOME`",
+                "capabilities.dirs: `/` as `/host`",
+            ]
+        );
+        // Nothing in the YAML: an upload may ask for nothing.
+        assert_eq!(narrower.not_covered_by(&Capabilities::default()).len(), 7);
     }
 
     #[test]

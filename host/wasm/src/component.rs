@@ -93,6 +93,11 @@ pub enum LoadError {
     Config(String),
     #[error("{0}")]
     Host(String),
+    /// A grant sent with an upload asked for more than the app's YAML allows the component.
+    #[error(
+        "the upload's grant asks for more than the app allows component `{name}`: {}; grant them under `wasm.components` → `components.{name}` in the app's YAML first", excess.join(", ")
+    )]
+    GrantExceeded { name: String, excess: Vec<String> },
 }
 
 /// How a call failed.
@@ -279,6 +284,10 @@ impl std::fmt::Debug for LoadedComponent {
             .finish_non_exhaustive()
     }
 }
+
+/// The largest component file a config names that wf reads (uploads and watched folders have
+/// their own, smaller cap: `api.max_upload_mib`).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Rejects what is not a WebAssembly component before the compiler sees it, with a reason a
 /// person can act on.

@@ -2,7 +2,7 @@
 //! component is granted, the watched directory (hot swap), uploaded components kept across
 //! restarts, and the components API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,14 +32,20 @@ pub struct ApiConfig {
     /// The `http.router` to serve it on; optional when the app has one router.
     #[serde(default)]
     pub router: Option<String>,
-    /// Bearer token every request must carry (`Authorization: Bearer <token>`). Without one,
-    /// the API is open: set it for anything but local development.
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`), e.g.
+    /// `${WF_ADMIN_TOKEN}`. Whoever holds it can run code in the app, so the API refuses to
+    /// start without one unless every server listens only on loopback (then it warns) or
+    /// `allow_unauthenticated` says so.
     #[serde(default)]
     pub token: Option<String>,
+    /// Serve the API without a token even where other machines can reach it (behind a proxy
+    /// that authenticates, say). Anyone who reaches it can upload code.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
     /// Path prefix of the API.
     #[serde(default = "default_api_prefix")]
     pub prefix: String,
-    /// Largest accepted upload, in MiB.
+    /// Largest accepted upload, in MiB; also the largest file read from `dir`.
     #[serde(default = "default_max_upload_mib")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_upload_mib: u32,
@@ -130,6 +136,9 @@ impl ModuleType for ComponentsType {
                     pointer: format!("/api{}", issue.pointer),
                     ..issue
                 });
+            }
+            if let Some(issue) = unauthenticated_api(api, ctx) {
+                issues.push(issue);
             }
             if !api.prefix.starts_with('/') {
                 issues.push(ConfigIssue::new(
@@ -225,9 +234,49 @@ impl ModuleType for ComponentsType {
             watchers: Mutex::new(Some(watchers)),
             registry,
             dir: config.dir.map(|d| ctx.base_dir.join(d)),
+            max_file_bytes: u64::from(
+                config
+                    .api
+                    .as_ref()
+                    .map_or_else(default_max_upload_mib, |api| api.max_upload_mib),
+            ) << 20,
             watcher: Mutex::new(None),
         }))
     }
+}
+
+/// An API without a token is an error where other machines can reach it, a warning where
+/// every server listens on loopback only, and allowed when the config says so explicitly.
+fn unauthenticated_api(api: &ApiConfig, ctx: &CheckContext<'_>) -> Option<ConfigIssue> {
+    if api.token.as_deref().is_some_and(|t| !t.is_empty()) || api.allow_unauthenticated {
+        return None;
+    }
+    let exposed: Vec<String> = ctx
+        .modules_of_type(wf_http::SERVER_TYPES)
+        .into_iter()
+        .filter_map(|name| {
+            let address = ctx.config.module(name)?.config.get("address")?.as_str()?;
+            (!wf_http::server::is_loopback_address(address))
+                .then(|| format!("`{name}` listens on `{address}`"))
+        })
+        .collect();
+    let issue = if exposed.is_empty() {
+        ConfigIssue::warning(
+            "/api/token",
+            "the components API has no token: any local process can upload code",
+        )
+    } else {
+        ConfigIssue::new(
+            "/api/token",
+            format!(
+                "the components API has no token, and {}: anyone who can reach it could upload code",
+                exposed.join(", ")
+            ),
+        )
+    };
+    Some(issue.help(
+        "set `token` (e.g. `token: ${WF_ADMIN_TOKEN}`), listen on 127.0.0.1 only, or set `allow_unauthenticated: true` if something in front of wf authenticates",
+    ))
 }
 
 struct ComponentsModule {
@@ -235,6 +284,8 @@ struct ComponentsModule {
     watchers: Mutex<Option<Watchers>>,
     registry: Arc<ComponentRegistry>,
     dir: Option<PathBuf>,
+    /// The largest component file read from `dir`: the upload limit.
+    max_file_bytes: u64,
     watcher: Mutex<Option<DirWatcher>>,
 }
 
@@ -257,8 +308,13 @@ impl Module for ComponentsModule {
                     dir.display()
                 );
             }
-            load_directory(&self.registry, dir).await;
-            let watcher = DirWatcher::start(self.registry.clone(), dir.clone())?;
+            let loaded = load_directory(&self.registry, dir, self.max_file_bytes).await;
+            let watcher = DirWatcher::start(
+                self.registry.clone(),
+                dir.clone(),
+                self.max_file_bytes,
+                loaded,
+            )?;
             *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
         }
         Ok(())
@@ -274,11 +330,16 @@ impl Module for ComponentsModule {
     }
 }
 
-/// Loads every `.wasm` file of `dir`. A file that fails is reported (and shown as rejected)
-/// but does not stop the others or the app.
-pub async fn load_directory(registry: &Arc<ComponentRegistry>, dir: &Path) {
+/// Loads every `.wasm` file of `dir`, and returns the digest of each file it could read. A file
+/// that fails is reported (and shown as rejected) but does not stop the others or the app.
+pub async fn load_directory(
+    registry: &Arc<ComponentRegistry>,
+    dir: &Path,
+    max_bytes: u64,
+) -> HashMap<PathBuf, String> {
+    let mut loaded = HashMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return loaded;
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -286,6 +347,9 @@ pub async fn load_directory(registry: &Arc<ComponentRegistry>, dir: &Path) {
         .collect();
     paths.sort();
     for path in paths {
-        crate::watch::load_file(registry, &path).await;
+        if let Some(digest) = crate::watch::load_file(registry, dir, &path, max_bytes).await {
+            loaded.insert(path, digest);
+        }
     }
+    loaded
 }

@@ -12,7 +12,7 @@ use wf_engine::{
     async_trait,
 };
 
-use crate::registry::{ComponentRegistry, Expect, Grant, Origin};
+use crate::registry::{ComponentRegistry, Expect, ExtraGrant, Grant, Origin};
 use crate::step_wasm::registry_for;
 
 /// Configuration of `dynamic.component`.
@@ -121,15 +121,19 @@ struct DynamicComponent {
 #[async_trait]
 impl Module for DynamicComponent {
     async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
-        let bytes = std::fs::read(&self.path)
-            .map_err(|e| anyhow::anyhow!("cannot read component `{}`: {e}", self.path.display()))?;
+        let path = self.path.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            wf_config::files::read_regular(&path, crate::component::MAX_FILE_BYTES)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot read component `{}`: {e}", self.path.display()))?;
         let expect = match &self.component_id {
             Some(id) => Expect::Name(id),
             None => Expect::Any,
         };
         let spec = self
             .registry
-            .spec(&expect, Arc::new(bytes), Some(&self.grant))?;
+            .spec(&expect, Arc::new(bytes), ExtraGrant::Config(&self.grant))?;
         let origin = Origin::File {
             path: self.path.display().to_string(),
         };

@@ -33,7 +33,9 @@ pub use runtime::{Runtime, RuntimeConfig};
 
 /// The plugin group of the wasm types (what `requires.plugins` names).
 pub const PLUGIN: &str = "wasm";
-pub use registry::{ComponentRegistry, Expect, Grant, InstallError, InstallOutcome, Origin, Slot};
+pub use registry::{
+    ComponentRegistry, Expect, ExtraGrant, Grant, InstallError, InstallOutcome, Origin, Slot,
+};
 
 /// Registers `wasm.components`, `dynamic.component` and `step.wasm`.
 pub fn register(registry: &mut wf_engine::Registry) -> Result<(), wf_engine::RegistryError> {

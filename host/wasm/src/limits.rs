@@ -106,6 +106,35 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The limits of `asked` that are looser than these, as `limits.KEY`: what a grant sent
+    /// with an upload may not raise beyond the YAML's.
+    pub fn loosened_by(&self, asked: &Limits) -> Vec<String> {
+        let mut looser = Vec::new();
+        let mut flag = |raised: bool, key: &str| {
+            if raised {
+                looser.push(format!("limits.{key}"));
+            }
+        };
+        flag(asked.fuel > self.fuel, "fuel");
+        flag(asked.timeout > self.timeout, "timeout");
+        flag(asked.memory_bytes > self.memory_bytes, "memory_mib");
+        flag(
+            asked.max_output_bytes > self.max_output_bytes,
+            "max_output_kib",
+        );
+        flag(
+            asked.policy == Policy::Reuse && self.policy == Policy::Fresh,
+            "policy",
+        );
+        flag(
+            asked.max_invocations > self.max_invocations,
+            "max_invocations",
+        );
+        looser
+    }
+}
+
 /// Which limit a call broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitKind {

@@ -48,6 +48,19 @@ pub struct Grant {
     pub limits: LimitsConfig,
 }
 
+/// What is granted beyond a component's `wasm.components` entry.
+#[derive(Clone, Copy, Debug)]
+pub enum ExtraGrant<'a> {
+    /// Nothing: the entry alone.
+    None,
+    /// A `dynamic.component` module's own config: the app's author wrote it, so it adds to
+    /// the entry.
+    Config(&'a Grant),
+    /// Sent with an upload: it may narrow the entry (the capabilities it lists replace the
+    /// entry's, its limits may only be tighter), never widen it.
+    Upload(&'a Grant),
+}
+
 /// A candidate that failed validation; the live version (if any) stayed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Rejection {
@@ -334,22 +347,43 @@ impl ComponentRegistry {
         found.cloned().unwrap_or_default()
     }
 
-    /// The spec for a component: its YAML grant merged with `extra` (given at upload), over
-    /// the runtime's defaults.
+    /// The spec for a component: its YAML grant with `extra` applied, over the runtime's
+    /// defaults.
     pub fn spec(
         &self,
         expect: &Expect<'_>,
         bytes: Arc<Vec<u8>>,
-        extra: Option<&Grant>,
+        extra: ExtraGrant<'_>,
     ) -> Result<ComponentSpec, LoadError> {
         let yaml = self.grant(expect);
         let mut config = yaml.config;
         let mut capabilities = yaml.capabilities;
         let mut limits = Limits::merged(&self.defaults, &yaml.limits).map_err(LoadError::Host)?;
-        if let Some(extra) = extra {
-            config.extend(extra.config.clone());
-            capabilities = capabilities.union(&extra.capabilities);
-            limits = Limits::merged(&limits, &extra.limits).map_err(LoadError::Host)?;
+        match extra {
+            ExtraGrant::None => {}
+            ExtraGrant::Config(extra) => {
+                config.extend(extra.config.clone());
+                capabilities = capabilities.union(&extra.capabilities);
+                limits = Limits::merged(&limits, &extra.limits).map_err(LoadError::Host)?;
+            }
+            ExtraGrant::Upload(extra) => {
+                // An upload may narrow what the YAML grants, never widen it: whoever can
+                // upload must not hand code more than the app's author allowed.
+                let asked = Limits::merged(&limits, &extra.limits).map_err(LoadError::Host)?;
+                let mut excess = extra.capabilities.not_covered_by(&capabilities);
+                excess.extend(limits.loosened_by(&asked));
+                if !excess.is_empty() {
+                    return Err(LoadError::GrantExceeded {
+                        name: expect.slot_name().unwrap_or_default(),
+                        excess,
+                    });
+                }
+                config.extend(extra.config.clone());
+                if extra.capabilities != Capabilities::default() {
+                    capabilities = extra.capabilities.clone();
+                }
+                limits = asked;
+            }
         }
         Ok(ComponentSpec {
             bytes,
@@ -361,12 +395,34 @@ impl ComponentRegistry {
     }
 
     fn reject(&self, slot: Option<String>, digest: String, error: &impl std::fmt::Display) {
+        self.discard_code_of(&digest);
         if let Some(name) = slot {
             *lock(&self.slot(&name).rejected) = Some(Rejection {
                 digest,
                 error: error.to_string(),
                 at: SystemTime::now(),
             });
+        }
+    }
+
+    /// Deletes the cached machine code of a candidate that was refused, so rejected uploads
+    /// leave no compiled code behind (unless a kept version has the same bytes).
+    pub fn discard_code(&self, bytes: &[u8]) {
+        self.discard_code_of(&crate::cache::sha256_hex(bytes));
+    }
+
+    fn discard_code_of(&self, digest: &str) {
+        let kept = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|slot| {
+                slot.live().is_some_and(|c| c.digest == digest)
+                    || lock(&slot.history).iter().any(|c| c.digest == digest)
+            });
+        if !kept {
+            self.runtime.forget_code(digest);
         }
     }
 

@@ -166,6 +166,13 @@ impl Runtime {
         })
         .await?
     }
+
+    /// Deletes the cached machine code of `digest`, if any.
+    pub fn forget_code(&self, digest: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(digest);
+        }
+    }
 }
 
 impl Drop for Runtime {

@@ -166,9 +166,7 @@ impl Step for WasmStep {
             )));
         };
         let input = match &self.input {
-            Some(template) => template
-                .render(&ctx.scope())
-                .map_err(|e| StepError::invalid_input(e.message))?,
+            Some(template) => template.render(&ctx.scope()).map_err(StepError::from)?,
             None => Value::Object(ctx.current.clone()),
         };
         let call = CallInfo {

@@ -224,7 +224,13 @@ async fn http_event(slot: &Slot, index: u32, app: &AppState, req: Request) -> Re
         );
     }
     let (parts, body) = req.into_parts();
-    let body: Bytes = match wf_http::exchange::read_body(body, MAX_BODY_BYTES).await {
+    let body: Bytes = match wf_http::exchange::read_body(
+        body,
+        MAX_BODY_BYTES,
+        "the fixed limit of component trigger routes",
+    )
+    .await
+    {
         Ok(body) => body,
         Err(response) => return response,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::registry::{ComponentRegistry, Expect, Origin};
+use crate::registry::{ComponentRegistry, Expect, ExtraGrant, Origin};
 
 /// Quiet time after the last event before a file is read: editors and `cargo build` write a
 /// file in several steps.
@@ -23,10 +23,60 @@ pub fn is_component_file(path: &Path) -> bool {
     !name.starts_with('.') && !name.starts_with('#') && name.ends_with(".wasm")
 }
 
-/// Loads one file; failures are logged and recorded on the component as rejected.
-pub async fn load_file(registry: &Arc<ComponentRegistry>, path: &Path) -> Option<String> {
-    let stem = path.file_stem()?.to_str()?.to_string();
-    let bytes = match std::fs::read(path) {
+/// Reads a component file of a watched folder, once, off the async runtime: a regular file of
+/// at most `max_bytes`, and a link only when it leads to one inside the folder. A FIFO or a
+/// link to `/dev/zero` named `x.wasm` is refused without blocking or reading.
+pub async fn read_component_file(
+    dir: &Path,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Vec<u8>, wf_config::files::ReadError> {
+    let (dir, path) = (dir.to_path_buf(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let is_link = std::fs::symlink_metadata(&path)?.file_type().is_symlink();
+        if is_link && !wf_config::files::resolves_inside(&path, &dir) {
+            return Err(wf_config::files::ReadError::Io(std::io::Error::other(
+                "it is a link that leads out of the folder",
+            )));
+        }
+        wf_config::files::read_regular(&path, max_bytes)
+    })
+    .await
+    .map_err(|e| wf_config::files::ReadError::Io(std::io::Error::other(e)))?
+}
+
+/// Installs a file's bytes; failures are logged and recorded on the component as rejected.
+async fn install_file(registry: &Arc<ComponentRegistry>, path: &Path, bytes: Arc<Vec<u8>>) {
+    let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+        return;
+    };
+    let expect = Expect::FileStem(stem);
+    let spec = match registry.spec(&expect, bytes, ExtraGrant::None) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "component not loaded: {e}");
+            return;
+        }
+    };
+    let origin = Origin::File {
+        path: path.display().to_string(),
+    };
+    if let Err(e) = registry.install(&expect, spec, origin).await {
+        tracing::warn!(
+            path = %path.display(),
+            "component rejected; the previous version (if any) stays live: {e}"
+        );
+    }
+}
+
+/// Loads one file of the folder `dir`; returns the digest of what was read, if it could be.
+pub async fn load_file(
+    registry: &Arc<ComponentRegistry>,
+    dir: &Path,
+    path: &Path,
+    max_bytes: u64,
+) -> Option<String> {
+    let bytes = match read_component_file(dir, path, max_bytes).await {
         Ok(bytes) => Arc::new(bytes),
         Err(e) => {
             tracing::warn!(path = %path.display(), "cannot read component: {e}");
@@ -34,24 +84,7 @@ pub async fn load_file(registry: &Arc<ComponentRegistry>, path: &Path) -> Option
         }
     };
     let digest = crate::cache::sha256_hex(&bytes);
-    let expect = Expect::FileStem(&stem);
-    let spec = match registry.spec(&expect, bytes, None) {
-        Ok(spec) => spec,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), "component not loaded: {e}");
-            return None;
-        }
-    };
-    let origin = Origin::File {
-        path: path.display().to_string(),
-    };
-    match registry.install(&expect, spec, origin).await {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            path = %path.display(),
-            "component rejected; the previous version (if any) stays live: {e}"
-        ),
-    }
+    install_file(registry, path, bytes).await;
     Some(digest)
 }
 
@@ -68,7 +101,14 @@ impl Drop for DirWatcher {
 }
 
 impl DirWatcher {
-    pub fn start(registry: Arc<ComponentRegistry>, dir: PathBuf) -> anyhow::Result<DirWatcher> {
+    /// Watches `dir`, whose files were loaded already (see [`load_file`]): each later change
+    /// is read once and installed unless its bytes are what was last loaded from that file.
+    pub fn start(
+        registry: Arc<ComponentRegistry>,
+        dir: PathBuf,
+        max_bytes: u64,
+        loaded: HashMap<PathBuf, String>,
+    ) -> anyhow::Result<DirWatcher> {
         let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -86,12 +126,7 @@ impl DirWatcher {
         let task = tokio::spawn(async move {
             // The content hash each file had when last loaded: a touch or a rewrite with the
             // same bytes does not reload.
-            let mut loaded: HashMap<PathBuf, String> = HashMap::new();
-            for path in registry_files(&dir) {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    loaded.insert(path, crate::cache::sha256_hex(&bytes));
-                }
-            }
+            let mut loaded = loaded;
             while let Some(first) = rx.recv().await {
                 let mut pending = BTreeSet::from([first]);
                 loop {
@@ -104,19 +139,26 @@ impl DirWatcher {
                     }
                 }
                 for path in pending {
-                    let Ok(bytes) = std::fs::read(&path) else {
-                        // Removed or renamed away: the live version stays (delete it through
-                        // the API); a file written back later loads again.
-                        loaded.remove(&path);
-                        continue;
+                    let bytes = match read_component_file(&dir, &path, max_bytes).await {
+                        Ok(bytes) => Arc::new(bytes),
+                        Err(e) if e.is_not_found() => {
+                            // Removed or renamed away: the live version stays (delete it
+                            // through the API); a file written back later loads again.
+                            loaded.remove(&path);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), "cannot read component: {e}");
+                            loaded.remove(&path);
+                            continue;
+                        }
                     };
                     let digest = crate::cache::sha256_hex(&bytes);
                     if loaded.get(&path) == Some(&digest) {
                         continue;
                     }
-                    if let Some(digest) = load_file(&registry, &path).await {
-                        loaded.insert(path, digest);
-                    }
+                    install_file(&registry, &path, bytes).await;
+                    loaded.insert(path, digest);
                 }
             }
         });
@@ -125,15 +167,4 @@ impl DirWatcher {
             task,
         })
     }
-}
-
-fn registry_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_component_file(p))
-                .collect()
-        })
-        .unwrap_or_default()
 }
