@@ -144,13 +144,21 @@ impl JwtVerifier {
         let mut validation = Validation::new(algorithm.algorithm());
         validation.validate_nbf = true;
         validation.leeway = 30;
+        // A configured claim is required, not only checked when present: jsonwebtoken
+        // compares `iss`/`aud` only if the token has them unless they are listed here.
+        let mut required = vec!["exp"];
         if let Some(issuer) = issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(JwtVerifier { key, validation })
     }
 
@@ -272,6 +280,22 @@ mod tests {
             .sign(&json!({"sub": "u", "iss": "wf", "aud": "api"}))
             .unwrap();
         assert_eq!(verifier.verify(&no_exp), Err(TokenError::Invalid));
+        // A token that leaves out a configured claim is refused, not waved through.
+        for claims in [
+            json!({"sub": "u", "aud": "api", "exp": exp(60)}),
+            json!({"sub": "u", "iss": "wf", "exp": exp(60)}),
+        ] {
+            let token = signer.sign(&claims).unwrap();
+            assert_eq!(
+                verifier.verify(&token),
+                Err(TokenError::Invalid),
+                "{claims}"
+            );
+        }
+        // Without configured ones, neither claim is needed.
+        let plain = JwtVerifier::new(JwtAlgorithm::HS256, Some(SECRET), None, None, None).unwrap();
+        let bare = signer.sign(&json!({"sub": "u", "exp": exp(60)})).unwrap();
+        assert_eq!(plain.verify(&bare).unwrap()["sub"], "u");
     }
 
     #[test]
