@@ -242,7 +242,18 @@ impl FileServer {
         let metadata = tokio::fs::metadata(&real)
             .await
             .map_err(|_| Refusal::NotFound)?;
-        if !real.starts_with(&real_root) || !metadata.is_file() {
+        if !metadata.is_file() {
+            return Err(Refusal::NotFound);
+        }
+        // Judge the file reached, not the path asked for: a link inside the root may lead to a
+        // hidden file (`page -> .env`) or out of the root.
+        let Ok(inside) = real.strip_prefix(&real_root) else {
+            return Err(Refusal::NotFound);
+        };
+        let hidden = inside
+            .components()
+            .any(|c| c.as_os_str().to_str().is_none_or(|s| s.starts_with('.')));
+        if hidden && !self.serve_hidden {
             return Err(Refusal::NotFound);
         }
         Ok(real)
@@ -371,8 +382,9 @@ fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
         })
 }
 
-/// One `bytes=` range as inclusive `(start, end)`; `Ok(None)` for forms served whole (several
-/// ranges, other units); `Err` when unsatisfiable or malformed.
+/// The one byte range a `Range` header asks for. `Ok(None)`: nothing to honour — no `bytes=`,
+/// several ranges, or invalid syntax, which RFC 9110 (§14.2) says to ignore, serving the whole
+/// file. `Err(())`: a valid range the file cannot satisfy (416).
 fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(ranges) = spec.trim().strip_prefix("bytes=") else {
         return Ok(None);
@@ -380,23 +392,32 @@ fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     if ranges.contains(',') {
         return Ok(None);
     }
-    let (first, last) = ranges.trim().split_once('-').ok_or(())?;
+    let Some((first, last)) = ranges.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let number = |text: &str| text.parse::<u64>().ok();
     let (start, end) = match (first.trim(), last.trim()) {
         ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
+            let Some(n) = number(suffix) else {
+                return Ok(None);
+            };
             if n == 0 || len == 0 {
                 return Err(());
             }
             (len.saturating_sub(n), len - 1)
         }
-        (start, "") => (start.parse().map_err(|_| ())?, len.saturating_sub(1)),
-        (start, end) => {
-            let start: u64 = start.parse().map_err(|_| ())?;
-            let end: u64 = end.parse().map_err(|_| ())?;
-            (start, end.min(len.saturating_sub(1)))
+        (start, "") => {
+            let Some(start) = number(start) else {
+                return Ok(None);
+            };
+            (start, len.saturating_sub(1))
         }
+        (start, end) => match (number(start), number(end)) {
+            (Some(start), Some(end)) if start <= end => (start, end.min(len.saturating_sub(1))),
+            _ => return Ok(None),
+        },
     };
-    if start >= len || start > end {
+    if start >= len {
         return Err(());
     }
     Ok(Some((start, end)))
@@ -459,6 +480,26 @@ fn content_type(path: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+        // Fuzzing the request-parsing helpers (#16): never a panic, and a range is always
+        // inside the file.
+        #[test]
+        fn ranges_stay_inside_the_file(spec in "(bytes=)?([0-9]{0,20}|-|,|\\PC){0,8}", len in 0u64..10_000) {
+            if let Ok(Some((start, end))) = parse_range(&spec, len) {
+                prop_assert!(start <= end && end < len, "{spec} {len}: {start}-{end}");
+            }
+        }
+
+        #[test]
+        fn request_paths_decode_without_panicking(path in "(%[0-9a-fA-F]{0,2}|/|\\.|\\PC){0,32}") {
+            if let Some(decoded) = percent_decode(&path) {
+                prop_assert!(decoded.len() <= path.len());
+            }
+        }
+    }
 
     #[test]
     fn ranges() {
@@ -469,8 +510,11 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
         assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=9-1", 100), Err(()));
-        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+        // Invalid syntax is ignored (the whole file, 200), not refused.
+        assert_eq!(parse_range("bytes=9-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=x-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=5", 100), Ok(None));
+        assert_eq!(parse_range("bytes=-x", 100), Ok(None));
         assert_eq!(parse_range("bytes=-0", 100), Err(()));
     }
 

@@ -49,6 +49,9 @@ pub enum Refused {
     OutsideStore(String),
     /// The object is larger than the caller accepts.
     TooLarge { key: String, max_bytes: u64 },
+    /// The key cannot name an object in this store: it names a directory, runs through an
+    /// object as if it were a directory, or has a segment longer than the file system allows.
+    Unusable { key: String, why: &'static str },
 }
 
 impl std::fmt::Display for Refused {
@@ -61,6 +64,7 @@ impl std::fmt::Display for Refused {
                     "object `{key}` is larger than {max_bytes} bytes (`max_bytes`)"
                 )
             }
+            Refused::Unusable { key, why } => write!(f, "object key `{key}` {why}"),
         }
     }
 }

@@ -84,7 +84,7 @@ impl Step for StorageList {
         let prefix = self
             .prefix
             .render_string(&ctx.scope())
-            .map_err(|e| StepError::invalid_input(e.message))?;
+            .map_err(StepError::from)?;
         crate::key::check_prefix(&prefix).map_err(StepError::invalid_input)?;
         let objects = self
             .store

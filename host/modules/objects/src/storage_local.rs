@@ -84,6 +84,27 @@ impl Module for LocalStore {
     }
 }
 
+/// An I/O error caused by the key itself, as the caller's mistake; anything else stays an
+/// error of the store (`unavailable`, retried).
+fn key_error(key: &str, error: std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let why = match error.kind() {
+        ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => {
+            "names a directory, not an object"
+        }
+        ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
+            "runs through an existing object as if it were a directory"
+        }
+        ErrorKind::InvalidFilename => "has a segment longer than the file system allows",
+        _ => return error.into(),
+    };
+    Refused::Unusable {
+        key: key.to_string(),
+        why,
+    }
+    .into()
+}
+
 /// A temporary file's name: hidden and marked, so listings skip it.
 fn temp_name(name: &str) -> String {
     format!(".{name}.{}.wf-tmp", uuid::Uuid::new_v4().simple())
@@ -123,17 +144,25 @@ impl LocalStore {
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> anyhow::Result<()> {
         let path = self.path(key).await?;
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
+            return Err(key_error(key, std::io::ErrorKind::IsADirectory.into()));
+        }
         let parent = path.parent().unwrap_or(self.root()?);
-        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| key_error(key, e))?;
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
+        // The temporary name is longer than the object's: an over-long name fails here first.
         let temp = parent.join(temp_name(file_name));
-        tokio::fs::write(&temp, &body).await?;
+        tokio::fs::write(&temp, &body)
+            .await
+            .map_err(|e| key_error(key, e))?;
         if let Err(e) = tokio::fs::rename(&temp, &path).await {
             let _ = tokio::fs::remove_file(&temp).await;
-            return Err(e.into());
+            return Err(key_error(key, e));
         }
         Ok(())
     }
@@ -148,8 +177,16 @@ impl ObjectStore for LocalStore {
             .into()),
             Ok(meta) if meta.is_file() => Ok(Some(Bytes::from(tokio::fs::read(&path).await?))),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            // No such object, also when a part of the key is an object.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(key_error(key, e)),
         }
     }
 
@@ -163,6 +200,11 @@ impl ObjectStore for LocalStore {
         };
         tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
+            // The prefix's directory may be a link: list it only if it resolves inside the
+            // root, as `get` would (below it, links are never followed).
+            if !std::fs::canonicalize(&start).is_ok_and(|real| real.starts_with(&root)) {
+                return found;
+            }
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
                 let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -206,8 +248,15 @@ impl ObjectStore for LocalStore {
         let path = self.path(key).await?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(key_error(key, e)),
         }
     }
 }
