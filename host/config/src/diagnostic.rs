@@ -91,7 +91,7 @@ impl Diagnostic {
             "{}[{}]: {}\n",
             self.severity.as_str(),
             self.code,
-            self.message
+            bounded(&self.message)
         );
         // The gutter is as wide as the line number (at least two), as in rustc's output.
         let width = self.location.map_or(2, |l| l.line.to_string().len().max(2));
@@ -99,12 +99,14 @@ impl Diagnostic {
         if let Some(loc) = self.location {
             let _ = writeln!(out, "{gutter}--> {}", sources.display(loc));
             if let Some(line) = sources.get(loc.source).and_then(|f| f.line(loc.line)) {
+                let (line, column) = excerpt(line, loc.column);
+                let line = line.as_str();
                 let caret_pad: String = line
                     .chars()
-                    .take(loc.column.saturating_sub(1) as usize)
+                    .take(column.saturating_sub(1) as usize)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                let carets = "^".repeat(token_width(line, loc.column));
+                let carets = "^".repeat(token_width(line, column));
                 let _ = writeln!(out, "{gutter} |");
                 let _ = writeln!(out, "{:>width$} | {line}", loc.line);
                 let _ = writeln!(out, "{gutter} | {caret_pad}{carets}");
@@ -135,13 +137,49 @@ impl Diagnostic {
         json!({
             "severity": self.severity.as_str(),
             "code": self.code,
-            "message": self.message,
+            "message": bounded(&self.message),
             "location": location,
             "path": self.path,
             "module": self.module,
             "help": self.help,
         })
     }
+}
+
+/// Longest source line quoted whole; longer ones are quoted around the column.
+const MAX_QUOTED_CHARS: usize = 160;
+
+/// Longest message shown: a message quoting a huge value (a multi-megabyte key, say) is cut.
+const MAX_MESSAGE_CHARS: usize = 2000;
+
+fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… (message cut)", &message[..cut]).into(),
+        None => message.into(),
+    }
+}
+
+/// `line`, or the part of it around `column` when it is too long to quote, with the column
+/// in what is returned.
+fn excerpt(line: &str, column: u32) -> (String, u32) {
+    let count = line.chars().count();
+    if count <= MAX_QUOTED_CHARS {
+        return (line.to_string(), column);
+    }
+    let at = column.saturating_sub(1) as usize;
+    let start = at
+        .saturating_sub(MAX_QUOTED_CHARS / 3)
+        .min(count - MAX_QUOTED_CHARS);
+    let mut shown: String = line.chars().skip(start).take(MAX_QUOTED_CHARS).collect();
+    let mut column = (at - start.min(at)) as u32 + 1;
+    if start > 0 {
+        shown.insert(0, '…');
+        column += 1;
+    }
+    if start + MAX_QUOTED_CHARS < count {
+        shown.push('…');
+    }
+    (shown, column)
 }
 
 /// Width of the scalar or key starting at `column` (at least 1), for the caret line.
@@ -304,6 +342,31 @@ mod tests {
         assert_eq!(did_you_mean("http.sever", types), Some("http.server"));
         assert_eq!(did_you_mean("htp.router", types), Some("http.router"));
         assert_eq!(did_you_mean("database.workflow", types), None);
+    }
+
+    #[test]
+    fn huge_lines_and_messages_are_quoted_in_part() {
+        let mut sources = SourceMap::default();
+        let line = format!("key: {}bad{}", "a".repeat(3_000_000), "b".repeat(3_000_000));
+        let id = sources.add("big.yaml".into(), line);
+        let column = 5 + 3_000_000 + 1;
+        let d = Diagnostic::error("yaml-syntax", format!("bad `{}`", "x".repeat(1_000_000))).at(
+            Some(Location {
+                source: id,
+                line: 1,
+                column,
+            }),
+        );
+        let out = d.render(&sources);
+        assert!(out.len() < 10_000, "{} bytes", out.len());
+        let quoted = out.lines().find(|l| l.starts_with(" 1 | ")).unwrap();
+        let caret = out.lines().find(|l| l.contains('^')).unwrap();
+        // The caret still points at `bad` in the excerpt.
+        let at = caret.chars().position(|c| c == '^').unwrap();
+        let pointed: String = quoted.chars().skip(at).take(3).collect();
+        assert_eq!(pointed, "bad", "{quoted}\n{caret}");
+        assert!(quoted.contains('…'));
+        assert!(out.contains("(message cut)"));
     }
 
     #[test]

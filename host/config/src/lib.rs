@@ -4,6 +4,7 @@
 pub mod diagnostic;
 pub mod duration;
 pub mod expand;
+pub mod files;
 pub mod load;
 pub mod model;
 pub mod redact;

@@ -26,6 +26,9 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
 }
 
+/// Largest configuration file read (each file, imports included): 8 MiB.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
 /// Loads one or more application files into one application.
 pub fn load_files(paths: &[PathBuf], vars: &dyn Vars) -> Loaded {
     let mut loader = Loader::new(vars);
@@ -111,19 +114,58 @@ impl<'v> Loader<'v> {
         if !self.loaded.insert(canonical.clone()) {
             return; // already merged through another import
         }
-        match std::fs::read_to_string(&canonical) {
+        let bytes = match crate::files::read_regular(&canonical, MAX_FILE_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let help = match e {
+                    crate::files::ReadError::TooLarge { .. } => {
+                        "split the application into files joined with `imports:`"
+                    }
+                    _ => "name a YAML file",
+                };
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "unreadable-file",
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                    .at(imported_at)
+                    .help(help),
+                );
+                return;
+            }
+        };
+        match String::from_utf8(bytes) {
             Ok(text) => {
                 self.stack.push(canonical);
                 self.load_text(path.to_path_buf(), text);
                 self.stack.pop();
             }
-            Err(e) => self.diagnostics.push(
-                Diagnostic::error(
-                    "unreadable-file",
-                    format!("cannot read `{}`: {e}", path.display()),
-                )
-                .at(imported_at),
-            ),
+            Err(e) => {
+                // Locate the first bad byte in the valid text before it.
+                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+                let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let column = String::from_utf8_lossy(&valid[line_start..])
+                    .chars()
+                    .count()
+                    + 1;
+                let source = self.config.sources.add(
+                    path.to_path_buf(),
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                );
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "not-utf8",
+                        format!("`{}` is not UTF-8 text", path.display()),
+                    )
+                    .at(Some(Location {
+                        source,
+                        line: u32::try_from(line).unwrap_or(u32::MAX),
+                        column: u32::try_from(column).unwrap_or(u32::MAX),
+                    }))
+                    .help("save the file as UTF-8"),
+                );
+            }
         }
     }
 
@@ -654,6 +696,67 @@ mod tests {
             "import cycle: main.yaml → base.yaml → main.yaml"
         );
         assert_eq!(cycle[0].location.map(|l| l.line), Some(1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn imports_that_are_not_regular_small_utf8_files_are_located_errors() {
+        let dir =
+            std::env::temp_dir().join(format!("wf-config-bad-imports-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO would block the loader forever; a link to /dev/zero would fill memory.
+        let fifo_made = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo.yaml"))
+            .status()
+            .is_ok_and(|s| s.success());
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).unwrap();
+        let huge = std::fs::File::create(dir.join("huge.yaml")).unwrap();
+        huge.set_len(MAX_FILE_BYTES + 1).unwrap();
+        std::fs::write(dir.join("latin1.yaml"), b"modules: []\n# caf\xe9\n").unwrap();
+        let imports = if fifo_made {
+            "[fifo.yaml, zero.yaml, huge.yaml, latin1.yaml]"
+        } else {
+            "[zero.yaml, huge.yaml, latin1.yaml]"
+        };
+        std::fs::write(
+            dir.join("main.yaml"),
+            format!("imports: {imports}\nmodules: []\n"),
+        )
+        .unwrap();
+        let loaded = load_files(&[dir.join("main.yaml")], &no_vars());
+        let messages: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {:?}",
+                    d.code,
+                    d.message,
+                    d.location.map(|l| (l.line, l.column))
+                )
+            })
+            .collect();
+        let find = |needle: &str| {
+            messages
+                .iter()
+                .find(|m| m.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {messages:?}"))
+                .clone()
+        };
+        if fifo_made {
+            assert!(find("fifo.yaml").contains("not a regular file (it is a FIFO)"));
+        }
+        assert!(find("zero.yaml").contains("(it is a device)"));
+        assert!(find("huge.yaml").contains("larger than the 8388608-byte limit"));
+        // Imports are located at the import list; the bad byte at its own line and column.
+        assert!(find("zero.yaml").contains("Some((1, "), "{messages:?}");
+        let not_utf8 = find("not-utf8");
+        assert!(
+            not_utf8.contains("latin1.yaml` is not UTF-8 text"),
+            "{not_utf8}"
+        );
+        assert!(not_utf8.ends_with("Some((2, 6))"), "{not_utf8}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
