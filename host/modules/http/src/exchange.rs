@@ -234,39 +234,112 @@ pub fn action_service(dispatch: Dispatch, options: PipelineRoute) -> RouteServic
     })
 }
 
-/// A request body of at most `limit` bytes, or the response refusing it: `413` when it is
-/// larger, `400` when it cannot be read (the client went away mid-body).
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+/// A request body refused for its size, naming the limit that applied.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {limit} bytes ({setting})")]
+pub struct BodyTooLarge {
+    pub limit: usize,
+    /// The setting that holds the limit, e.g. ``the route's `maxBodyBytes` ``.
+    pub setting: String,
+}
+
+impl BodyTooLarge {
+    pub fn response(&self) -> Response {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": self.to_string()}),
+        )
+    }
+}
+
+/// A request body of at most `limit` bytes, or the response refusing it: `413` naming
+/// `setting` when it is larger — at once when its declared length already is, without
+/// waiting for the bytes — and `400` when it cannot be read (the client went away mid-body).
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    setting: &str,
+) -> Result<Bytes, Response> {
+    use hyper::body::Body as _;
+    let too_large = || BodyTooLarge {
+        limit,
+        setting: setting.to_string(),
+    };
+    if body.size_hint().lower() > limit as u64 {
+        drain_refused(body);
+        let mut response = too_large().response();
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Err(response);
+    }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if over_limit(e.as_ref()) => Err(json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &json!({"error": format!("request body is larger than {limit} bytes")}),
-        )),
-        Err(_) => Err(json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "could not read the request body"}),
-        )),
+        Err(e) => {
+            // An outer layer's limit (`http.middleware.bodylimit`) names itself.
+            if let Some(outer) = find_source::<BodyTooLarge>(e.as_ref()) {
+                return Err(outer.response());
+            }
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Err(too_large().response());
+            }
+            Err(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "could not read the request body"}),
+            ))
+        }
     }
+}
+
+/// How much of a body refused by its declared size is still read (and dropped), and for how
+/// long: a client that sends its body without waiting for an answer then reads the 413
+/// instead of a reset connection. Beyond these it gets the reset.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn drain_refused(mut body: axum::body::Body) {
+    use http_body_util::BodyExt as _;
+    tokio::spawn(async move {
+        let mut left = DRAIN_BYTES;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let read = frame.data_ref().map_or(0, Bytes::len);
+                if read >= left {
+                    break;
+                }
+                left -= read;
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
+}
+
+/// The first error of type `T` down `error`'s sources.
+fn find_source<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// Whether a body error is a length limit (ours, or one an outer layer such as
 /// `http.middleware.bodylimit` put on the body, found down the error's sources).
 pub(crate) fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    find_source::<http_body_util::LengthLimitError>(error).is_some()
+        || find_source::<BodyTooLarge>(error).is_some()
 }
 
 /// The request as an exchange, or the response refusing it (body too large or unreadable).
 async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExchange, Response> {
     let (parts, body) = req.into_parts();
-    let body = read_body(body, options.max_body_bytes).await?;
+    let body = read_body(body, options.max_body_bytes, "the route's `maxBodyBytes`").await?;
     Ok(HttpExchange {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -338,7 +411,10 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
                 ),
             };
             if status.is_server_error() {
-                tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.message, "pipeline failed");
+                tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.full(), "pipeline failed");
+            } else if let Some(detail) = &e.detail {
+                // The caller was told what its request lacked; the author may want the rest.
+                tracing::debug!(pipeline = %e.pipeline, %detail, "request refused");
             }
             json_response(status, &json!({"error": message}))
         }

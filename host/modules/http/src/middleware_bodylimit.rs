@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use http::{StatusCode, header};
-use http_body_util::Limited;
+use http::header;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 use wf_engine::{BuildContext, Category, CheckContext, ConfigIssue, Described, Module, ModuleType};
 
-use crate::{HttpMiddleware, Request, RouteService, json_response, route_fn};
+use crate::exchange::BodyTooLarge;
+use crate::{HttpMiddleware, Request, RouteService, route_fn};
 
 /// Configuration of `http.middleware.bodylimit`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -78,15 +78,24 @@ impl HttpMiddleware for BodyLimit {
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
+                let too_large = move || BodyTooLarge {
+                    limit: max,
+                    setting: "`maxBytes` of `http.middleware.bodylimit`".to_string(),
+                };
                 if declared.is_some_and(|len| len > max as u64) {
-                    return json_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &json!({"error": format!("request body is larger than {max} bytes")}),
-                    );
+                    return too_large().response();
                 }
-                // Streamed bodies are cut off at the limit; the reader sees a length-limit
-                // error, which the handlers answer with 413.
-                let req = req.map(|body| Body::new(Limited::new(body, max)));
+                // Streamed bodies are cut off at the limit; the reader sees an error naming
+                // this limit, which the handlers answer with 413.
+                let req = req.map(|body| {
+                    Body::new(Limited::new(body, max).map_err(move |e| {
+                        if e.is::<LengthLimitError>() {
+                            Box::new(too_large()) as Box<dyn std::error::Error + Send + Sync>
+                        } else {
+                            e
+                        }
+                    }))
+                });
                 crate::call(inner, req).await
             }
         })

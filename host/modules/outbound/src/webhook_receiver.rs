@@ -143,7 +143,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 impl Receive {
     async fn handle(&self, req: Request) -> Response {
         let (parts, body) = req.into_parts();
-        let body = match read_body(body, self.max_body_bytes).await {
+        let body = match read_body(body, self.max_body_bytes, "the receiver's `maxBodyBytes`").await
+        {
             Ok(body) => body,
             Err(response) => return response,
         };

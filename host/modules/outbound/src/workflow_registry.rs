@@ -188,7 +188,13 @@ impl WorkflowRegistry {
         let (true, Some(pipeline)) = (known, pipeline) else {
             return not_found(name);
         };
-        let body = match read_body(req.into_body(), MAX_BODY_BYTES).await {
+        let body = match read_body(
+            req.into_body(),
+            MAX_BODY_BYTES,
+            "the fixed limit of `workflow.registry`",
+        )
+        .await
+        {
             Ok(body) => body,
             Err(response) => return response,
         };

@@ -533,7 +533,9 @@ impl ResourceHandler {
 
 /// The body as JSON (`None` when empty), or the response refusing it.
 async fn read_body(req: Request, limit: usize) -> Result<Option<Value>, Response> {
-    let bytes = wf_http::exchange::read_body(req.into_body(), limit).await?;
+    let bytes =
+        wf_http::exchange::read_body(req.into_body(), limit, "the resource's `maxBodyBytes`")
+            .await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
