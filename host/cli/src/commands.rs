@@ -497,7 +497,7 @@ pub async fn run_pipeline_command(
         Err(e) => (
             EXIT_FAILURE,
             String::new(),
-            format!("error: pipeline `{}` failed: {}\n", e.pipeline, e.message),
+            format!("error: pipeline `{}` failed: {}\n", e.pipeline, e.full()),
         ),
     }
 }

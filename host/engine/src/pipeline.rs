@@ -84,7 +84,30 @@ pub struct PipelineError {
     /// The step that failed, when one did.
     pub step: Option<String>,
     pub kind: ErrorKind,
+    /// What went wrong, fit for the app's callers.
     pub message: String,
+    /// The failed step's detail (see [`StepError::detail`]), for logs and the CLI.
+    pub detail: Option<String>,
+}
+
+impl PipelineError {
+    /// The message with the detail, for the app's author.
+    pub fn full(&self) -> String {
+        match &self.detail {
+            Some(detail) => format!("{} ({detail})", self.message),
+            None => self.message.clone(),
+        }
+    }
+
+    fn with_step_detail(self, step: &str, error: &StepError) -> Self {
+        PipelineError {
+            detail: error
+                .detail
+                .as_ref()
+                .map(|d| format!("step `{step}` failed: {d}")),
+            ..self
+        }
+    }
 }
 
 /// A finished run: its context (with `current` as the result).
@@ -508,7 +531,9 @@ impl Pipeline {
                 Err(error) if deadline.is_some_and(|d| Instant::now() >= d) => {
                     // Past the pipeline's deadline nothing more runs, whatever `on_error` says.
                     let message = format!("step `{}` failed: {}", step.name, error.message);
-                    return Err(self.error(Some(&step.name), ErrorKind::Timeout, message));
+                    return Err(self
+                        .error(Some(&step.name), ErrorKind::Timeout, message)
+                        .with_step_detail(&step.name, &error));
                 }
                 Err(error) => match step.on_error.unwrap_or(self.on_error) {
                     OnError::Skip => {
@@ -521,11 +546,13 @@ impl Pipeline {
                         i += 1;
                     }
                     OnError::Stop => {
-                        return Err(self.error(
-                            Some(&step.name),
-                            error.kind,
-                            format!("step `{}` failed: {}", step.name, error.message),
-                        ));
+                        return Err(self
+                            .error(
+                                Some(&step.name),
+                                error.kind,
+                                format!("step `{}` failed: {}", step.name, error.message),
+                            )
+                            .with_step_detail(&step.name, &error));
                     }
                     OnError::Compensate => {
                         let compensation = self.compensate(ctx, deadline, events).await;
@@ -539,7 +566,9 @@ impl Pipeline {
                                 step.name, error.message
                             ),
                         };
-                        return Err(self.error(Some(&step.name), error.kind, message));
+                        return Err(self
+                            .error(Some(&step.name), error.kind, message)
+                            .with_step_detail(&step.name, &error));
                     }
                 },
             }
@@ -706,6 +735,7 @@ impl Pipeline {
             step: step.map(str::to_string),
             kind,
             message: crate::redact::redact(&message).into_owned(),
+            detail: None,
         }
     }
 }

@@ -99,7 +99,11 @@ pub use wf_config::schema::ErrorKind;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepError {
     pub kind: ErrorKind,
+    /// What went wrong, fit for the app's callers (HTTP answers quote it for 4xx).
     pub message: String,
+    /// More than a caller may be told — the template or statement behind the error — for
+    /// logs and the CLI.
+    pub detail: Option<String>,
 }
 
 impl StepError {
@@ -109,6 +113,15 @@ impl StepError {
         StepError {
             kind,
             message: crate::redact::redact(&message.into()).into_owned(),
+            detail: None,
+        }
+    }
+
+    /// The same error with what only the app's author should read.
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        StepError {
+            detail: Some(crate::redact::redact(&detail.into()).into_owned()),
+            ..self
         }
     }
 
@@ -144,6 +157,15 @@ impl fmt::Display for StepError {
 }
 
 impl std::error::Error for StepError {}
+
+/// A template that could not render from the run's data: the caller's input lacked something.
+/// The caller is told what; the template's text stays in the detail.
+impl From<wf_template::TemplateError> for StepError {
+    fn from(e: wf_template::TemplateError) -> Self {
+        let caller = e.for_caller().to_string();
+        StepError::invalid_input(caller).with_detail(e.message)
+    }
+}
 
 impl From<anyhow::Error> for StepError {
     fn from(e: anyhow::Error) -> Self {

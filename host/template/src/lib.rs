@@ -24,15 +24,37 @@ use tera::{Context, Tera};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TemplateError {
+    /// The whole story, template text included: for the app's author (logs, the CLI).
     pub message: String,
+    /// What a caller of the app may be told when rendering fails: what the data lacked, never
+    /// the template's text. `None` for compile errors, which only the author sees.
+    pub caller: Option<String>,
 }
 
 impl TemplateError {
     fn new(message: impl Into<String>) -> Self {
         TemplateError {
             message: message.into(),
+            caller: None,
         }
     }
+
+    fn at_run(message: impl Into<String>, caller: impl Into<String>) -> Self {
+        TemplateError {
+            message: message.into(),
+            caller: Some(caller.into()),
+        }
+    }
+
+    /// The message for a caller of the app (see [`TemplateError::caller`]).
+    pub fn for_caller(&self) -> &str {
+        self.caller.as_deref().unwrap_or(&self.message)
+    }
+}
+
+/// The caller's view of a missing value.
+fn missing_from_data(path: &str) -> String {
+    format!("`{path}` is missing from the data")
 }
 
 const NAME: &str = "t";
@@ -159,10 +181,10 @@ impl Template {
             Kind::Value(tera) => {
                 let text = self.render_text(tera, scope)?;
                 serde_json::from_str(&text).map_err(|e| {
-                    TemplateError::new(format!(
-                        "template `{}` produced invalid JSON: {e}",
-                        self.source
-                    ))
+                    TemplateError::at_run(
+                        format!("template `{}` produced invalid JSON: {e}", self.source),
+                        "a value computed from the data is not valid JSON",
+                    )
                 })
             }
             Kind::Text(tera) => self.render_text(tera, scope).map(Value::String),
@@ -178,21 +200,37 @@ impl Template {
     }
 
     fn missing(&self, path: &str) -> TemplateError {
-        TemplateError::new(format!(
-            "template `{}` failed: Variable `{path}` not found in context",
-            self.source
-        ))
+        TemplateError::at_run(
+            format!(
+                "template `{}` failed: Variable `{path}` not found in context",
+                self.source
+            ),
+            missing_from_data(path),
+        )
     }
 
     fn render_text(&self, tera: &Tera, scope: &Scope<'_>) -> Result<String, TemplateError> {
-        let context = Context::from_value(Value::Object(scope.to_map()))
-            .map_err(|e| TemplateError::new(format!("template `{}`: {e}", self.source)))?;
+        let context = Context::from_value(Value::Object(scope.to_map())).map_err(|e| {
+            TemplateError::at_run(
+                format!("template `{}`: {e}", self.source),
+                "a value could not be computed from the data",
+            )
+        })?;
         tera.render(NAME, &context).map_err(|e| {
-            TemplateError::new(format!(
-                "template `{}` failed: {}",
-                self.source,
-                error_chain(&e)
-            ))
+            let chain = error_chain(&e);
+            // tera's render errors name the template `t`, never its text: the chain says
+            // what in the data was wrong (a filter's refusal, a type mismatch).
+            let caller = match chain
+                .split_once("Variable `")
+                .and_then(|(_, rest)| rest.split_once("` not found in context"))
+            {
+                Some((path, _)) => missing_from_data(path),
+                None => chain.clone(),
+            };
+            TemplateError::at_run(
+                format!("template `{}` failed: {chain}", self.source),
+                caller,
+            )
         })
     }
 }
@@ -219,7 +257,10 @@ impl TemplateValue {
                     if pointer.is_empty() {
                         e
                     } else {
-                        TemplateError::new(format!("at `{pointer}`: {}", e.message))
+                        TemplateError {
+                            message: format!("at `{pointer}`: {}", e.message),
+                            ..e
+                        }
                     }
                 })?;
                 if t.is_dynamic() {
@@ -711,6 +752,23 @@ mod tests {
             err.message,
             "template `x {{ .nope }}` failed: Variable `nope` not found in context"
         );
+        // A caller is told what the data lacked, never the template's text.
+        assert_eq!(err.for_caller(), "`nope` is missing from the data");
+        let err = Template::compile("{{ count + nope }}")
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap_err();
+        assert_eq!(err.for_caller(), "`nope` is missing from the data");
+        assert!(
+            err.message.contains("{{ count + nope }}"),
+            "{}",
+            err.message
+        );
+        let err = Template::compile("{{ name | round }}")
+            .unwrap()
+            .render(&Scope::of(&data()))
+            .unwrap_err();
+        assert!(!err.for_caller().contains("{{"), "{}", err.for_caller());
     }
 
     #[test]

@@ -206,10 +206,7 @@ pub struct Exchange {
 impl Step for HttpCall {
     async fn run(&self, ctx: &PipelineContext) -> Result<StepOutput, StepError> {
         let scope = ctx.scope();
-        let rendered = self
-            .url
-            .render_string(&scope)
-            .map_err(|e| StepError::invalid_input(e.message))?;
+        let rendered = self.url.render_string(&scope).map_err(StepError::from)?;
         // With a client the host is its own: the rendered part is only ever a path.
         let url = match &self.shared {
             Some(shared) => {
@@ -235,9 +232,7 @@ impl Step for HttpCall {
             .map(|s| s.headers.clone())
             .unwrap_or_default();
         for (name, template) in &self.headers {
-            let value = template
-                .render_string(&scope)
-                .map_err(|e| StepError::invalid_input(e.message))?;
+            let value = template.render_string(&scope).map_err(StepError::from)?;
             let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
                 StepError::invalid_input(format!("the value of header `{name}` is not valid"))
             })?;

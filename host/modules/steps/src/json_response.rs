@@ -151,9 +151,7 @@ impl Step for JsonResponse {
                     }
                 };
                 for (name, template) in &self.headers {
-                    let value = template
-                        .render_string(&data)
-                        .map_err(|e| StepError::invalid_input(e.message))?;
+                    let value = template.render_string(&data).map_err(StepError::from)?;
                     let value = HeaderValue::from_str(&value).map_err(|_| {
                         StepError::invalid_input(format!(
                             "header `{name}` rendered to an invalid value"

@@ -61,16 +61,14 @@ pub fn compile_str(field: &str, text: &str) -> anyhow::Result<Template> {
 
 /// A run-time template failure: the input did not have what the template reads.
 pub fn render(template: &TemplateValue, ctx: &PipelineContext) -> Result<Value, StepError> {
-    template
-        .render(&ctx.scope())
-        .map_err(|e| StepError::invalid_input(e.message))
+    template.render(&ctx.scope()).map_err(StepError::from)
 }
 
 /// A run-time string template failure: the input did not have what the template reads.
 pub fn render_str(template: &Template, ctx: &PipelineContext) -> Result<String, StepError> {
     template
         .render_string(&ctx.scope())
-        .map_err(|e| StepError::invalid_input(e.message))
+        .map_err(StepError::from)
 }
 
 /// The value at a dotted path (`steps.parse.body`) in what templates see.

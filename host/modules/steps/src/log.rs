@@ -69,7 +69,7 @@ impl Step for Log {
         let message = self
             .message
             .render_string(&ctx.scope())
-            .map_err(|e| StepError::invalid_input(e.message))?;
+            .map_err(StepError::from)?;
         let run_id = ctx
             .meta
             .get("run_id")

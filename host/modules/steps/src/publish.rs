@@ -79,7 +79,7 @@ impl Step for Publish {
         let topic = self
             .topic
             .render_string(&ctx.scope())
-            .map_err(|e| StepError::invalid_input(e.message))?;
+            .map_err(StepError::from)?;
         let payload = match &self.payload {
             Some(template) => crate::render(template, ctx)?,
             None => Value::Object(ctx.current.clone()),

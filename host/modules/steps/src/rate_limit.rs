@@ -151,7 +151,7 @@ impl Step for RateLimit {
         let key = self
             .key
             .render_string(&ctx.scope())
-            .map_err(|e| StepError::invalid_input(e.message))?;
+            .map_err(StepError::from)?;
         // Keys come from requests: long ones are hashed so buckets stay small.
         let key = if key.len() > 256 {
             use std::hash::{Hash, Hasher};

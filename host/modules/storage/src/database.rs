@@ -132,7 +132,9 @@ impl DbError {
                 if e.kind() != sqlx::error::ErrorKind::Other
                     || is_constraint_code(e.code().as_deref()) =>
             {
-                DbError::Constraint(format!("{db}: {}", e.message()))
+                // The caller sees this one (a 400): the data it broke, not where the
+                // database lives.
+                DbError::Constraint(e.message().to_string())
             }
             sqlx::Error::Database(e) => DbError::Statement(format!("{db}: {}", e.message())),
             sqlx::Error::PoolTimedOut => DbError::Unavailable(format!(

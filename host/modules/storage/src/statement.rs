@@ -87,8 +87,10 @@ impl BoundStatement {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                p.render(&scope)
-                    .map_err(|e| StepError::invalid_input(format!("params[{i}]: {}", e.message)))
+                p.render(&scope).map_err(|e| {
+                    StepError::invalid_input(format!("params[{i}]: {}", e.for_caller()))
+                        .with_detail(format!("params[{i}]: {}", e.message))
+                })
             })
             .collect()
     }
