@@ -384,6 +384,10 @@ async fn every_bad_token_is_a_401_with_a_json_error() {
     expired["exp"] = json!(now() - 3600);
     let mut forged_role = claims.clone();
     forged_role["role"] = json!("admin");
+    // Signed with the right key, but its session is gone (it was accepted: #16).
+    let mut gone_session = claims.clone();
+    gone_session["sid"] = json!("a-session-that-no-longer-exists");
+    gone_session["iat"] = json!(now() - 60);
     claims["role"] = json!("admin");
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("missing", None, "Authorization header required"),
@@ -438,6 +442,14 @@ async fn every_bad_token_is_a_401_with_a_json_error() {
                 b64(&claims)
             )),
             "Invalid credentials",
+        ),
+        (
+            "a session that no longer exists",
+            Some(format!(
+                "Bearer {}",
+                jwt(Algorithm::HS256, &secret, gone_session)
+            )),
+            "token revoked",
         ),
         // Algorithm confusion: the RSA public key used as an HMAC secret.
         (

@@ -156,7 +156,13 @@ impl AuthEndpoints {
 
     async fn handle(&self, req: Request) -> Response {
         let (parts, body) = req.into_parts();
-        let body = match wf_http::exchange::read_body(body, MAX_BODY_BYTES).await {
+        let body = match wf_http::exchange::read_body(
+            body,
+            MAX_BODY_BYTES,
+            "the fixed limit of `auth.jwt` endpoints",
+        )
+        .await
+        {
             Ok(body) => body,
             Err(response) => return response,
         };
@@ -205,9 +211,11 @@ impl AuthEndpoints {
             .tokens
             .refresh_token(user, &session)
             .map_err(internal)?;
+        let expires_at = self.tokens.refresh_expiry();
         self.store
-            .open_session(&session, &user.id, &jti, self.tokens.refresh_expiry())
+            .open_session(&session, &user.id, &jti, expires_at)
             .await?;
+        self.tokens.remember(&session, expires_at);
         let access = self.tokens.access_token(user, &session).map_err(internal)?;
         let mut out = self.token_fields(access, refresh);
         out.insert("user".into(), user.public_json());
@@ -339,16 +347,14 @@ impl AuthEndpoints {
             .tokens
             .refresh_token(&user, session)
             .map_err(internal)?;
+        let expires_at = self.tokens.refresh_expiry();
         match self
             .store
-            .rotate(
-                claim(&claims, "jti"),
-                &next_jti,
-                self.tokens.refresh_expiry(),
-            )
+            .rotate(claim(&claims, "jti"), &next_jti, expires_at)
             .await?
         {
             Rotation::Rotated { .. } => {
+                self.tokens.remember(session, expires_at);
                 let access = self.tokens.access_token(&user, session).map_err(internal)?;
                 Ok((
                     StatusCode::OK,

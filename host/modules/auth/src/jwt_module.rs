@@ -355,6 +355,7 @@ impl Module for AuthJwtModule {
         }
         let started = chrono::Utc::now().timestamp();
         self.tokens.load_revocations(&self.store, 0).await?;
+        self.tokens.load_sessions(&self.store, 0).await?;
         if let Err(e) = self.store.prune(started - 86_400).await {
             tracing::warn!(module = %self.name, error = %e, "could not prune expired sessions");
         }
@@ -365,7 +366,11 @@ impl Module for AuthJwtModule {
                 tokio::time::sleep(REVOCATION_POLL).await;
                 // Overlap the windows a little: clocks of hosts differ.
                 let now = chrono::Utc::now().timestamp();
-                match tokens.load_revocations(&store, since - 5).await {
+                let read = match tokens.load_revocations(&store, since - 5).await {
+                    Ok(()) => tokens.load_sessions(&store, since).await,
+                    Err(e) => Err(e),
+                };
+                match read {
                     Ok(()) => since = now,
                     Err(e) => {
                         tracing::warn!(module = %name, error = %e, "could not read revoked sessions")

@@ -85,10 +85,11 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 fn migrations() -> Vec<Migration> {
-    vec![Migration::new(
-        1,
-        "users and sessions",
-        "CREATE TABLE IF NOT EXISTS wf_auth_users (
+    vec![
+        Migration::new(
+            1,
+            "users and sessions",
+            "CREATE TABLE IF NOT EXISTS wf_auth_users (
             store TEXT NOT NULL,
             id TEXT NOT NULL,
             email TEXT NOT NULL,
@@ -119,7 +120,14 @@ fn migrations() -> Vec<Migration> {
             used_at BIGINT,
             PRIMARY KEY (store, jti)
         )",
-    )]
+        ),
+        // Every poll reads the sessions opened or extended since the last one, by expiry.
+        Migration::new(
+            2,
+            "sessions by expiry",
+            "CREATE INDEX IF NOT EXISTS wf_auth_sessions_expires ON wf_auth_sessions (store, expires_at)",
+        ),
+    ]
 }
 
 const USER_COLUMNS: &str = "id, email, name, password_hash, metadata, created_at";
@@ -474,6 +482,29 @@ impl UserStore {
             .query(
                 "SELECT id, expires_at FROM wf_auth_sessions WHERE store = ? AND revoked_at >= ? AND expires_at > ?",
                 &[json!(self.name), json!(since), json!(alive_at)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let expires = r.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
+                (text(&mut r, "id"), expires)
+            })
+            .collect())
+    }
+
+    /// The sessions not revoked whose refresh tokens expire after `expiring_after` (unix
+    /// seconds), with that expiry.
+    pub async fn live_sessions(
+        &self,
+        expiring_after: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.ensure().await?;
+        let rows = self
+            .database
+            .query(
+                "SELECT id, expires_at FROM wf_auth_sessions WHERE store = ? AND expires_at > ? AND revoked_at IS NULL",
+                &[json!(self.name), json!(expiring_after)],
             )
             .await?;
         Ok(rows

@@ -4,6 +4,11 @@
 //! Access tokens carry the session id (`sid`), so signing out or removing a user ends the
 //! session's access tokens too, not just its refresh tokens. This host learns of revocations
 //! at once; other hosts sharing the database within [`REVOCATION_POLL`].
+//!
+//! A token is also refused when its session no longer exists (the users were kept in memory and
+//! the host restarted, the sessions were deleted): the live sessions are read at start and at
+//! every poll, and a token issued before the last read whose session was not in it is refused.
+//! One issued since may belong to another host's new session, not read yet.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -37,7 +42,14 @@ pub struct TokenService {
     settings: TokenSettings,
     /// Revoked session ids, each with the time after which none of its tokens can be valid.
     revoked: RwLock<HashMap<String, i64>>,
+    /// Live session ids, each with when its refresh tokens expire.
+    live: RwLock<HashMap<String, i64>>,
+    /// When the live sessions were last read in full from the store (unix seconds; 0: never).
+    synced_at: std::sync::atomic::AtomicI64,
 }
+
+/// Clocks of hosts sharing a store differ by up to this much (seconds).
+const CLOCK_SLACK: i64 = 5;
 
 impl TokenService {
     pub fn new(signer: JwtSigner, verifier: JwtVerifier, settings: TokenSettings) -> TokenService {
@@ -46,6 +58,8 @@ impl TokenService {
             verifier,
             settings,
             revoked: RwLock::default(),
+            live: RwLock::default(),
+            synced_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -141,10 +155,52 @@ impl TokenService {
             .map(|r| r.contains_key(session))
             .unwrap_or(true);
         if revoked {
-            Err(TokenError::Revoked)
-        } else {
-            Ok(())
+            return Err(TokenError::Revoked);
         }
+        if self
+            .live
+            .read()
+            .is_ok_and(|live| live.contains_key(session))
+        {
+            return Ok(());
+        }
+        // Not among the sessions last read: too new to have been read, or gone.
+        let issued_at = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+        let synced_at = self.synced_at.load(std::sync::atomic::Ordering::Relaxed);
+        if issued_at >= synced_at - CLOCK_SLACK {
+            Ok(())
+        } else {
+            Err(TokenError::Revoked)
+        }
+    }
+
+    /// A session opened or extended here, whose refresh tokens now expire at `expires_at`.
+    pub fn remember(&self, session: &str, expires_at: i64) {
+        if let Ok(mut live) = self.live.write() {
+            live.insert(session.to_string(), expires_at);
+        }
+    }
+
+    /// Reads the sessions opened or extended since `since` (unix seconds; `0`: all live ones)
+    /// and forgets expired ones. Sessions are opened and extended with a full refresh lifetime,
+    /// so those are the ones that expire at least that long after `since`.
+    pub async fn load_sessions(&self, store: &UserStore, since: i64) -> Result<(), StoreError> {
+        let read_at = unix_now();
+        let expiring_after = if since == 0 {
+            read_at - self.settings.access_ttl.as_secs() as i64
+        } else {
+            since + self.settings.refresh_ttl.as_secs() as i64 - CLOCK_SLACK
+        };
+        let sessions = store.live_sessions(expiring_after).await?;
+        if let Ok(mut live) = self.live.write() {
+            // Access tokens can outlive their session's last refresh token by one lifetime.
+            let alive_at = read_at - self.settings.access_ttl.as_secs() as i64;
+            live.retain(|_, expires_at| *expires_at > alive_at);
+            live.extend(sessions);
+        }
+        self.synced_at
+            .store(read_at, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Refuses the session's tokens from now on. `expires_at` is when its last refresh token
