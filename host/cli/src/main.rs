@@ -404,9 +404,10 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let single_line = matches!(format, LogFormat::Text);
     let console = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(|| RedactingStderr);
+        .with_writer(move || ConsoleWriter { single_line });
     // The filter is the console's own: `log.collector` keeps its own level.
     let console = match format {
         LogFormat::Text => console.with_filter(filter).boxed(),
@@ -418,20 +419,45 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         .init();
 }
 
-/// Standard error with resolved secrets masked ([`wf_engine::redact`]). The console layer
-/// writes each event whole, so a secret is never split across two writes.
-struct RedactingStderr;
+/// Standard error with resolved secrets masked ([`wf_engine::redact`]) and, in the text
+/// format, one line per event: line breaks inside an event (a logged value, a component's
+/// message or error) are written as `\n`, so nothing a caller or a component sends can
+/// start a forged log line. The console layer writes each event whole, ending in its one
+/// newline, so a secret is never split across two writes. (tracing-subscriber already escapes
+/// terminal escape sequences; the JSON format escapes everything.)
+struct ConsoleWriter {
+    single_line: bool,
+}
 
-impl std::io::Write for RedactingStderr {
+impl std::io::Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(wf_engine::redact::redact(&text).as_bytes())?;
+        let text = wf_engine::redact::redact(&text);
+        let out = if self.single_line {
+            one_line(text)
+        } else {
+            text
+        };
+        std::io::stderr().write_all(out.as_bytes())?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// An event as one line: its final newline kept, line breaks before it escaped.
+fn one_line(event: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    let body = event.strip_suffix('\n').unwrap_or(&event);
+    if !body.contains(['\n', '\r']) {
+        return event;
+    }
+    let mut out = body.replace('\n', "\\n").replace('\r', "\\r");
+    if event.ends_with('\n') {
+        out.push('\n');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The async runtime for commands that run an application; `None` (reported) if it cannot start.
