@@ -22,12 +22,30 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         let path = entry.unwrap().path();
         if path.is_dir() {
             out.extend(yaml_files(&path));
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && is_app(&path) {
             out.push(path);
         }
     }
     out.sort();
     out
+}
+
+/// Whether a YAML file is an application (or a part one imports), not a docker-compose file,
+/// a Prometheus or Grafana config or seed data that the flagship apps carry beside theirs.
+fn is_app(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| {
+        text.lines().any(|line| {
+            [
+                "modules:",
+                "workflows:",
+                "pipelines:",
+                "imports:",
+                "triggers:",
+            ]
+            .iter()
+            .any(|key| line.starts_with(key))
+        })
+    })
 }
 
 /// Mistakes in the original's examples themselves, which wf reports as it should. Each one is

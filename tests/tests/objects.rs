@@ -210,6 +210,33 @@ async fn a_local_store_keeps_objects_inside_its_root() {
         std::fs::read_to_string(dir.0.join("secret.txt")).unwrap(),
         "outside"
     );
+    // Listing does not follow the link either (it did: #16).
+    let listed = run(&app, "list", json!({"prefix": "escape/"}))
+        .await
+        .unwrap();
+    assert_eq!(listed["count"], 0, "{listed:?}");
+
+    // Keys the store cannot hold are the caller's mistake (`invalid-input`), not an outage
+    // to retry (they were `unavailable`: #16).
+    for (key, why) in [
+        ("reports/2026", "names a directory"),
+        ("bin/blob/inner", "runs through an existing object"),
+        (&*format!("long/{}", "x".repeat(300)), "segment longer"),
+    ] {
+        let error = run(&app, "save-text", json!({"key": key, "text": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::InvalidInput, "{key}: {error}");
+        assert!(error.message.contains(why), "{key}: {error}");
+    }
+    let error = run(&app, "remove", json!({"key": "reports/2026"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidInput, "{error}");
+    let missing = run(&app, "read-text", json!({"key": "bin/blob/inner"}))
+        .await
+        .unwrap();
+    assert_eq!(missing["found"], false, "{missing:?}");
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
 

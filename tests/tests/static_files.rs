@@ -19,6 +19,8 @@ async fn files_are_served_with_validators_ranges_and_no_way_out() {
     std::fs::write(site.join(".env"), "SECRET=hunter2").unwrap();
     std::fs::write(dir.0.join("outside.txt"), "outside the root").unwrap();
     std::os::unix::fs::symlink(dir.0.join("outside.txt"), site.join("escape.txt")).unwrap();
+    // A link to a hidden file inside the root (it was served: #16).
+    std::os::unix::fs::symlink(site.join(".env"), site.join("config.txt")).unwrap();
     let app = start_yaml(&format!(
         r#"
 modules:
@@ -102,6 +104,18 @@ modules:
         .await
         .unwrap();
     assert_eq!(stale.status(), 200);
+    // A range that is not valid syntax is ignored, as RFC 9110 says: the whole file (it was 416:
+    // #16).
+    for invalid in ["bytes=9-1", "bytes=x-5", "bytes=5"] {
+        let whole = http
+            .get(format!("{base}/app.js"))
+            .header("Range", invalid)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(whole.status(), 200, "{invalid}");
+        assert_eq!(whole.text().await.unwrap().len(), 28);
+    }
 
     // HEAD: the headers, no body.
     let head = http.head(format!("{base}/app.js")).send().await.unwrap();
@@ -139,7 +153,7 @@ modules:
         assert_eq!(status, 403, "{path}: {body}");
         assert!(!body.contains("outside the root"));
     }
-    for path in ["/escape.txt", "/.env"] {
+    for path in ["/escape.txt", "/.env", "/config.txt", "/assets/config.txt"] {
         let (_, body) = raw_get(addr, path).await;
         assert!(
             !body.contains("outside the root") && !body.contains("hunter2"),

@@ -289,7 +289,7 @@ async fn bad_uploads_are_rejected_and_change_nothing() {
             415,
             "precompiled",
         ),
-        ("oversized", vec![0u8; 2 << 20], 413, "1 MiB"),
+        ("oversized", vec![0u8; 2 << 20], 413, "`api.max_upload_mib`"),
         (
             "wrong name",
             plugin("sentiment"),
@@ -326,6 +326,17 @@ async fn bad_uploads_are_rejected_and_change_nothing() {
             .unwrap()
             .contains("sentiment"),
         "{after}"
+    );
+    // Rejected uploads leave no compiled code behind: only the live version's (they did: #16).
+    let cached: Vec<_> = std::fs::read_dir(dir.0.join("data/cache"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(
+        cached[0].starts_with(after["digest"].as_str().unwrap()),
+        "{cached:?}"
     );
     running.stop(Duration::from_secs(5)).await;
 }
@@ -802,6 +813,9 @@ modules:
     type: wasm.components
     config:
       data_dir: data
+      components:
+        alert-intake:
+          capabilities: {{routes: ["POST /intake"], subscribe: [intake.raw], pipelines: [record-alert]}}
 {API}pipelines:
   record-alert:
     steps:
@@ -824,12 +838,34 @@ modules:
     };
     assert_eq!(intake().await.0, 404);
     let capabilities = json!({"routes": ["POST /intake"], "subscribe": ["intake.raw"], "pipelines": ["record-alert"]});
-    // Without the grants, the route and topic are refused.
+    // A route the YAML does not grant is refused, even when the upload asks for it: the
+    // uploader cannot widen what the app's author allowed (it could: #16).
     let (status, body) = upload(
         &base,
         plugin("alert_intake"),
         "?name=alert-intake",
-        Some(json!({"config": {"path": "/intake", "topic": "intake.raw"}})),
+        Some(json!({
+            "config": {"path": "/other", "topic": "intake.raw"},
+            "capabilities": {"routes": ["POST /other"], "subscribe": ["intake.raw"], "pipelines": ["*"]},
+        })),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("capabilities.routes: `POST /other`")
+            && error.contains("capabilities.pipelines: `*`"),
+        "{body}"
+    );
+    // Asking for a route of its own config that the grant lacks is refused at install.
+    let (status, body) = upload(
+        &base,
+        plugin("alert_intake"),
+        "?name=alert-intake",
+        Some(json!({
+            "config": {"path": "/other", "topic": "intake.raw"},
+            "capabilities": {"subscribe": ["intake.raw"]},
+        })),
     )
     .await;
     assert_eq!(status, 422, "{body}");

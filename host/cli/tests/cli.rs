@@ -2,20 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn wf_host() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wf-host"));
-    command.current_dir(root()).env_remove("RUST_LOG");
-    command
-}
+use common::{root, wf_host};
 
 fn output(args: &[&str]) -> (i32, String, String) {
     let out = wf_host().args(args).output().expect("wf-host runs");
@@ -232,7 +225,7 @@ fn get(address: &str, path: &str) -> String {
 #[test]
 fn run_pipeline_prints_the_result_and_names_failures() {
     let examples = std::env::var("WF_SEED_EXAMPLES")
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root().join("../shared/seed/examples"));
     let seed = examples.join("data-sync-pipeline.yaml");
     let seed = seed.to_string_lossy().into_owned();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, json};
 use wf_wasm::component::{CallInfo, ComponentSpec, LoadedComponent};
 use wf_wasm::{
-    Capabilities, ComponentRegistry, Expect, HostServices, Limits, Origin, Policy, Runtime,
-    RuntimeConfig,
+    Capabilities, ComponentRegistry, Expect, ExtraGrant, HostServices, Limits, Origin, Policy,
+    Runtime, RuntimeConfig,
 };
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         registry
             .install(
                 &Expect::Name("hello"),
-                registry.spec(&Expect::Name("hello"), bytes.clone(), None)?,
+                registry.spec(&Expect::Name("hello"), bytes.clone(), ExtraGrant::None)?,
                 Origin::Upload,
             )
             .await?;
@@ -164,7 +164,7 @@ fn main() -> anyhow::Result<()> {
                 registry
                     .install(
                         &Expect::Name("hello"),
-                        registry.spec(&Expect::Name("hello"), other, None)?,
+                        registry.spec(&Expect::Name("hello"), other, ExtraGrant::None)?,
                         Origin::Upload,
                     )
                     .await?;
@@ -172,7 +172,7 @@ fn main() -> anyhow::Result<()> {
                 registry
                     .install(
                         &Expect::Name("hello"),
-                        registry.spec(&Expect::Name("hello"), b, None)?,
+                        registry.spec(&Expect::Name("hello"), b, ExtraGrant::None)?,
                         Origin::Upload,
                     )
                     .await?;

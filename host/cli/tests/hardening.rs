@@ -1,0 +1,121 @@
+//! The `wf-host` process under abuse (issue #16): resident memory after a burst of failed
+//! sign-ins (each one an Argon2 hash of 19 MiB) returns near where it started, and text from
+//! callers cannot forge lines of the console log.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
+
+mod common;
+
+use common::{TempDir, request, run, wf_host};
+
+const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
+
+/// What a burst of password hashes may leave resident beyond the process's size before it:
+/// one 19 MiB work area per CPU, kept for reuse, and allocator slack. Before the work areas
+/// were reused, 200 failed sign-ins left ~700 MiB.
+const HASHING_MARGIN_KIB: u64 = 160 * 1024;
+
+#[test]
+fn failed_sign_ins_do_not_leave_memory_behind() {
+    let dir = TempDir::new("argon");
+    let app = dir.0.join("app.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: db, type: database.workflow, config: {{dsn: "{}"}}}}
+  - {{name: users, type: auth.user-store}}
+  - {{name: auth, type: auth.jwt, config: {{secret: "{SECRET}"}}}}
+workflows:
+  http:
+    routes:
+      - {{method: POST, path: /api/auth/register, handler: auth}}
+      - {{method: POST, path: /api/auth/login, handler: auth}}
+"#,
+            dir.0.join("app.db").display()
+        ),
+    )
+    .unwrap();
+    let host = run(&[app.to_str().unwrap()], &[]);
+    let json = [("content-type", "application/json")];
+    let (status, body) = request(
+        &host.address,
+        "POST",
+        "/api/auth/register",
+        &json,
+        br#"{"email": "ada@example.com", "password": "correct horse battery"}"#,
+    )
+    .unwrap();
+    assert!(status == 201 || status == 200, "{status} {body}");
+    let before = host.rss_kib();
+    assert!(before > 0, "cannot read the process's memory");
+
+    // 200 wrong passwords from 16 clients at once.
+    let address = host.address.clone();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                for _ in 0..(200 / 16 + 1) {
+                    let (status, _) = request(
+                        &address,
+                        "POST",
+                        "/api/auth/login",
+                        &[("content-type", "application/json")],
+                        br#"{"email": "ada@example.com", "password": "wrong password"}"#,
+                    )
+                    .unwrap();
+                    assert_eq!(status, 401);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let after = host.rss_kib();
+    eprintln!("resident memory: {before} KiB before 200 failed sign-ins, {after} KiB after");
+    assert!(
+        after <= before + HASHING_MARGIN_KIB,
+        "resident memory grew from {before} KiB to {after} KiB after 200 failed sign-ins"
+    );
+}
+
+#[test]
+fn callers_cannot_forge_console_log_lines() {
+    let dir = TempDir::new("forged-log");
+    let app = dir.0.join("app.yaml");
+    std::fs::write(
+        &app,
+        r#"
+pipelines:
+  greet:
+    steps:
+      - {name: say, type: step.log, config: {level: warn, message: "hello {{ .name }}"}}
+"#,
+    )
+    .unwrap();
+    let forged = "ada\n2026-12-07T00:00:00.000000Z ERROR forged: the admin password is hunter2\r";
+    let output = wf_host()
+        .args(["run-pipeline", app.to_str().unwrap(), "greet", "--input"])
+        .arg(serde_json::json!({ "name": forged }).to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("hello ada")).collect();
+    assert_eq!(logged.len(), 1, "{stderr}");
+    assert!(
+        logged[0].contains("hello ada\\n2026-12-07T00:00:00.000000Z ERROR forged"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("ERROR forged") && !l.contains("hello ada")),
+        "a forged line: {stderr}"
+    );
+}
