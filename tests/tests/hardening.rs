@@ -293,3 +293,37 @@ workflows:
     );
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_client_stops_reading_is_dropped_after_idle_timeout() {
+    let dir = wf_tests::TempDir::new("slow-reader");
+    let big = vec![b'x'; 32 << 20];
+    std::fs::write(dir.0.join("big.bin"), &big).unwrap();
+    let app = start_yaml(&format!(
+        r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0", idleTimeout: 300ms}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: files, type: static.fileserver, config: {{root: "{}", spa: false}}}}
+"#,
+        dir.0.display()
+    ))
+    .await;
+    let addr = server_addr(&app, "web");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // A client that stops reading held the connection (and its slot) for as long as it
+    // liked (#16); now the stalled response is dropped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = closed_within(&mut stream, Duration::from_secs(20))
+        .await
+        .expect("the connection was closed");
+    assert!(
+        received.len() < big.len(),
+        "the whole file arrived: the stalled response was not dropped"
+    );
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

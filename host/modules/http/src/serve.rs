@@ -178,34 +178,58 @@ impl AcceptErrors {
     }
 }
 
-/// What a connection's watchdog reads: requests seen, and requests whose response is not done.
+/// What a connection's watchdog reads, kept up to date by the service and the socket.
 #[derive(Default)]
 struct Activity {
+    /// Requests that arrived.
     requests: AtomicU64,
+    /// Requests whose response body is not done yet.
     in_progress: AtomicUsize,
+    /// Requests whose handler is still producing the response (bounded by `writeTimeout`).
+    handling: AtomicUsize,
+    /// Bytes written to the socket.
+    written: AtomicU64,
 }
 
-/// Held from a request's arrival until its response body is done (or dropped).
-struct InProgress(Arc<Activity>);
-
-impl InProgress {
-    fn start(activity: &Arc<Activity>) -> InProgress {
-        activity.requests.fetch_add(1, Ordering::Relaxed);
-        activity.in_progress.fetch_add(1, Ordering::Relaxed);
-        InProgress(activity.clone())
+impl Activity {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            in_progress: self.in_progress.load(Ordering::Relaxed),
+            handling: self.handling.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+        }
     }
 }
 
-impl Drop for InProgress {
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    requests: u64,
+    in_progress: usize,
+    handling: usize,
+    written: u64,
+}
+
+/// Decrements its counter when dropped: a request's response done, a handler finished.
+struct Counted(Arc<Activity>, fn(&Activity) -> &AtomicUsize);
+
+impl Counted {
+    fn start(activity: &Arc<Activity>, counter: fn(&Activity) -> &AtomicUsize) -> Counted {
+        counter(activity).fetch_add(1, Ordering::Relaxed);
+        Counted(activity.clone(), counter)
+    }
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// A response body that keeps its request counted as in progress while it streams.
 struct CountedBody {
     inner: Body,
-    _in_progress: InProgress,
+    _in_progress: Counted,
 }
 
 impl hyper::body::Body for CountedBody {
@@ -228,6 +252,121 @@ impl hyper::body::Body for CountedBody {
     }
 }
 
+/// The connection's socket, counting the bytes written to it: a response whose bytes stop
+/// moving (a client that stopped reading, a stream that went silent) is a stalled one.
+struct CountingIo {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl CountingIo {
+    fn count(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.activity
+                .written
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What the watchdog decides at a look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// Close now: nothing is lost (no request came, or a response stopped moving).
+    Drop(&'static str),
+    /// Tell the client to go (`GOAWAY` on HTTP/2), then drop after [`CLOSE_GRACE`].
+    Close(&'static str),
+}
+
+/// A connection's deadlines, judged from [`Activity`] a few times per deadline.
+struct Watchdog {
+    limits: ConnectionLimits,
+    opened: Instant,
+    seen: Snapshot,
+    /// Since when no request arrived and none was in progress.
+    quiet_since: Instant,
+    /// Since when a response in progress (its handler done) wrote nothing.
+    stalled_since: Instant,
+}
+
+impl Watchdog {
+    fn new(limits: ConnectionLimits, opened: Instant) -> Watchdog {
+        Watchdog {
+            limits,
+            opened,
+            seen: Snapshot::default(),
+            quiet_since: opened,
+            stalled_since: opened,
+        }
+    }
+
+    fn look(&mut self, now: Instant, activity: Snapshot) -> Verdict {
+        let busy = activity.in_progress > 0;
+        if busy || activity.requests != self.seen.requests {
+            self.quiet_since = now;
+        }
+        // A handler's time is bounded by `writeTimeout`; after it, a response must move.
+        if !busy || activity.handling > 0 || activity.written != self.seen.written {
+            self.stalled_since = now;
+        }
+        self.seen = activity;
+        if activity.requests == 0 && now - self.opened >= self.limits.read_timeout {
+            Verdict::Drop("no request within readTimeout")
+        } else if busy && now - self.stalled_since >= self.limits.idle_timeout {
+            Verdict::Drop("the response wrote nothing for idleTimeout")
+        } else if !busy && now - self.quiet_since >= self.limits.idle_timeout {
+            Verdict::Close("idle for idleTimeout")
+        } else {
+            Verdict::Keep
+        }
+    }
+}
+
 /// Serves one connection under its deadlines; returns when it is closed.
 async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -242,7 +381,9 @@ async fn serve_connection(
         let activity = activity.clone();
         hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let router = router.clone();
-            let in_progress = InProgress::start(&activity);
+            activity.requests.fetch_add(1, Ordering::Relaxed);
+            let in_progress = Counted::start(&activity, |a| &a.in_progress);
+            let handling = Counted::start(&activity, |a| &a.handling);
             async move {
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(crate::ClientAddr(peer));
@@ -257,6 +398,7 @@ async fn serve_connection(
                             )
                         }
                     };
+                drop(handling);
                 Ok::<_, Infallible>(response.map(|inner| {
                     Body::new(CountedBody {
                         inner,
@@ -266,14 +408,16 @@ async fn serve_connection(
             }
         })
     };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = CountingIo {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
 
-    let opened = Instant::now();
+    let mut watchdog = Watchdog::new(limits, Instant::now());
     // The watchdog looks a few times per deadline, so a deadline is kept within a quarter.
     let tick = (limits.read_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(5));
-    let mut seen_requests = 0;
-    let mut quiet_since = opened;
     // Set once the connection was told to close: on shutdown (the server's stop bounds the
     // wait) or when idle (dropped after `CLOSE_GRACE` if still open).
     let mut shutting_down = false;
@@ -292,29 +436,22 @@ async fn serve_connection(
             }
             _ = tokio::time::sleep(tick), if !shutting_down => {
                 let now = Instant::now();
-                let busy = activity.in_progress.load(Ordering::Relaxed) > 0;
-                let requests = activity.requests.load(Ordering::Relaxed);
-                if busy || requests != seen_requests {
-                    seen_requests = requests;
-                    quiet_since = now;
-                }
-                match closing {
-                    Some(deadline) if now >= deadline && !busy => {
+                let activity = activity.snapshot();
+                match (closing, watchdog.look(now, activity)) {
+                    (Some(deadline), _) if now >= deadline && activity.in_progress == 0 => {
                         tracing::debug!(%peer, "connection did not close when asked; dropped");
                         return;
                     }
-                    Some(_) => {}
-                    None if requests == 0 && now - opened >= limits.read_timeout => {
-                        // Nothing to finish: no request ever arrived.
-                        tracing::debug!(%peer, "no request within readTimeout; connection closed");
+                    (_, Verdict::Drop(why)) => {
+                        tracing::debug!(%peer, "{why}; connection closed");
                         return;
                     }
-                    None if !busy && now - quiet_since >= limits.idle_timeout => {
-                        tracing::debug!(%peer, "idle past idleTimeout; closing the connection");
+                    (None, Verdict::Close(why)) => {
+                        tracing::debug!(%peer, "{why}; closing the connection");
                         connection.as_mut().graceful_shutdown();
                         closing = Some(now + CLOSE_GRACE);
                     }
-                    None => {}
+                    _ => {}
                 }
             }
         }
@@ -337,5 +474,56 @@ mod tests {
         assert_eq!(errors.unlogged, 9);
         errors.succeeded();
         assert_eq!(errors.failed(&e), Duration::from_millis(5));
+    }
+
+    fn limits() -> ConnectionLimits {
+        ConnectionLimits {
+            read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..ConnectionLimits::default()
+        }
+    }
+
+    #[test]
+    fn the_watchdog_keeps_working_connections_and_drops_the_rest() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let snapshot = |requests, in_progress, handling, written| Snapshot {
+            requests,
+            in_progress,
+            handling,
+            written,
+        };
+
+        // Nothing ever arrives.
+        let mut dog = Watchdog::new(limits(), start);
+        assert_eq!(dog.look(at(9), Snapshot::default()), Verdict::Keep);
+        assert!(matches!(
+            dog.look(at(10), Snapshot::default()),
+            Verdict::Drop(_)
+        ));
+
+        // A request, then quiet: asked to close after idleTimeout.
+        let mut dog = Watchdog::new(limits(), start);
+        assert_eq!(dog.look(at(1), snapshot(1, 0, 0, 100)), Verdict::Keep);
+        assert_eq!(dog.look(at(60), snapshot(1, 0, 0, 100)), Verdict::Keep);
+        assert!(matches!(
+            dog.look(at(61), snapshot(1, 0, 0, 100)),
+            Verdict::Close(_)
+        ));
+
+        // A slow handler is not stalled (writeTimeout bounds it); a streaming response that
+        // keeps writing lives on; one that stops writing is dropped.
+        let mut dog = Watchdog::new(limits(), start);
+        assert_eq!(dog.look(at(1), snapshot(1, 1, 1, 0)), Verdict::Keep);
+        assert_eq!(dog.look(at(100), snapshot(1, 1, 1, 0)), Verdict::Keep);
+        for t in 101..300 {
+            assert_eq!(dog.look(at(t), snapshot(1, 1, 0, t)), Verdict::Keep);
+        }
+        assert_eq!(dog.look(at(358), snapshot(1, 1, 0, 299)), Verdict::Keep);
+        assert!(matches!(
+            dog.look(at(359), snapshot(1, 1, 0, 299)),
+            Verdict::Drop(_)
+        ));
     }
 }

@@ -40,7 +40,9 @@ pub struct HttpServerConfig {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub write_timeout: String,
     /// A connection with no request in progress for this long is closed (HTTP/2 clients get a
-    /// `GOAWAY` first). A streaming response counts as in progress while it streams.
+    /// `GOAWAY` first). A response that writes nothing for this long once its handler is done
+    /// — a client that stopped reading, a stream gone silent — is dropped: streams should send
+    /// something (a comment, a heartbeat) more often.
     #[serde(default = "default_idle_timeout", rename = "idleTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub idle_timeout: String,
