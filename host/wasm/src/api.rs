@@ -394,7 +394,8 @@ pub async fn restore_uploads(registry: &Arc<ComponentRegistry>) -> anyhow::Resul
                 }
             },
         };
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::component::read_file(&path, crate::component::MAX_FILE_BYTES).await
+        {
             Ok(b) => Arc::new(b),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "cannot read kept component: {e}");

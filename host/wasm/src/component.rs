@@ -289,6 +289,18 @@ impl std::fmt::Debug for LoadedComponent {
 /// their own, smaller cap: `api.max_upload_mib`).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
+/// Reads a component file off the async runtime: a regular file of at most `max_bytes` (see
+/// [`wf_config::files::read_regular`]).
+pub async fn read_file(
+    path: &std::path::Path,
+    max_bytes: u64,
+) -> Result<Vec<u8>, wf_config::files::ReadError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || wf_config::files::read_regular(&path, max_bytes))
+        .await
+        .map_err(|e| wf_config::files::ReadError::Io(std::io::Error::other(e)))?
+}
+
 /// Rejects what is not a WebAssembly component before the compiler sees it, with a reason a
 /// person can act on.
 pub fn check_format(bytes: &[u8]) -> Result<(), LoadError> {

@@ -80,16 +80,7 @@ pub async fn register_component_types(config: &AppConfig, registry: &mut Registr
                 }
             },
         };
-        let read = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || {
-                wf_config::files::read_regular(&path, crate::component::MAX_FILE_BYTES)
-            })
-            .await
-        };
-        let bytes = match read
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
+        let bytes = match crate::component::read_file(&path, crate::component::MAX_FILE_BYTES).await
         {
             Ok(b) => Arc::new(b),
             Err(e) => {

@@ -121,12 +121,9 @@ struct DynamicComponent {
 #[async_trait]
 impl Module for DynamicComponent {
     async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
-        let path = self.path.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            wf_config::files::read_regular(&path, crate::component::MAX_FILE_BYTES)
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("cannot read component `{}`: {e}", self.path.display()))?;
+        let bytes = crate::component::read_file(&self.path, crate::component::MAX_FILE_BYTES)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read component `{}`: {e}", self.path.display()))?;
         let expect = match &self.component_id {
             Some(id) => Expect::Name(id),
             None => Expect::Any,

@@ -477,10 +477,14 @@ impl ComponentRegistry {
         if let Some(old) = slot.live.swap(Some(new.clone())) {
             // Its calls in progress finish first (they hold its instance).
             old.retire().await;
-            let mut history = lock(&slot.history);
-            history.push(old);
-            if history.len() > KEPT_VERSIONS {
-                history.remove(0);
+            let evicted = {
+                let mut history = lock(&slot.history);
+                history.push(old);
+                (history.len() > KEPT_VERSIONS).then(|| history.remove(0))
+            };
+            // A version no longer kept leaves no compiled code behind either.
+            if let Some(evicted) = evicted {
+                self.discard_code_of(&evicted.digest);
             }
         }
         *lock(&slot.rejected) = None;
@@ -534,10 +538,17 @@ impl ComponentRegistry {
                 users,
             });
         }
+        let mut gone: Vec<String> = lock(&slot.history)
+            .drain(..)
+            .map(|c| c.digest.clone())
+            .collect();
         if let Some(live) = slot.live.swap(None) {
+            gone.push(live.digest.clone());
             live.retire().await;
         }
-        lock(&slot.history).clear();
+        for digest in gone {
+            self.discard_code_of(&digest);
+        }
         *lock(&slot.rejected) = None;
         *lock(&slot.origin) = None;
         Ok(())

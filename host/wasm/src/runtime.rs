@@ -46,6 +46,9 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: Option<CodeCache>,
     slots: Arc<Semaphore>,
+    /// One compile at a time: a compile already uses every core (parallel compilation), and
+    /// a burst of uploads must queue rather than pile up threads and memory.
+    compiling: Semaphore,
     pooling: bool,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -122,6 +125,7 @@ impl Runtime {
             linker,
             cache,
             slots: Arc::new(Semaphore::new(config.max_instances as usize)),
+            compiling: Semaphore::new(1),
             pooling,
             ticker_stop,
         }))
@@ -151,6 +155,7 @@ impl Runtime {
         bytes: Arc<Vec<u8>>,
         digest: String,
     ) -> anyhow::Result<(Component, bool)> {
+        let _turn = self.compiling.acquire().await?;
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(cache) = &runtime.cache

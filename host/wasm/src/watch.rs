@@ -31,18 +31,16 @@ pub async fn read_component_file(
     path: &Path,
     max_bytes: u64,
 ) -> Result<Vec<u8>, wf_config::files::ReadError> {
-    let (dir, path) = (dir.to_path_buf(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let is_link = std::fs::symlink_metadata(&path)?.file_type().is_symlink();
-        if is_link && !wf_config::files::resolves_inside(&path, &dir) {
-            return Err(wf_config::files::ReadError::Io(std::io::Error::other(
-                "it is a link that leads out of the folder",
-            )));
-        }
-        wf_config::files::read_regular(&path, max_bytes)
-    })
-    .await
-    .map_err(|e| wf_config::files::ReadError::Io(std::io::Error::other(e)))?
+    let is_link = tokio::fs::symlink_metadata(path)
+        .await?
+        .file_type()
+        .is_symlink();
+    if is_link && !wf_config::files::resolves_inside(path, dir) {
+        return Err(wf_config::files::ReadError::Io(std::io::Error::other(
+            "it is a link that leads out of the folder",
+        )));
+    }
+    crate::component::read_file(path, max_bytes).await
 }
 
 /// Installs a file's bytes; failures are logged and recorded on the component as rejected.
