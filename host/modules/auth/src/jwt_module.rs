@@ -333,6 +333,9 @@ impl ModuleType for AuthModularType {
     }
 }
 
+/// Polls between prunings of expired sessions: about an hour.
+const PRUNE_EVERY_POLLS: u64 = 3600 / REVOCATION_POLL.as_secs();
+
 struct AuthJwtModule {
     name: String,
     tokens: Arc<TokenService>,
@@ -362,8 +365,16 @@ impl Module for AuthJwtModule {
         let (tokens, store, name) = (self.tokens.clone(), self.store.clone(), self.name.clone());
         let poller = tokio::spawn(async move {
             let mut since = started;
+            let mut polls: u64 = 0;
             loop {
                 tokio::time::sleep(REVOCATION_POLL).await;
+                polls += 1;
+                // Sessions expired for a day are forgotten hourly, not only at start.
+                if polls.is_multiple_of(PRUNE_EVERY_POLLS)
+                    && let Err(e) = store.prune(chrono::Utc::now().timestamp() - 86_400).await
+                {
+                    tracing::warn!(module = %name, error = %e, "could not prune expired sessions");
+                }
                 // Overlap the windows a little: clocks of hosts differ.
                 let now = chrono::Utc::now().timestamp();
                 let read = match tokens.load_revocations(&store, since - 5).await {

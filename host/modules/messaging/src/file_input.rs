@@ -26,9 +26,14 @@ pub enum InputType {
     Jsonl,
 }
 
+/// Largest input file read: bigger ones are refused (split them), not loaded whole.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads one file into records; the error names the line when the format gives one.
 pub fn read_records(path: &Path, format: InputType) -> Result<Vec<Map<String, Value>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let bytes = wf_engine::wf_config::files::read_regular(path, MAX_FILE_BYTES)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|e| format!("it is not UTF-8 text: {e}"))?;
     match format {
         InputType::Csv => {
             let mut reader = csv::Reader::from_reader(text.as_bytes());

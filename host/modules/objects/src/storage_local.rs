@@ -105,6 +105,10 @@ fn key_error(key: &str, error: std::io::Error) -> anyhow::Error {
     .into()
 }
 
+/// A listed object, ordered by key (the heap of [`LocalStore::list`] keeps the smallest).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Listed(String, u64);
+
 /// A temporary file's name: hidden and marked, so listings skip it.
 fn temp_name(name: &str) -> String {
     format!(".{name}.{}.wf-tmp", uuid::Uuid::new_v4().simple())
@@ -199,11 +203,12 @@ impl ObjectStore for LocalStore {
             None => root.clone(),
         };
         tokio::task::spawn_blocking(move || {
-            let mut found = Vec::new();
+            let mut found: std::collections::BinaryHeap<Listed> =
+                std::collections::BinaryHeap::new();
             // The prefix's directory may be a link: list it only if it resolves inside the
             // root, as `get` would (below it, links are never followed).
             if !std::fs::canonicalize(&start).is_ok_and(|real| real.starts_with(&root)) {
-                return found;
+                return Vec::new();
             }
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
@@ -231,13 +236,25 @@ impl ObjectStore for LocalStore {
                             stack.push(path);
                         }
                     } else if kind.is_file() && !is_temp(name) && key.starts_with(&prefix) {
-                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                        found.push(ObjectInfo { key, size });
+                        // Only the first `limit` keys are kept while walking (a max-heap of
+                        // them), so a huge store costs a walk, not a list of everything.
+                        if found.len() < limit
+                            || found.peek().is_some_and(|top: &Listed| key < top.0)
+                        {
+                            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                            found.push(Listed(key, size));
+                            if found.len() > limit {
+                                found.pop();
+                            }
+                        }
                     }
                 }
             }
+            let mut found: Vec<ObjectInfo> = found
+                .into_iter()
+                .map(|Listed(key, size)| ObjectInfo { key, size })
+                .collect();
             found.sort_by(|a, b| a.key.cmp(&b.key));
-            found.truncate(limit);
             found
         })
         .await
