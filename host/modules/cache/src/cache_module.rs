@@ -47,7 +47,8 @@ pub struct CacheConfig {
     /// Put before every key in Redis, so apps can share a server (default `<module name>:`).
     #[serde(default, rename = "keyPrefix")]
     pub key_prefix: Option<String>,
-    /// How long to wait for Redis at start before failing it.
+    /// How long to wait for Redis at start before failing it, and for each command after
+    /// (reconnecting included): while Redis is away, cache steps fail within it.
     #[serde(default = "default_connect_timeout", rename = "connectTimeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub connect_timeout: String,

@@ -136,6 +136,15 @@ impl DbError {
                 // database lives.
                 DbError::Constraint(e.message().to_string())
             }
+            sqlx::Error::Database(e)
+                if is_transient_code(
+                    e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_some(),
+                    e.code().as_deref(),
+                ) =>
+            {
+                DbError::Unavailable(format!("{db}: {}", e.message()))
+            }
             sqlx::Error::Database(e) => DbError::Statement(format!("{db}: {}", e.message())),
             sqlx::Error::PoolTimedOut => DbError::Unavailable(format!(
                 "{db}: no connection free within the pool's acquire timeout"
@@ -435,6 +444,28 @@ fn is_constraint_code(code: Option<&str>) -> bool {
         Some(code) if code.starts_with("23") || code.starts_with("22") => true,
         Some(code) => code.parse::<u32>().is_ok_and(|c| c & 0xff == 19),
         None => false,
+    }
+}
+
+/// Errors that say the database cannot do the work now, not that the statement is wrong: a
+/// full disk, an I/O error, a busy or locked file, a server shutting down or out of
+/// resources, a serialization conflict. Retrying later may succeed (`unavailable`, 503).
+fn is_transient_code(postgres: bool, code: Option<&str>) -> bool {
+    let Some(code) = code else {
+        return false;
+    };
+    if postgres {
+        // SQLSTATE: connection exceptions, insufficient resources (disk full, out of memory,
+        // too many connections), operator intervention (shutdown), serialization failure and
+        // deadlock.
+        ["08", "53", "57P"].iter().any(|c| code.starts_with(c))
+            || code == "40001"
+            || code == "40P01"
+    } else {
+        // SQLite result codes (the primary code is the low byte): BUSY, LOCKED, IOERR, FULL,
+        // CANTOPEN.
+        code.parse::<u32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
     }
 }
 
