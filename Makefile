@@ -4,7 +4,7 @@
 CARGO ?= cargo
 WF_HOST := $(CARGO) run --quiet -p wf-host --
 
-.PHONY: run test lint bench fmt validate-examples check-toolchain plugins
+.PHONY: run test soak lint bench fmt validate-examples check-toolchain plugins
 
 # Where `make plugins` puts the built components (tests and examples read them from here).
 PLUGINS_DIST := plugins/dist
@@ -29,6 +29,12 @@ test: check-toolchain plugins
 	$(CARGO) test --quiet --manifest-path plugins/Cargo.toml
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) --no-print-directory validate-examples
+
+## soak: the long variants of the hardening suites (docs/security.md): a 10-minute soak and
+## 40 times the property-test cases; `make test` runs the short ones
+soak: check-toolchain plugins
+	WF_SOAK_SECS=600 $(CARGO) test --workspace --test soak -- --nocapture
+	WF_FUZZ_CASES=10000 WF_FUZZ_WASM_CASES=500 $(CARGO) test --workspace --test fuzz
 
 ## validate-examples: `wf-host validate` on every app in example/ (files under `parts/` are
 ## fragments that the apps import, not apps)

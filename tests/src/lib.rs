@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end suites.
 
 pub mod broker_contract;
+pub mod chaos;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -214,6 +215,37 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A first-party component from `plugins/dist` (built by `make plugins`).
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = repo_root()
+        .join("plugins/dist")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()))
+}
+
+/// The same component with a custom section appended: different bytes and digest, same code.
+pub fn wasm_variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"wf-test-variant";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Validates and builds the app in `path` (imports included) with `vars` for `${…}`.
+pub fn build_file(path: &Path, vars: &HashMap<String, String>) -> App {
+    let registry = wf_host::registry().expect("registry");
+    let loaded = wf_config::load_files(&[path.to_path_buf()], vars);
+    let validated = validate(loaded, &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    build(&validated, &registry)
+        .unwrap_or_else(|d| panic!("{} does not build: {d:?}", path.display()))
 }
 
 /// A local HTTP endpoint (`POST /hook`) recording what it receives and answering with the

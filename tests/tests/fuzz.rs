@@ -1,7 +1,8 @@
 //! Property tests across the engine (issue #16): whole configurations through the validator,
 //! cron expressions, integration transforms, query strings and request bodies, and the
 //! component upload path — arbitrary input never panics, and bytes that are not a valid
-//! component never change the component registry. `WF_FUZZ_CASES` sets the number of cases.
+//! component never change the component registry. `WF_FUZZ_CASES` sets the number of cases
+//! (`WF_FUZZ_WASM_CASES` for the upload path, whose cases each compile a component).
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
@@ -11,7 +12,11 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("WF_FUZZ_CASES")
+    cases_from("WF_FUZZ_CASES", default)
+}
+
+fn cases_from(var: &str, default: u32) -> ProptestConfig {
+    let cases = std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
@@ -220,11 +225,6 @@ fn component_registry() -> Arc<wf_wasm::ComponentRegistry> {
     ))
 }
 
-fn hello() -> Vec<u8> {
-    let path = wf_tests::repo_root().join("plugins/dist/hello.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()))
-}
-
 /// Tries to install `bytes` as `hello`; whether it went live.
 async fn try_install(registry: &Arc<wf_wasm::ComponentRegistry>, bytes: Vec<u8>) -> bool {
     let expect = wf_wasm::Expect::Name("hello");
@@ -241,8 +241,9 @@ async fn try_install(registry: &Arc<wf_wasm::ComponentRegistry>, bytes: Vec<u8>)
 }
 
 proptest! {
-    // Each case compiles a component (~100 ms): few cases, as the issue allows.
-    #![proptest_config(cases(24))]
+    // Each case compiles a component (~100 ms): few cases in `make test`; `make soak` sets
+    // `WF_FUZZ_WASM_CASES`.
+    #![proptest_config(cases_from("WF_FUZZ_WASM_CASES", 24))]
 
     /// A valid component with bytes flipped, cut or appended: refused, or (when the damage
     /// left a valid component, e.g. in a custom section) installed — but the live version
@@ -256,7 +257,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let registry = component_registry();
-            let good = hello();
+            let good = wf_tests::plugin("hello");
             assert!(try_install(&registry, good.clone()).await);
             let live = registry.get("hello").unwrap().live().unwrap().digest.clone();
 

@@ -12,27 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wf_config::load_str;
 use wf_engine::{RunningApp, build, validate};
-use wf_tests::{TempDir, client, eventually, example_vars, server_addr};
-
-fn plugin(name: &str) -> Vec<u8> {
-    let path = wf_tests::repo_root()
-        .join("plugins/dist")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()))
-}
-
-/// The same component with a custom section appended: different bytes and digest, same code.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"wf-test-variant";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section
-    out.push(payload.len() as u8);
-    out.extend_from_slice(&payload);
-    out
-}
+use wf_tests::{
+    TempDir, client, eventually, example_vars, plugin, server_addr, wasm_variant as variant,
+};
 
 async fn start(dir: &Path, yaml: &str) -> RunningApp {
     let registry = wf_host::registry().unwrap();

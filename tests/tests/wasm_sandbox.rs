@@ -15,12 +15,7 @@ use wf_wasm::{
     RuntimeConfig,
 };
 
-fn plugin(name: &str) -> Vec<u8> {
-    let path = wf_tests::repo_root()
-        .join("plugins/dist")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()))
-}
+use wf_tests::plugin;
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(RuntimeConfig::default()).unwrap()
