@@ -119,3 +119,90 @@ pipelines:
         "a forged line: {stderr}"
     );
 }
+
+#[test]
+fn a_killed_host_restarts_on_its_data_with_every_acknowledged_write() {
+    let dir = TempDir::new("kill-9");
+    let app = dir.0.join("app.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            r#"
+modules:
+  - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
+  - {{name: routes, type: http.router}}
+  - {{name: db, type: database.workflow, config: {{dsn: "{}"}}}}
+pipelines:
+  add:
+    trigger: {{type: http, config: {{path: /items, method: POST}}}}
+    steps:
+      - {{name: create, type: step.db_exec, config: {{query: "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY)"}}}}
+      - {{name: insert, type: step.db_exec, config: {{query: "INSERT INTO items (id) VALUES (?)", params: ["{{{{ .id }}}}"]}}}}
+      - {{name: respond, type: step.json_response, config: {{status: 201, body: {{ok: true}}}}}}
+  list:
+    trigger: {{type: http, config: {{path: /items, method: GET}}}}
+    steps:
+      - {{name: all, type: step.db_query, config: {{query: "SELECT id FROM items ORDER BY id"}}}}
+      - {{name: respond, type: step.json_response, config: {{body: "{{{{ .steps.all }}}}"}}}}
+"#,
+            dir.0.join("app.db").display()
+        ),
+    )
+    .unwrap();
+    let mut host = run(&[app.to_str().unwrap()], &[]);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let (address, acked) = (host.address.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for id in 0u64.. {
+                let body = format!("{{\"id\": {id}}}");
+                match request(
+                    &address,
+                    "POST",
+                    "/items",
+                    &[("content-type", "application/json")],
+                    body.as_bytes(),
+                ) {
+                    Ok((201, _)) => acked.lock().unwrap().push(id),
+                    _ => return,
+                }
+            }
+        })
+    };
+    // Killed while writes are in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(std::time::Instant::now() < deadline, "too few writes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    host.child.kill().unwrap();
+    let _ = host.child.wait();
+    writer.join().unwrap();
+
+    let host = run(&[app.to_str().unwrap()], &[]);
+    let (status, body) = request(&host.address, "GET", "/items", &[], b"").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stored: std::collections::BTreeSet<u64> = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost after kill -9: {lost:?}"
+    );
+    // And the database takes writes again.
+    let (status, _) = request(
+        &host.address,
+        "POST",
+        "/items",
+        &[("content-type", "application/json")],
+        b"{\"id\": 1000000}",
+    )
+    .unwrap();
+    assert_eq!(status, 201);
+}
