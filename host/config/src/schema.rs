@@ -147,6 +147,12 @@ pub struct PipelineEntry {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_steps: Option<u32>,
+    /// Fuel (about one per WebAssembly instruction) all WebAssembly steps of one run may use
+    /// together, so a step that loops or branches to itself stops as one error. Default
+    /// 10,000,000,000: ten calls at a component's default `limits.fuel`.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_fuel: Option<u64>,
 }
 
 /// The inline trigger of a pipeline.

@@ -36,7 +36,8 @@ pub use secrets::{SecretError, SecretSourceType, SecretStore, resolve_secrets};
 pub use services::{ServiceError, ServiceKind, Services};
 pub use state::{AppState, RouteInfo, ScheduleInfo};
 pub use step::{
-    ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
+    ErrorKind, Extensions, Next, PipelineContext, RunBudget, RunDeadline, RunMeta, Step, StepError,
+    StepOutput,
 };
 pub use trigger::{ActionError, ActionTarget, Dispatch, Trigger, TriggerTarget};
 pub use validate::{Invalid, ValidatedConfig, validate};

@@ -27,12 +27,17 @@ use crate::registry::{ConfigIssue, Registry};
 use crate::services::Services;
 use crate::state::AppState;
 use crate::step::{
-    ErrorKind, Extensions, Next, PipelineContext, RunMeta, Step, StepError, StepOutput,
+    ErrorKind, Extensions, Next, PipelineContext, RunBudget, RunDeadline, RunMeta, Step, StepError,
+    StepOutput,
 };
 use crate::trace::{self, ActiveTrace};
 
 /// Steps one run may execute when the pipeline does not say otherwise.
 pub const DEFAULT_MAX_STEPS: u32 = 1000;
+
+/// Fuel one run's WebAssembly steps may use together when the pipeline does not say
+/// otherwise: ten calls at a component's default fuel.
+pub const DEFAULT_MAX_FUEL: u64 = 10_000_000_000;
 
 pub struct Retry {
     pub max_attempts: u32,
@@ -57,6 +62,7 @@ pub struct Pipeline {
     pub on_error: OnError,
     pub timeout: Option<Duration>,
     pub max_steps: u32,
+    pub max_fuel: u64,
     /// For each step index, the indices of the steps that are branches of it.
     branches: Vec<Vec<usize>>,
     /// For each step index, the steps told of its outcome.
@@ -223,6 +229,7 @@ pub fn build_pipeline(
         on_error: entry.on_error.unwrap_or(OnError::Stop),
         timeout,
         max_steps: entry.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+        max_fuel: entry.max_fuel.unwrap_or(DEFAULT_MAX_FUEL),
         branches,
         observers,
         index,
@@ -359,12 +366,17 @@ impl Pipeline {
     ) -> Result<RunOutcome, PipelineError> {
         let started = Instant::now();
         let quiet = extensions.get::<QuietRun>().is_some();
+        let budget = Arc::new(RunBudget::new(
+            self.deadline(started, &extensions),
+            self.max_fuel,
+        ));
         let mut ctx = PipelineContext {
             current: trigger.clone(),
             trigger,
             steps: Map::new(),
             meta: Map::new(),
             extensions,
+            budget,
         };
         ctx.meta.insert("pipeline".into(), json!(self.name));
         ctx.meta
@@ -401,10 +413,8 @@ impl Pipeline {
             events.emit_with(events::WORKFLOW_STARTED, || self.event_base(&ctx));
         }
         let result = match &trace {
-            Some(trace) => {
-                trace::scope(trace.context(), self.execute(&mut ctx, started, events)).await
-            }
-            None => self.execute(&mut ctx, started, events).await,
+            Some(trace) => trace::scope(trace.context(), self.execute(&mut ctx, events)).await,
+            None => self.execute(&mut ctx, events).await,
         };
         if let Some(trace) = &trace {
             trace.finish(result.as_ref().err().map(|e| e.message.as_str()));
@@ -458,10 +468,10 @@ impl Pipeline {
     async fn execute(
         &self,
         ctx: &mut PipelineContext,
-        started: Instant,
         events: Option<&RunEvents>,
     ) -> Result<(), PipelineError> {
-        let deadline = self.timeout.map(|t| started + t);
+        let run_deadline = ctx.budget.deadline();
+        let deadline = run_deadline.map(|d| d.at);
         let mut chosen: HashSet<usize> = HashSet::new();
         let mut skipped_branches: HashSet<usize> = HashSet::new();
         let mut executed: u32 = 0;
@@ -471,14 +481,15 @@ impl Pipeline {
                 i += 1; // a branch of an earlier conditional that chose another route
                 continue;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Some(d) = run_deadline
+                && Instant::now() >= d.at
+            {
                 return Err(self.error(
                     None,
                     ErrorKind::Timeout,
                     format!(
-                        "pipeline `{}` timed out after {:?}",
-                        self.name,
-                        self.timeout.unwrap_or_default()
+                        "pipeline `{}` ran past its deadline ({})",
+                        self.name, d.setting
                     ),
                 ));
             }
@@ -717,15 +728,29 @@ impl Pipeline {
             Err(_) if Some(limit) == deadline => Err(StepError::new(
                 ErrorKind::Timeout,
                 format!(
-                    "pipeline `{}` timed out after {:?}",
+                    "pipeline `{}` ran past its deadline ({})",
                     self.name,
-                    self.timeout.unwrap_or_default()
+                    ctx.budget
+                        .deadline()
+                        .map_or("the pipeline's `timeout`", |d| d.setting)
                 ),
             )),
             Err(_) => Err(StepError::new(
                 ErrorKind::Timeout,
                 format!("timed out after {:?}", step.timeout.unwrap_or_default()),
             )),
+        }
+    }
+
+    /// The run's deadline: the pipeline's `timeout` or the trigger's, whichever is sooner.
+    fn deadline(&self, started: Instant, extensions: &Extensions) -> Option<RunDeadline> {
+        let own = self.timeout.map(|t| RunDeadline {
+            at: started + t,
+            setting: "the pipeline's `timeout`",
+        });
+        match (own, extensions.get::<RunDeadline>().copied()) {
+            (Some(a), Some(b)) => Some(if a.at <= b.at { a } else { b }),
+            (a, b) => a.or(b),
         }
     }
 

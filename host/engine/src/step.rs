@@ -33,6 +33,61 @@ impl Extensions {
     }
 }
 
+/// When a trigger needs its run done (an HTTP request's `writeTimeout`): the run's deadline
+/// is this or the pipeline's `timeout`, whichever comes first.
+#[derive(Clone, Copy, Debug)]
+pub struct RunDeadline {
+    pub at: tokio::time::Instant,
+    /// The setting that holds it, for the error, e.g. ``the server's `writeTimeout` ``.
+    pub setting: &'static str,
+}
+
+/// What one run may spend across all of its steps: its deadline, and the fuel its
+/// WebAssembly steps use together (`max_fuel`). Shared by the steps of the run.
+#[derive(Debug)]
+pub struct RunBudget {
+    deadline: Option<RunDeadline>,
+    fuel_left: std::sync::atomic::AtomicU64,
+    max_fuel: u64,
+}
+
+impl Default for RunBudget {
+    fn default() -> Self {
+        RunBudget::new(None, u64::MAX)
+    }
+}
+
+impl RunBudget {
+    pub fn new(deadline: Option<RunDeadline>, max_fuel: u64) -> RunBudget {
+        RunBudget {
+            deadline,
+            fuel_left: std::sync::atomic::AtomicU64::new(max_fuel),
+            max_fuel,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<RunDeadline> {
+        self.deadline
+    }
+
+    pub fn fuel_left(&self) -> u64 {
+        self.fuel_left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn max_fuel(&self) -> u64 {
+        self.max_fuel
+    }
+
+    /// Takes `fuel` off what is left (never below zero).
+    pub fn spend_fuel(&self, fuel: u64) {
+        let _ = self.fuel_left.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |left| Some(left.saturating_sub(fuel)),
+        );
+    }
+}
+
 /// Entries a trigger adds to a run's `meta`, e.g. `auth`: the verified claims of the caller.
 #[derive(Clone, Debug, Default)]
 pub struct RunMeta(pub Map<String, Value>);
@@ -52,6 +107,8 @@ pub struct PipelineContext {
     pub current: Map<String, Value>,
     /// What the trigger attached for steps (see [`Extensions`]).
     pub extensions: Extensions,
+    /// What the run may still spend, shared by its steps.
+    pub budget: Arc<RunBudget>,
 }
 
 impl PipelineContext {

@@ -35,6 +35,8 @@ pub struct HttpExchange {
     pub claims: Option<AuthClaims>,
     /// The id `http.middleware.requestid` gave the request.
     pub request_id: Option<String>,
+    /// When the server stops waiting for the answer (its `writeTimeout`).
+    pub deadline: Option<crate::RequestDeadline>,
     response: Mutex<Option<Response>>,
 }
 
@@ -361,6 +363,7 @@ async fn read_exchange(options: &PipelineRoute, req: Request) -> Result<HttpExch
             .extensions
             .get::<crate::middleware_requestid::RequestId>()
             .map(|r| r.0.clone()),
+        deadline: parts.extensions.get::<crate::RequestDeadline>().copied(),
         response: Mutex::new(None),
     })
 }
@@ -386,6 +389,9 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     }
     if !meta.is_empty() {
         extensions.insert(RunMeta(meta));
+    }
+    if let Some(deadline) = exchange.deadline {
+        extensions.insert(deadline.run_deadline());
     }
     extensions.insert(exchange.clone());
     match pipeline.run(data, extensions).await {

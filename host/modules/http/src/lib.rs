@@ -54,6 +54,26 @@ pub type Request = http::Request<Body>;
 /// The client's socket address, in every request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// When the server stops waiting for a request's answer (its `writeTimeout`), in every
+/// request's extensions: runs the request starts end before it, with their own error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestDeadline {
+    pub at: tokio::time::Instant,
+    pub write_timeout: std::time::Duration,
+}
+
+impl RequestDeadline {
+    /// The deadline of a run this request starts: a little before the server's, so the run
+    /// stops with its own error (a 504 naming the setting) rather than being cut off.
+    pub fn run_deadline(&self) -> wf_engine::RunDeadline {
+        let margin = (self.write_timeout / 10).min(std::time::Duration::from_millis(100));
+        wf_engine::RunDeadline {
+            at: self.at - margin,
+            setting: "the server's `writeTimeout`",
+        }
+    }
+}
 pub type Response = http::Response<Body>;
 
 /// A route's handler with its middleware applied: what a router dispatches to.

@@ -387,6 +387,10 @@ async fn serve_connection(
             async move {
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(crate::ClientAddr(peer));
+                req.extensions_mut().insert(crate::RequestDeadline {
+                    at: Instant::now() + limits.write_timeout,
+                    write_timeout: limits.write_timeout,
+                });
                 let response =
                     match tokio::time::timeout(limits.write_timeout, router.dispatch(req)).await {
                         Ok(response) => response,

@@ -85,6 +85,7 @@ impl RouteConfig {
                 compensation: Vec::new(),
                 timeout: None,
                 max_steps: None,
+                max_fuel: None,
             };
             (entry, "")
         })

@@ -421,6 +421,7 @@ impl WorkflowType for IntegrationWorkflow {
             compensation: Vec::new(),
             timeout: None,
             max_steps: None,
+            max_fuel: None,
         };
         let Some(pipeline) = ctx.build_pipeline(&name, &entry, "/steps") else {
             return Ok(());
