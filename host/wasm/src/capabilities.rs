@@ -289,20 +289,64 @@ impl HostPattern {
     }
 }
 
-/// Loopback, private, link-local, unspecified and similar addresses: what a component must
-/// not reach through a public-looking name.
+/// IPv4 special-purpose ranges (IANA's registry, RFC 6890 and updates), plus multicast and
+/// the reserved block: none of them is a public destination a component may reach by name.
+const INTERNAL_V4: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8),       // "this network" (0.0.0.1 reaches loopback on Linux)
+    ([10, 0, 0, 0], 8),      // private
+    ([100, 64, 0, 0], 10),   // shared address space (carrier-grade NAT)
+    ([127, 0, 0, 0], 8),     // loopback
+    ([169, 254, 0, 0], 16),  // link-local (cloud metadata services)
+    ([172, 16, 0, 0], 12),   // private
+    ([192, 0, 0, 0], 24),    // IETF protocol assignments
+    ([192, 0, 2, 0], 24),    // documentation (TEST-NET-1)
+    ([192, 31, 196, 0], 24), // AS112-v4
+    ([192, 52, 193, 0], 24), // AMT
+    ([192, 88, 99, 0], 24),  // deprecated 6to4 relay anycast
+    ([192, 168, 0, 0], 16),  // private
+    ([192, 175, 48, 0], 24), // direct delegation AS112
+    ([198, 18, 0, 0], 15),   // benchmarking
+    ([198, 51, 100, 0], 24), // documentation (TEST-NET-2)
+    ([203, 0, 113, 0], 24),  // documentation (TEST-NET-3)
+    ([224, 0, 0, 0], 4),     // multicast
+    ([240, 0, 0, 0], 4),     // reserved, and the limited broadcast address
+];
+
+/// IPv6 special-purpose ranges (IANA's registry), plus multicast and deprecated site-local.
+/// Ranges that carry an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) are judged by
+/// that address instead.
+const INTERNAL_V6: &[([u16; 8], u8)] = &[
+    ([0, 0, 0, 0, 0, 0, 0, 0], 128),             // unspecified
+    ([0, 0, 0, 0, 0, 0, 0, 1], 128),             // loopback
+    ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),      // local-use IPv4/IPv6 translation
+    ([0x100, 0, 0, 0, 0, 0, 0, 0], 64),          // discard-only
+    ([0x100, 0, 0, 1, 0, 0, 0, 0], 64),          // dummy prefix
+    ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),         // IETF protocol assignments (Teredo, ORCHID, ...)
+    ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),     // documentation
+    ([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48), // direct delegation AS112
+    ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),         // documentation
+    ([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),         // segment routing (SRv6) SIDs
+    ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),          // unique local
+    ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),         // link-local
+    ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),         // site-local (deprecated)
+    ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),          // multicast
+];
+
+fn in_v4(ip: std::net::Ipv4Addr, (net, bits): ([u8; 4], u8)) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from_be_bytes(net) & mask
+}
+
+fn in_v6(ip: std::net::Ipv6Addr, (net, bits): ([u16; 8], u8)) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+    u128::from(ip) & mask == u128::from(std::net::Ipv6Addr::from(net)) & mask
+}
+
+/// Loopback, private, link-local, documentation, reserved and every other special-purpose
+/// address: what a component must not reach through a public-looking name.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
+        IpAddr::V4(v4) => INTERNAL_V4.iter().any(|range| in_v4(v4, *range)),
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
@@ -322,12 +366,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
             if s[..6] == [0, 0, 0, 0, 0, 0] && (s[6] != 0 || s[7] > 1) {
                 return is_internal(IpAddr::V4(embedded(s[6], s[7])));
             }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link local
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+            INTERNAL_V6.iter().any(|range| in_v6(v6, *range))
         }
     }
 }
@@ -400,6 +439,89 @@ mod tests {
 
     fn url(s: &str) -> reqwest::Url {
         reqwest::Url::parse(s).expect("test url")
+    }
+
+    #[test]
+    fn every_special_purpose_range_is_internal() {
+        let internal = [
+            "0.0.0.0",
+            "0.0.0.1",
+            "0.255.255.255",
+            "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.255.254",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.170",
+            "192.0.2.1",
+            "192.31.196.1",
+            "192.52.193.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "192.175.48.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "100::1",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "2001:db8::1",
+            "2002:7f00:1::",
+            "2002:c0a8:101::",
+            "2620:4f:8000::1",
+            "3fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+        ];
+        for ip in internal {
+            assert!(is_internal(ip.parse().unwrap()), "{ip} must be internal");
+        }
+        let public = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.1",
+            "192.169.0.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::200e",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+            "::ffff:8.8.8.8",
+        ];
+        for ip in public {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip} must be public");
+        }
     }
 
     #[test]
