@@ -110,7 +110,7 @@ pub enum CallError {
         message: String,
     },
     /// The call broke a limit and was stopped.
-    #[error("limit-exceeded: {}: {detail}; raise `{}` for this component if the work is legitimate", kind.as_str(), kind.setting())]
+    #[error("{}", kind.refusal(detail))]
     LimitExceeded { kind: LimitKind, detail: String },
     /// The guest trapped (a Rust panic, an out-of-bounds access, ...).
     #[error("the component crashed: {message}{}", stderr_suffix(stderr))]
@@ -382,7 +382,69 @@ pub struct CallInfo {
     pub trace_parent: Option<String>,
     /// The step's own configuration, over the component's (what the `config` import returns).
     pub config: Arc<Map<String, Value>>,
+    /// What the call's run may still spend, shared with its other steps.
+    pub budget: Option<Arc<wf_engine::RunBudget>>,
 }
+
+/// The time and fuel one call may use: the component's limits, or what is left of its run's
+/// budget when that is less — running out then is the run's limit, not the component's.
+#[derive(Clone, Copy, Debug)]
+struct Allowance {
+    timeout: std::time::Duration,
+    fuel: u64,
+    /// The run's deadline is what bounds the time.
+    run_time: bool,
+    /// The run's fuel is what bounds the fuel.
+    run_fuel: bool,
+}
+
+impl Allowance {
+    fn of(limits: &Limits, budget: Option<&wf_engine::RunBudget>) -> Result<Allowance, CallError> {
+        let mut allowance = Allowance {
+            timeout: limits.timeout,
+            fuel: limits.fuel,
+            run_time: false,
+            run_fuel: false,
+        };
+        let Some(budget) = budget else {
+            return Ok(allowance);
+        };
+        if let Some(deadline) = budget.deadline() {
+            let left = deadline
+                .at
+                .saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(CallError::LimitExceeded {
+                    kind: LimitKind::RunTime,
+                    detail: format!("the run reached its deadline ({})", deadline.setting),
+                });
+            }
+            if left < allowance.timeout {
+                allowance.timeout = left;
+                allowance.run_time = true;
+            }
+        }
+        let fuel_left = budget.fuel_left();
+        if fuel_left == 0 {
+            return Err(CallError::LimitExceeded {
+                kind: LimitKind::RunCpu,
+                detail: format!("the run used all of its {} fuel", budget.max_fuel()),
+            });
+        }
+        if fuel_left < allowance.fuel {
+            allowance.fuel = fuel_left;
+            allowance.run_fuel = true;
+        }
+        Ok(allowance)
+    }
+}
+
+/// Longest guest error text kept; the rest is cut (it reaches logs, answers and traces).
+pub const MAX_ERROR_BYTES: usize = 4 << 10;
+/// Longest branch target a step may name: step names are short.
+pub const MAX_BRANCH_TARGET_BYTES: usize = 256;
+/// Most runs a trigger component may ask for from one event.
+pub const MAX_STARTS_PER_EVENT: usize = 100;
 
 impl LoadedComponent {
     /// Checks, compiles (or loads cached code), links, and probes `describe` and
@@ -444,6 +506,7 @@ impl LoadedComponent {
             "(loading)",
             spec.config.clone(),
             spec.capabilities.clone(),
+            spec.limits.quotas.clone(),
             spec.services.clone(),
         );
         let mut loaded = LoadedComponent {
@@ -513,6 +576,12 @@ impl LoadedComponent {
             Ok(Ok(info)) => info,
         };
         check_name(&info.name).map_err(LoadError::Describe)?;
+        // Shown by the API, `wf-host types` and the builder: short texts.
+        let info = wit::ComponentInfo {
+            version: crate::host::cut(&info.version, 64).into_owned(),
+            description: crate::host::cut(&info.description, 1024).into_owned(),
+            ..info
+        };
         let info = ComponentInfo {
             config_schema: parse_schema("config-schema", info.config_schema)?,
             input_schema: parse_schema("input-schema", info.input_schema)?,
@@ -534,7 +603,9 @@ impl LoadedComponent {
             Ok(Err(e)) => Err(LoadError::Config(
                 classify(e, &mut instance.store, &probe_limits).to_string(),
             )),
-            Ok(Ok(Err(e))) => Err(LoadError::Config(guest_error(e).1)),
+            Ok(Ok(Err(e))) => Err(LoadError::Config(
+                crate::host::cut(&guest_error(e).1, MAX_ERROR_BYTES).into_owned(),
+            )),
             Ok(Ok(Ok(()))) => Ok(info),
         }
     }
@@ -563,7 +634,7 @@ impl LoadedComponent {
             .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        arm(&mut store, limits)?;
+        arm(&mut store, limits.fuel)?;
         let instantiate = async {
             Ok::<_, wasmtime::Error>(match &self.pre {
                 Pre::Step(pre) => Bindings::Step(pre.instantiate_async(&mut store).await?),
@@ -592,8 +663,7 @@ impl LoadedComponent {
     async fn instance(&self) -> Result<Instance, CallError> {
         if self.limits.policy == crate::Policy::Reuse {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(mut instance) = idle {
-                arm(&mut instance.store, &self.limits)?;
+            if let Some(instance) = idle {
                 return Ok(instance);
             }
         }
@@ -634,8 +704,9 @@ impl LoadedComponent {
                 self.info.name
             )));
         }
+        let allowance = Allowance::of(&self.limits, call.budget.as_deref())?;
         let mut instance = self.instance().await?;
-        let invocation = self.prepare_call(&mut instance, call);
+        let invocation = self.prepare_call(&mut instance, call, &allowance)?;
         let input_text = input.to_string();
         let result = {
             let Bindings::Step(bindings) = &instance.bindings else {
@@ -647,9 +718,9 @@ impl LoadedComponent {
                 bindings
                     .wf_plugin_step()
                     .call_run(&mut instance.store, &invocation, &input_text);
-            tokio::time::timeout(self.limits.timeout, future).await
+            tokio::time::timeout(allowance.timeout, future).await
         };
-        let outcome = match self.settle(result, &mut instance.store) {
+        let outcome = match self.settle(result, &mut instance.store, call, &allowance) {
             Ok(Ok(outcome)) => {
                 self.release(instance);
                 outcome
@@ -665,6 +736,18 @@ impl LoadedComponent {
             wit_step::Outcome::Next(t) | wit_step::Outcome::Stop(t) => (t.as_str(), None),
             wit_step::Outcome::Branch(b) => (b.output.as_str(), Some(b.target.clone())),
         };
+        if let Some(target) = &branch
+            && target.len() > MAX_BRANCH_TARGET_BYTES
+        {
+            return Err(CallError::Guest {
+                kind: wf_engine::ErrorKind::Internal,
+                message: format!(
+                    "the component branched to a step name of {} bytes (`{}`); step names are at most {MAX_BRANCH_TARGET_BYTES}",
+                    target.len(),
+                    crate::host::cut(target, 64)
+                ),
+            });
+        }
         let output = self.output_object(text)?;
         Ok(match (outcome, branch) {
             (wit_step::Outcome::Stop(_), _) => StepOutcome::Stop(output),
@@ -673,16 +756,24 @@ impl LoadedComponent {
         })
     }
 
-    /// Sets the call's run, config and deadline on the instance; the guest's invocation record.
-    fn prepare_call(&self, instance: &mut Instance, call: &CallInfo) -> wit_step::Invocation {
-        let deadline = SystemTime::now() + self.limits.timeout;
+    /// Sets the call's run, config, deadline and fuel on the instance and clears its per-call
+    /// counts; the guest's invocation record.
+    fn prepare_call(
+        &self,
+        instance: &mut Instance,
+        call: &CallInfo,
+        allowance: &Allowance,
+    ) -> Result<wit_step::Invocation, CallError> {
+        arm(&mut instance.store, allowance.fuel)?;
+        let deadline = SystemTime::now() + allowance.timeout;
         let data = instance.store.data_mut();
         // Only this call's stderr is attached to its errors.
         data.stderr.take_text();
+        data.call = crate::host::CallUsage::default();
         data.run_id = call.run_id.clone();
         data.call_config = call.config.clone();
-        data.deadline = tokio::time::Instant::now() + self.limits.timeout;
-        wit_step::Invocation {
+        data.deadline = tokio::time::Instant::now() + allowance.timeout;
+        Ok(wit_step::Invocation {
             pipeline: call.pipeline.clone(),
             run_id: call.run_id.clone(),
             step: call.step.clone(),
@@ -692,24 +783,59 @@ impl LoadedComponent {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             trace_parent: call.trace_parent.clone(),
-        }
+        })
     }
 
     /// Sorts a call's result: `Ok(Ok)` success, `Ok(Err)` the guest's own error (the instance is
-    /// healthy), `Err` a limit breach or trap (the instance must be dropped).
+    /// healthy), `Err` a limit breach or trap (the instance must be dropped). Charges the fuel
+    /// used to the run and reports the log messages the call's quota dropped.
     fn settle<T>(
         &self,
         result: Result<wasmtime::Result<Result<T, wit::Error>>, tokio::time::error::Elapsed>,
         store: &mut Store<HostState>,
+        call: &CallInfo,
+        allowance: &Allowance,
     ) -> Result<Result<T, CallError>, CallError> {
+        if let Some(budget) = &call.budget {
+            let left = store.get_fuel().unwrap_or(0);
+            budget.spend_fuel(allowance.fuel.saturating_sub(left));
+        }
+        let usage = std::mem::take(&mut store.data_mut().call);
+        if usage.logs_dropped > 0 {
+            tracing::warn!(
+                component = %self.info.name,
+                dropped = usage.logs_dropped,
+                "log messages over the per-call quota were dropped (`limits.logs_per_call`, `limits.log_kib_per_call`)"
+            );
+            self.env
+                .services
+                .usage
+                .logs_dropped(&self.info.name, usage.logs_dropped);
+        }
         match result {
+            Err(_) if allowance.run_time => Err(CallError::LimitExceeded {
+                kind: LimitKind::RunTime,
+                detail: format!(
+                    "the run reached its deadline ({})",
+                    call.budget
+                        .as_ref()
+                        .and_then(|b| b.deadline())
+                        .map_or("its deadline", |d| d.setting)
+                ),
+            }),
             Err(_) => Err(CallError::LimitExceeded {
                 kind: LimitKind::Time,
                 detail: format!("the call took longer than {:?}", self.limits.timeout),
             }),
-            Ok(Err(e)) => Err(classify(e, store, &self.limits)),
+            Ok(Err(e)) => Err(classify_call(e, store, &self.limits, allowance, call)),
+            // A quota refused a host call and the call then failed: that is the error.
+            Ok(Ok(Err(_))) if usage.refused.is_some() => {
+                let (kind, detail) = usage.refused.unwrap_or((LimitKind::Output, String::new()));
+                Ok(Err(CallError::LimitExceeded { kind, detail }))
+            }
             Ok(Ok(Err(e))) => {
                 let (kind, message) = guest_error(e);
+                let message = crate::host::cut(&message, MAX_ERROR_BYTES).into_owned();
                 Ok(Err(CallError::Guest { kind, message }))
             }
             Ok(Ok(Ok(value))) => Ok(Ok(value)),
@@ -760,6 +886,8 @@ impl LoadedComponent {
 
     async fn started_module_instance(&self) -> Result<Instance, CallError> {
         let mut instance = self.new_instance(&self.limits).await?;
+        let (call, allowance) = (CallInfo::default(), Allowance::of(&self.limits, None)?);
+        self.prepare_call(&mut instance, &call, &allowance)?;
         let result = {
             let Bindings::Module(bindings) = &instance.bindings else {
                 return Err(CallError::Host(
@@ -767,9 +895,9 @@ impl LoadedComponent {
                 ));
             };
             let future = bindings.wf_plugin_module().call_start(&mut instance.store);
-            tokio::time::timeout(self.limits.timeout, future).await
+            tokio::time::timeout(allowance.timeout, future).await
         };
-        self.settle(result, &mut instance.store)??;
+        self.settle(result, &mut instance.store, &call, &allowance)??;
         Ok(instance)
     }
 
@@ -792,15 +920,21 @@ impl LoadedComponent {
         let Some(mut instance) = self.module.lock().await.take() else {
             return;
         };
+        let call = CallInfo::default();
+        let Ok(allowance) = Allowance::of(&self.limits, None) else {
+            return;
+        };
+        if self.prepare_call(&mut instance, &call, &allowance).is_err() {
+            return;
+        }
         let result = {
             let Bindings::Module(bindings) = &instance.bindings else {
                 return;
             };
-            arm(&mut instance.store, &self.limits).ok();
             let future = bindings.wf_plugin_module().call_stop(&mut instance.store);
-            tokio::time::timeout(self.limits.timeout, future).await
+            tokio::time::timeout(allowance.timeout, future).await
         };
-        match self.settle(result, &mut instance.store) {
+        match self.settle(result, &mut instance.store, &call, &allowance) {
             Ok(Ok(())) => {}
             Ok(Err(e)) | Err(e) => {
                 tracing::warn!(component = %self.info.name, "module component did not stop cleanly: {e}");
@@ -845,8 +979,14 @@ impl LoadedComponent {
             }
             None => self.started_module_instance().await?,
         };
-        arm(&mut instance.store, &self.limits)?;
-        self.prepare_call(&mut instance, call);
+        let allowance = match Allowance::of(&self.limits, call.budget.as_deref()) {
+            Ok(allowance) => allowance,
+            Err(e) => {
+                *slot = Some(instance);
+                return Err(e);
+            }
+        };
+        self.prepare_call(&mut instance, call, &allowance)?;
         let input_text = input.to_string();
         let result = {
             let Bindings::Module(bindings) = &instance.bindings else {
@@ -859,9 +999,9 @@ impl LoadedComponent {
                 operation,
                 &input_text,
             );
-            tokio::time::timeout(self.limits.timeout, future).await
+            tokio::time::timeout(allowance.timeout, future).await
         };
-        let text = match self.settle(result, &mut instance.store) {
+        let text = match self.settle(result, &mut instance.store, call, &allowance) {
             Ok(outcome) => {
                 *slot = Some(instance);
                 outcome?
@@ -929,8 +1069,10 @@ impl LoadedComponent {
                 self.info.name
             )));
         }
+        let call = CallInfo::default();
+        let allowance = Allowance::of(&self.limits, None)?;
         let mut instance = self.instance().await?;
-        self.prepare_call(&mut instance, &CallInfo::default());
+        self.prepare_call(&mut instance, &call, &allowance)?;
         let event = wit_trigger::Event {
             source,
             payload: payload.to_string(),
@@ -944,15 +1086,24 @@ impl LoadedComponent {
             let future = bindings
                 .wf_plugin_trigger()
                 .call_on_event(&mut instance.store, &event);
-            tokio::time::timeout(self.limits.timeout, future).await
+            tokio::time::timeout(allowance.timeout, future).await
         };
-        let starts = match self.settle(result, &mut instance.store) {
+        let starts = match self.settle(result, &mut instance.store, &call, &allowance) {
             Ok(outcome) => {
                 self.release(instance);
                 outcome?
             }
             Err(broken) => return Err(broken),
         };
+        if starts.len() > MAX_STARTS_PER_EVENT {
+            return Err(CallError::LimitExceeded {
+                kind: LimitKind::Output,
+                detail: format!(
+                    "the component asked for {} runs from one event; at most {MAX_STARTS_PER_EVENT} are started",
+                    starts.len()
+                ),
+            });
+        }
         starts
             .into_iter()
             .map(|start| {
@@ -977,9 +1128,9 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 /// Refills fuel and sets the epoch deadline before a call.
-fn arm(store: &mut Store<HostState>, limits: &Limits) -> Result<(), CallError> {
+fn arm(store: &mut Store<HostState>, fuel: u64) -> Result<(), CallError> {
     store
-        .set_fuel(limits.fuel)
+        .set_fuel(fuel)
         .map_err(|e| CallError::Host(format!("{e:#}")))?;
     // Guest code yields to the executor at every epoch tick instead of holding a worker thread
     // until its deadline; the outer timeout around the call enforces the time limit.
@@ -988,8 +1139,27 @@ fn arm(store: &mut Store<HostState>, limits: &Limits) -> Result<(), CallError> {
     Ok(())
 }
 
-/// Turns a wasmtime error into the limit it broke or the trap it was.
+/// Turns a wasmtime error outside a budgeted call (loading, instantiating, probing) into the
+/// limit it broke or the trap it was.
 fn classify(error: wasmtime::Error, store: &mut Store<HostState>, limits: &Limits) -> CallError {
+    let allowance = Allowance {
+        timeout: limits.timeout,
+        fuel: limits.fuel,
+        run_time: false,
+        run_fuel: false,
+    };
+    classify_call(error, store, limits, &allowance, &CallInfo::default())
+}
+
+/// Turns a call's wasmtime error into the limit it broke (the component's or its run's) or
+/// the trap it was.
+fn classify_call(
+    error: wasmtime::Error,
+    store: &mut Store<HostState>,
+    limits: &Limits,
+    allowance: &Allowance,
+    call: &CallInfo,
+) -> CallError {
     let stderr = store.data().stderr.take_text();
     if store.data().limiter.exceeded {
         return CallError::LimitExceeded {
@@ -1001,6 +1171,13 @@ fn classify(error: wasmtime::Error, store: &mut Store<HostState>, limits: &Limit
         };
     }
     match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) if allowance.run_fuel => CallError::LimitExceeded {
+            kind: LimitKind::RunCpu,
+            detail: format!(
+                "the run used all of its {} fuel",
+                call.budget.as_ref().map_or(0, |b| b.max_fuel())
+            ),
+        },
         Some(Trap::OutOfFuel) => CallError::LimitExceeded {
             kind: LimitKind::Cpu,
             detail: format!("the call used all of its {} fuel", limits.fuel),
@@ -1009,14 +1186,65 @@ fn classify(error: wasmtime::Error, store: &mut Store<HostState>, limits: &Limit
             kind: LimitKind::Time,
             detail: format!("the call ran longer than {:?}", limits.timeout),
         },
-        _ => CallError::Trap {
-            message: format!("{error:#}")
-                .lines()
-                .next()
-                .unwrap_or("trap")
-                .to_string(),
+        trap => CallError::Trap {
+            message: describe_trap(&error, trap),
             stderr,
         },
+    }
+}
+
+/// A trap in words: its kind (`stack overflow`, `unreachable`, `out-of-bounds memory
+/// access`, ...) and the guest functions it happened in, innermost first.
+fn describe_trap(error: &wasmtime::Error, trap: Option<&Trap>) -> String {
+    let kind = match trap {
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(Trap::UnreachableCodeReached) => {
+            "unreachable code reached (a panic or an abort in the component)".to_string()
+        }
+        Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access".to_string(),
+        Some(Trap::TableOutOfBounds) => "out-of-bounds table access".to_string(),
+        Some(Trap::IntegerDivisionByZero) => "integer division by zero".to_string(),
+        Some(Trap::IntegerOverflow) => "integer overflow".to_string(),
+        Some(Trap::IndirectCallToNull) => "call through a null function reference".to_string(),
+        Some(Trap::BadSignature) => "indirect call with the wrong signature".to_string(),
+        Some(Trap::BadConversionToInteger) => "invalid conversion to an integer".to_string(),
+        Some(Trap::HeapMisaligned) => "misaligned memory access".to_string(),
+        Some(other) => other.to_string(),
+        // Not a trap: the host or the canonical ABI refused something (a bad string, ...).
+        None => error
+            .chain()
+            .map(|e| e.to_string())
+            .find(|line| !line.starts_with("error while executing at wasm backtrace"))
+            .unwrap_or_else(|| "the call failed".to_string()),
+    };
+    let frames: Vec<String> = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|backtrace| {
+            backtrace
+                .frames()
+                .iter()
+                .filter_map(|frame| frame.func_name().map(demangle_short))
+                .take(MAX_TRAP_FRAMES)
+                .collect()
+        })
+        .unwrap_or_default();
+    if frames.is_empty() {
+        kind
+    } else {
+        format!("{kind} in {}", frames.join(" ← "))
+    }
+}
+
+/// Guest frames named in a trap's message.
+const MAX_TRAP_FRAMES: usize = 6;
+
+/// A function name as a reader wants it: Rust's hash suffix (`::h0123…`) dropped.
+fn demangle_short(name: &str) -> String {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head.to_string()
+        }
+        _ => name.to_string(),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::host::HostServices;
 use crate::limits::{Limits, LimitsConfig};
 use crate::registry::{ComponentRegistry, Grant};
 use crate::runtime::{Runtime, RuntimeConfig};
+use crate::state_store::StateStore;
 use crate::trigger_wiring::Watchers;
 use crate::watch::DirWatcher;
 
@@ -93,6 +94,11 @@ pub struct ComponentsConfig {
     /// Serve the components API: upload, list, inspect, delete, roll back.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// The database that keeps components' state buckets (table `wf_component_state`), so
+    /// they survive restarts; optional when the app has one database module. Without one,
+    /// buckets are kept in memory.
+    #[serde(default)]
+    pub state_database: Option<String>,
 }
 
 fn default_data_dir() -> String {
@@ -154,6 +160,12 @@ impl ModuleType for ComponentsType {
         {
             issues.push(issue);
         }
+        if let Err(issue) = wf_storage::database_of(config.state_database.as_deref(), ctx) {
+            issues.push(ConfigIssue {
+                pointer: issue.pointer.replace("/database", "/state_database"),
+                ..issue
+            });
+        }
         if config.broker.is_some()
             && let Err(issue) = ctx.choose(
                 config.broker.as_deref(),
@@ -187,6 +199,9 @@ impl ModuleType for ComponentsType {
         ) {
             refs.push(broker);
         }
+        if let Ok(Some(database)) = wf_storage::database_of(config.state_database.as_deref(), ctx) {
+            refs.push(database);
+        }
         refs
     }
 
@@ -213,10 +228,16 @@ impl ModuleType for ComponentsType {
             router,
             broker: broker.clone(),
         };
+        let state = match wf_storage::chosen_database(config.state_database.as_deref(), ctx)? {
+            Some(database) => Arc::new(StateStore::in_database(database)),
+            None => Arc::new(StateStore::in_memory()),
+        };
         let services = HostServices {
             broker,
+            state,
             ..HostServices::default()
         };
+        let usage = services.usage.clone();
         let defaults =
             Limits::merged(&Limits::default(), &config.defaults).map_err(anyhow::Error::msg)?;
         let registry = Arc::new(ComponentRegistry::new(
@@ -232,6 +253,7 @@ impl ModuleType for ComponentsType {
         ctx.provide(registry.clone());
         Ok(Arc::new(ComponentsModule {
             watchers: Mutex::new(Some(watchers)),
+            usage,
             registry,
             dir: config.dir.map(|d| ctx.base_dir.join(d)),
             max_file_bytes: u64::from(
@@ -282,6 +304,8 @@ fn unauthenticated_api(api: &ApiConfig, ctx: &CheckContext<'_>) -> Option<Config
 struct ComponentsModule {
     /// Handed to the registry at start, when the app's pipelines exist.
     watchers: Mutex<Option<Watchers>>,
+    /// Exported through the app's `metrics.collector`, if it has one, from start.
+    usage: Arc<crate::usage::ComponentUsage>,
     registry: Arc<ComponentRegistry>,
     dir: Option<PathBuf>,
     /// The largest component file read from `dir`: the upload limit.
@@ -299,6 +323,11 @@ impl Module for ComponentsModule {
             .take()
         {
             self.registry.set_trigger_env(watchers, ctx.app.clone());
+        }
+        if let Some(services) = ctx.app.services()
+            && let Some((_, metrics)) = services.all::<wf_http::metrics::Metrics>().first()
+        {
+            self.usage.bind(metrics)?;
         }
         crate::api::restore_uploads(&self.registry).await?;
         if let Some(dir) = &self.dir {

@@ -15,7 +15,8 @@ use wf_messaging::MessageBroker;
 
 use crate::bindings::wf::plugin::{clock, config, events, http, log, state, types};
 use crate::capabilities::{self, Capabilities};
-use crate::state_store::StateStore;
+use crate::limits::{LimitKind, Quotas};
+use crate::state_store::{StateError, StateStore};
 
 /// Bytes of guest stderr kept per call; the rest is dropped.
 pub const STDERR_CAPACITY: usize = 16 << 10;
@@ -46,6 +47,8 @@ pub struct HostServices {
     pub state: Arc<StateStore>,
     pub broker: Option<Arc<dyn MessageBroker>>,
     pub clock: Arc<dyn Clock>,
+    /// What components make the host hold and pass on, counted for `metrics.collector`.
+    pub usage: Arc<crate::usage::ComponentUsage>,
 }
 
 impl Default for HostServices {
@@ -54,6 +57,7 @@ impl Default for HostServices {
             state: Arc::default(),
             broker: None,
             clock: Arc::new(SystemClock),
+            usage: Arc::default(),
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct ComponentEnv {
     pub name: String,
     pub config: serde_json::Map<String, serde_json::Value>,
     pub capabilities: Capabilities,
+    /// What the host holds and passes on for it (state, events, logs).
+    pub quotas: Quotas,
     /// Built on first use: most components never make HTTP calls, and building a TLS client
     /// costs milliseconds on every load and swap.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
@@ -127,6 +133,7 @@ impl ComponentEnv {
         name: &str,
         config: serde_json::Map<String, serde_json::Value>,
         capabilities: Capabilities,
+        quotas: Quotas,
         services: HostServices,
     ) -> ComponentEnv {
         let env = capabilities
@@ -139,6 +146,7 @@ impl ComponentEnv {
             http: std::sync::OnceLock::new(),
             config,
             capabilities,
+            quotas,
             services,
             env,
         }
@@ -213,6 +221,20 @@ pub struct HostState {
     pub call_config: Arc<serde_json::Map<String, serde_json::Value>>,
     /// The call's deadline; outbound HTTP never waits past it.
     pub deadline: tokio::time::Instant,
+    /// What this call made the host do, against the per-call quotas.
+    pub call: CallUsage,
+}
+
+/// One call's use of the per-call quotas, and the first quota it broke.
+#[derive(Debug, Default)]
+pub struct CallUsage {
+    pub events: u32,
+    pub logs: u32,
+    pub log_bytes: usize,
+    pub logs_dropped: u64,
+    /// The first quota a host call refused, so a call that then fails is reported as the
+    /// typed `limit-exceeded` it is.
+    pub refused: Option<(LimitKind, String)>,
 }
 
 impl HostState {
@@ -247,6 +269,7 @@ impl HostState {
             run_id: String::new(),
             call_config: Arc::default(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+            call: CallUsage::default(),
         })
     }
 }
@@ -262,8 +285,41 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
+impl HostState {
+    /// Refuses a host call for a quota: remembered for the call's result, counted, and
+    /// answered to the guest as `denied` with the limit and the key that raises it.
+    fn refuse(&mut self, kind: LimitKind, detail: String) -> types::Error {
+        let message = kind.refusal(&detail);
+        self.env.services.usage.refused(&self.env.name, kind);
+        self.call.refused.get_or_insert((kind, detail));
+        types::Error::Denied(message)
+    }
+}
+
+/// `message` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub fn cut(message: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if message.len() <= max {
+        return message.into();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &message[..end], message.len() - end).into()
+}
+
 impl log::Host for HostState {
     async fn log(&mut self, level: log::Level, message: String) {
+        let quotas = &self.env.quotas;
+        let message = cut(&message, quotas.log_message_bytes);
+        if self.call.logs >= quotas.logs_per_call
+            || self.call.log_bytes + message.len() > quotas.log_bytes_per_call
+        {
+            self.call.logs_dropped += 1;
+            return;
+        }
+        self.call.logs += 1;
+        self.call.log_bytes += message.len();
         let component = self.env.name.as_str();
         let run_id = self.run_id.as_str();
         match level {
@@ -295,6 +351,27 @@ fn denied(message: String) -> types::Error {
     types::Error::Denied(message)
 }
 
+impl HostState {
+    /// Exports a bucket's counts after a write.
+    fn counted(&self, bucket: &str) {
+        let services = &self.env.services;
+        services
+            .usage
+            .state(bucket, services.state.bucket_usage(bucket));
+    }
+
+    /// A state call's refusal as the guest sees it.
+    fn state_error(&mut self, error: StateError) -> types::Error {
+        match error {
+            StateError::Quota(kind, detail) => self.refuse(kind, detail),
+            StateError::Unavailable(message) => {
+                tracing::error!(component = %self.env.name, "{message}");
+                types::Error::Unavailable("the state store is unavailable".into())
+            }
+        }
+    }
+}
+
 impl state::Host for HostState {
     async fn get(
         &mut self,
@@ -305,12 +382,10 @@ impl state::Host for HostState {
             .capabilities
             .state_allowed(&bucket)
             .map_err(denied)?;
-        Ok(self
-            .env
-            .services
-            .state
-            .get(&bucket, &key)
-            .map(|(value, revision)| state::Entry { value, revision }))
+        match self.env.services.state.get(&bucket, &key).await {
+            Ok(entry) => Ok(entry.map(|(value, revision)| state::Entry { value, revision })),
+            Err(e) => Err(self.state_error(e)),
+        }
     }
 
     async fn set(
@@ -324,7 +399,19 @@ impl state::Host for HostState {
             .state_allowed(&bucket)
             .map_err(denied)?;
         check_json(&value)?;
-        Ok(self.env.services.state.set(&bucket, &key, value))
+        let env = self.env.clone();
+        match env
+            .services
+            .state
+            .set(&bucket, &key, value, &env.quotas)
+            .await
+        {
+            Ok(revision) => {
+                self.counted(&bucket);
+                Ok(revision)
+            }
+            Err(e) => Err(self.state_error(e)),
+        }
     }
 
     async fn compare_and_swap(
@@ -339,11 +426,19 @@ impl state::Host for HostState {
             .state_allowed(&bucket)
             .map_err(denied)?;
         check_json(&value)?;
-        Ok(self
-            .env
+        let env = self.env.clone();
+        match env
             .services
             .state
-            .compare_and_swap(&bucket, &key, expected, value))
+            .compare_and_swap(&bucket, &key, expected, value, &env.quotas)
+            .await
+        {
+            Ok(revision) => {
+                self.counted(&bucket);
+                Ok(revision)
+            }
+            Err(e) => Err(self.state_error(e)),
+        }
     }
 
     async fn delete(&mut self, bucket: String, key: String) -> Result<bool, types::Error> {
@@ -351,7 +446,13 @@ impl state::Host for HostState {
             .capabilities
             .state_allowed(&bucket)
             .map_err(denied)?;
-        Ok(self.env.services.state.delete(&bucket, &key))
+        match self.env.services.state.delete(&bucket, &key).await {
+            Ok(existed) => {
+                self.counted(&bucket);
+                Ok(existed)
+            }
+            Err(e) => Err(self.state_error(e)),
+        }
     }
 }
 
@@ -390,9 +491,12 @@ impl http::Host for HostState {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
+        // Ends a little before the call's own deadline, so the guest gets `unavailable` and
+        // time to handle it, rather than the whole call ending as a time-limit breach.
         let remaining = self
             .deadline
             .saturating_duration_since(tokio::time::Instant::now());
+        let remaining = remaining.saturating_sub((remaining / 10).min(Duration::from_millis(100)));
         let timeout = request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(remaining))
@@ -465,7 +569,25 @@ impl events::Host for HostState {
             .capabilities
             .topic_allowed(&topic)
             .map_err(denied)?;
+        let quotas = &self.env.quotas;
+        if payload.len() > quotas.event_payload_bytes {
+            let detail = format!(
+                "a payload of {} KiB is over the {} KiB limit",
+                payload.len() >> 10,
+                quotas.event_payload_bytes >> 10
+            );
+            return Err(self.refuse(LimitKind::EventPayload, detail));
+        }
+        if self.call.events >= quotas.events_per_call {
+            let detail = format!("more than {} publishes in one call", quotas.events_per_call);
+            return Err(self.refuse(LimitKind::EventsPerCall, detail));
+        }
         check_json(&payload)?;
+        self.call.events += 1;
+        self.env
+            .services
+            .usage
+            .published(&self.env.name, payload.len());
         let broker = self.env.services.broker.clone().ok_or_else(|| {
             types::Error::Unavailable("the app has no message broker to publish to".into())
         })?;

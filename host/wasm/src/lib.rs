@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod state_store;
 pub mod step_wasm;
 pub mod trigger_wiring;
+pub mod usage;
 pub mod watch;
 
 pub use capabilities::Capabilities;

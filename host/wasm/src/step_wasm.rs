@@ -106,6 +106,9 @@ pub fn registry_for(
 /// A pipeline step backed by a component slot.
 pub struct WasmStep {
     slot: Arc<Slot>,
+    /// `pipeline.step`, as the pipeline built it: the guest's `invocation.step` is the part
+    /// after the pipeline's name.
+    qualified: String,
     /// Set for a module component: the operation each run invokes.
     operation: Option<String>,
     config: Arc<Map<String, Value>>,
@@ -124,6 +127,7 @@ impl WasmStep {
         slot.add_reference(step.to_string());
         WasmStep {
             slot,
+            qualified: step.to_string(),
             operation: None,
             config: Arc::new(config),
             input,
@@ -144,7 +148,7 @@ pub fn step_error(component: &str, error: CallError) -> StepError {
     let kind = match &error {
         CallError::Guest { kind, .. } => *kind,
         CallError::LimitExceeded {
-            kind: LimitKind::Time,
+            kind: LimitKind::Time | LimitKind::RunTime,
             ..
         } => ErrorKind::Timeout,
         // Overloaded or mid-swap: transient, worth a retry (503).
@@ -169,13 +173,21 @@ impl Step for WasmStep {
             Some(template) => template.render(&ctx.scope()).map_err(StepError::from)?,
             None => Value::Object(ctx.current.clone()),
         };
+        let pipeline = meta_str(ctx, "pipeline");
+        let step = self
+            .qualified
+            .strip_prefix(pipeline.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(&self.qualified)
+            .to_string();
         let call = CallInfo {
-            pipeline: meta_str(ctx, "pipeline"),
+            pipeline,
             run_id: meta_str(ctx, "run_id"),
-            step: meta_str(ctx, "step"),
+            step,
             attempt: 1,
-            trace_parent: None,
+            trace_parent: wf_engine::trace::current().map(|c| c.traceparent()),
             config: self.config.clone(),
+            budget: Some(ctx.budget.clone()),
         };
         if let Some(operation) = &self.operation {
             return component

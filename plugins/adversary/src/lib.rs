@@ -14,7 +14,14 @@ impl Step for Adversary {
     fn run(input: Value, ctx: &Ctx) -> Result<Output, StepError> {
         let arg = input["arg"].as_str().unwrap_or_default().to_string();
         match input["mode"].as_str().unwrap_or_default() {
-            "echo" => Ok(json!({ "echo": input, "config": ctx.config() }).into()),
+            "echo" => Ok(json!({
+                "echo": input,
+                "config": ctx.config(),
+                "step": ctx.invocation().step,
+                "pipeline": ctx.invocation().pipeline,
+            })
+            .into()),
+            "recurse" => Ok(json!({ "depth": recurse(std::hint::black_box(0)) }).into()),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -65,6 +72,10 @@ impl Step for Adversary {
                 let entry = ctx.state_get(&arg, "counter")?;
                 Ok(json!({ "revision": revision, "value": entry.map(|e| e.value) }).into())
             }
+            "state-get" => {
+                let entry = ctx.state_get(&arg, "counter")?;
+                Ok(json!({ "value": entry.map(|e| e.value) }).into())
+            }
             "publish" => {
                 ctx.publish(&arg, &json!({ "from": "adversary" }))?;
                 Ok(json!({ "published": arg }).into())
@@ -73,12 +84,51 @@ impl Step for Adversary {
                 ctx.log(Level::Warn, format!("adversary says {arg}"));
                 Ok(json!({ "logged": true }).into())
             }
+            // Floods of what the host keeps on a component's behalf (#29): `count` writes of a
+            // `kib`-KiB value under distinct keys, publishes of such payloads, log lines.
+            "flood-state" => {
+                let value = json!("s".repeat(kib(&input) << 10));
+                for i in 0..count(&input) {
+                    ctx.state_set(&arg, &format!("key-{i}"), &value)?;
+                }
+                Ok(json!({ "flooded": "state" }).into())
+            }
+            "flood-events" => {
+                let payload = json!({ "blob": "e".repeat(kib(&input) << 10) });
+                for _ in 0..count(&input) {
+                    ctx.publish(&arg, &payload)?;
+                }
+                Ok(json!({ "flooded": "events" }).into())
+            }
+            "flood-logs" => {
+                let line = format!("{arg}{}", "l".repeat(kib(&input) << 10));
+                for _ in 0..count(&input) {
+                    ctx.log(Level::Warn, &line);
+                }
+                Ok(json!({ "flooded": "logs" }).into())
+            }
+            "huge-error" => Err(StepError::internal("e".repeat(kib(&input) << 10))),
             "fail" => Err(StepError::unavailable(format!("failing on purpose: {arg}"))),
             "branch" => Ok(Output::Branch { target: arg, output: json!({ "branched": true }) }),
             "now" => Ok(json!({ "now_ms": ctx.now_ms() }).into()),
             other => Err(StepError::invalid_input(format!("unknown mode `{other}`"))),
         }
     }
+}
+
+/// Recursion with no end: a stack overflow.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let deeper = recurse(std::hint::black_box(depth + 1));
+    std::hint::black_box(deeper) + 1
+}
+
+fn kib(input: &Value) -> usize {
+    input["kib"].as_u64().unwrap_or(1) as usize
+}
+
+fn count(input: &Value) -> u64 {
+    input["count"].as_u64().unwrap_or(1)
 }
 
 export_step!(Adversary);

@@ -179,6 +179,8 @@ impl Timed {
 /// The collector's metrics; other modules record module operations through it.
 pub struct Metrics {
     registry: Registry,
+    namespace: String,
+    subsystem: String,
     http: Option<Timed>,
     runs: Option<Timed>,
     steps: Option<Timed>,
@@ -275,6 +277,8 @@ impl Metrics {
             .transpose()?;
         Ok(Metrics {
             registry,
+            namespace: config.namespace.clone(),
+            subsystem: config.subsystem.clone(),
             http,
             runs,
             steps,
@@ -290,6 +294,36 @@ impl Metrics {
                 .with_label_values(&[module, operation, if ok { "success" } else { "error" }])
                 .inc();
         }
+    }
+
+    /// A counter of another module's, named and registered like the collector's own.
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<IntCounterVec> {
+        let counter = IntCounterVec::new(self.opts(name, help), labels)?;
+        self.registry.register(Box::new(counter.clone()))?;
+        Ok(counter)
+    }
+
+    /// A gauge of another module's, named and registered like the collector's own.
+    pub fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<IntGaugeVec> {
+        let gauge = IntGaugeVec::new(self.opts(name, help), labels)?;
+        self.registry.register(Box::new(gauge.clone()))?;
+        Ok(gauge)
+    }
+
+    fn opts(&self, name: &str, help: &str) -> Opts {
+        Opts::new(name, help)
+            .namespace(&self.namespace)
+            .subsystem(&self.subsystem)
     }
 
     fn render(&self) -> Response {
