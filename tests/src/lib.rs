@@ -217,6 +217,22 @@ impl Drop for TempDir {
     }
 }
 
+/// This process's resident memory in KiB (`VmRSS`), 0 where `/proc` cannot tell.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// A first-party component from `plugins/dist` (built by `make plugins`).
 pub fn plugin(name: &str) -> Vec<u8> {
     let path = repo_root()

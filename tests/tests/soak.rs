@@ -43,18 +43,7 @@ struct Usage {
 }
 
 fn usage() -> Usage {
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0);
+    let rss_kib = wf_tests::rss_kib();
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     let tasks = tokio::runtime::Handle::current()
         .metrics()

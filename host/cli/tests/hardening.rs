@@ -1,12 +1,13 @@
-//! The `wf-host` process under abuse (issue #16): resident memory after a burst of failed
-//! sign-ins (each one an Argon2 hash of 19 MiB) returns near where it started, and text from
-//! callers cannot forge lines of the console log.
+//! The `wf-host` process under abuse (issues #16 and #29): resident memory after a burst of
+//! failed sign-ins (each one an Argon2 hash of 19 MiB) returns near where it started, text from
+//! callers and components cannot forge lines of the console log, and a `kill -9` mid-write loses
+//! no acknowledged write.
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: that is how a test fails
 
 mod common;
 
-use common::{TempDir, request, run, wf_host};
+use common::{TempDir, app_file, request, run, run_pipeline};
 
 const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
 
@@ -18,9 +19,8 @@ const HASHING_MARGIN_KIB: u64 = 160 * 1024;
 #[test]
 fn failed_sign_ins_do_not_leave_memory_behind() {
     let dir = TempDir::new("argon");
-    let app = dir.0.join("app.yaml");
-    std::fs::write(
-        &app,
+    let app = app_file(
+        &dir,
         format!(
             r#"
 modules:
@@ -37,8 +37,7 @@ workflows:
 "#,
             dir.0.join("app.db").display()
         ),
-    )
-    .unwrap();
+    );
     let host = run(&[app.to_str().unwrap()], &[]);
     let json = [("content-type", "application/json")];
     let (status, body) = request(
@@ -87,25 +86,18 @@ workflows:
 #[test]
 fn callers_cannot_forge_console_log_lines() {
     let dir = TempDir::new("forged-log");
-    let app = dir.0.join("app.yaml");
-    std::fs::write(
-        &app,
+    let app = app_file(
+        &dir,
         r#"
 pipelines:
   greet:
     steps:
       - {name: say, type: step.log, config: {level: warn, message: "hello {{ .name }}"}}
 "#,
-    )
-    .unwrap();
+    );
     let forged = "ada\n2026-12-07T00:00:00.000000Z ERROR forged: the admin password is hunter2\r";
-    let output = wf_host()
-        .args(["run-pipeline", app.to_str().unwrap(), "greet", "--input"])
-        .arg(serde_json::json!({ "name": forged }).to_string())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let (ok, stderr) = run_pipeline(&app, "greet", &serde_json::json!({ "name": forged }));
+    assert!(ok, "{stderr}");
     let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("hello ada")).collect();
     assert_eq!(logged.len(), 1, "{stderr}");
     assert!(
@@ -123,9 +115,8 @@ pipelines:
 #[test]
 fn a_killed_host_restarts_on_its_data_with_every_acknowledged_write() {
     let dir = TempDir::new("kill-9");
-    let app = dir.0.join("app.yaml");
-    std::fs::write(
-        &app,
+    let app = app_file(
+        &dir,
         format!(
             r#"
 modules:
@@ -147,8 +138,7 @@ pipelines:
 "#,
             dir.0.join("app.db").display()
         ),
-    )
-    .unwrap();
+    );
     let mut host = run(&[app.to_str().unwrap()], &[]);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let writer = {
@@ -205,4 +195,50 @@ pipelines:
     )
     .unwrap();
     assert_eq!(status, 201);
+}
+
+#[test]
+fn components_cannot_forge_console_log_lines() {
+    let dir = TempDir::new("forged-guest-log");
+    let app = app_file(
+        &dir,
+        format!(
+            r#"
+modules:
+  - {{name: wasm, type: wasm.components, config: {{data_dir: "{}"}}}}
+  - name: adversary
+    type: dynamic.component
+    config: {{source: "{}", componentId: adversary}}
+pipelines:
+  flood:
+    steps:
+      - {{name: say, type: step.wasm, config: {{component: adversary}}}}
+"#,
+            dir.0.join("data").display(),
+            common::root().join("plugins/dist/adversary.wasm").display()
+        ),
+    );
+    let input = serde_json::json!({
+        "mode": "flood-logs",
+        "arg": "\n2026-12-07T00:00:00.000000Z ERROR forged by a component ",
+        "kib": 0,
+        "count": 3,
+    });
+    let (ok, stderr) = run_pipeline(&app, "flood", &input);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("forged by a component"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("component=\"adversary\"") || l.contains("component=adversary")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("2026-12-07T00:00:00")),
+        "a forged line: {stderr}"
+    );
 }

@@ -531,6 +531,7 @@ async fn test(path: &Path, wasm: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             attempt: 1,
             trace_parent: None,
             config: Arc::new(case["config"].as_object().cloned().unwrap_or_default()),
+            budget: None,
         };
         // Steps run; module components get `operation` invoked (after `start`); trigger
         // components get `input` as an event on source `source` (0 by default), and their

@@ -166,6 +166,29 @@ pub fn request(
     Ok((status, body))
 }
 
+/// Writes `yaml` as `app.yaml` in `dir`; its path.
+pub fn app_file(dir: &TempDir, yaml: impl AsRef<str>) -> PathBuf {
+    let path = dir.0.join("app.yaml");
+    std::fs::write(&path, yaml.as_ref()).expect("the app file is written");
+    path
+}
+
+/// `wf-host run-pipeline APP PIPELINE --input INPUT`: whether it succeeded, and its stderr.
+pub fn run_pipeline(app: &Path, pipeline: &str, input: &serde_json::Value) -> (bool, String) {
+    let output = wf_host()
+        .arg("run-pipeline")
+        .arg(app)
+        .arg(pipeline)
+        .arg("--input")
+        .arg(input.to_string())
+        .output()
+        .expect("wf-host runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
