@@ -67,31 +67,45 @@ impl HttpExchange {
             .unwrap_or_default()
     }
 
-    /// The body as data: a form body as a map (first value of each field); a JSON body (by
-    /// content type, or starting with `{` or `[`) as its value; `None` for an empty body or
-    /// another format. Invalid JSON is the caller's mistake, with the reason.
+    /// The body as data: JSON (by content type, or text that starts with `{` or `[` and
+    /// parses, whatever the content type says — as the original read it, so `curl -d '{...}'`,
+    /// which says it sends a form, works); a form body as a map (first value of each field);
+    /// `None` for an empty body or another format. Invalid JSON under a JSON content type is
+    /// the caller's mistake, with the reason.
     pub fn parsed_body(&self) -> Result<Option<Value>, String> {
         if self.body.is_empty() {
             return Ok(None);
         }
         let content_type = self.content_type();
-        if content_type.starts_with("application/x-www-form-urlencoded") {
+        let declared_json =
+            content_type.starts_with("application/json") || content_type.contains("+json");
+        let looks_json = matches!(
+            self.body.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        );
+        if declared_json || looks_json {
+            match serde_json::from_slice(&self.body) {
+                Ok(value) => return Ok(Some(value)),
+                Err(e) if declared_json || !is_form(content_type) => {
+                    return Err(format!("request body is not valid JSON: {e}"));
+                }
+                // A form field that happens to start with `{`: read as the form it says it is.
+                Err(_) => {}
+            }
+        }
+        if is_form(content_type) {
             let mut map = Map::new();
             for (k, v) in parse_query(&String::from_utf8_lossy(&self.body)) {
                 map.entry(k).or_insert(Value::String(v));
             }
             return Ok(Some(Value::Object(map)));
         }
-        let json = content_type.starts_with("application/json")
-            || content_type.contains("+json")
-            || matches!(self.body.first(), Some(b'{' | b'['));
-        if !json {
-            return Ok(None);
-        }
-        serde_json::from_slice(&self.body)
-            .map(Some)
-            .map_err(|e| format!("request body is not valid JSON: {e}"))
+        Ok(None)
     }
+}
+
+fn is_form(content_type: &str) -> bool {
+    content_type.starts_with("application/x-www-form-urlencoded")
 }
 
 /// `/api/items/` → `items`: the original's query and command names.
@@ -494,5 +508,61 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string()))
         );
+    }
+
+    fn exchange(content_type: Option<&str>, body: &str) -> HttpExchange {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_str(ct).unwrap(),
+            );
+        }
+        HttpExchange {
+            method: "POST".into(),
+            path: "/".into(),
+            pattern: None,
+            headers,
+            query: Vec::new(),
+            path_params: PathParams::default(),
+            body: Bytes::from(body.to_string()),
+            uri: http::Uri::from_static("/"),
+            claims: None,
+            request_id: None,
+            deadline: None,
+            response: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn json_bodies_are_json_whatever_the_content_type_says() {
+        let form = "application/x-www-form-urlencoded";
+        let json = serde_json::json!({"sku": "A-1", "quantity": 2});
+        // curl -d '{...}' says it sends a form; the original read JSON anyway, and so do we.
+        for content_type in [
+            None,
+            Some(form),
+            Some("application/json"),
+            Some("text/plain"),
+        ] {
+            let parsed = exchange(content_type, r#" {"sku": "A-1", "quantity": 2}"#).parsed_body();
+            assert_eq!(parsed, Ok(Some(json.clone())), "{content_type:?}");
+        }
+        // Real forms stay forms, also one whose field starts with `{`.
+        let parsed = exchange(Some(form), "sku=A-1&quantity=2").parsed_body();
+        assert_eq!(
+            parsed,
+            Ok(Some(serde_json::json!({"sku": "A-1", "quantity": "2"})))
+        );
+        let parsed = exchange(Some(form), "{x=1").parsed_body();
+        assert_eq!(parsed, Ok(Some(serde_json::json!({"{x": "1"}))));
+        // Broken JSON is the caller's mistake when it says JSON or nothing.
+        assert!(
+            exchange(Some("application/json"), "{x")
+                .parsed_body()
+                .is_err()
+        );
+        assert!(exchange(None, "{x").parsed_body().is_err());
+        assert_eq!(exchange(None, "plain text").parsed_body(), Ok(None));
     }
 }
