@@ -17,7 +17,7 @@ const TARGET: &str = "wasm32-wasip2";
     name = "wf-plugin",
     version,
     about = "Create, build, test, inspect and push wf WebAssembly components",
-    after_help = "Examples:\n  wf-plugin new hello --kind step\n  cd hello && wf-plugin build\n  wf-plugin test\n  wf-plugin inspect target/wasm32-wasip2/release/hello.wasm\n  wf-plugin push target/wasm32-wasip2/release/hello.wasm --host http://127.0.0.1:8080"
+    after_help = "Examples:\n  wf-plugin new greeter --kind step\n  wf-plugin build --path greeter\n  wf-plugin test --path greeter\n  wf-plugin push greeter --host http://127.0.0.1:8080"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +34,7 @@ enum Kind {
 #[derive(Subcommand)]
 enum Command {
     /// Create a component project that builds out of the box.
-    #[command(after_help = "Example:\n  wf-plugin new hello --kind step")]
+    #[command(after_help = "Example:\n  wf-plugin new greeter --kind step --dir /tmp")]
     New {
         /// The component's name (also its step type name).
         name: String,
@@ -46,7 +46,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Build the component in release mode for wasm32-wasip2 and check it against the WIT.
-    #[command(after_help = "Example:\n  wf-plugin build --path hello")]
+    #[command(after_help = "Example:\n  wf-plugin build --path /tmp/greeter")]
     Build {
         /// The component project's directory.
         #[arg(long, default_value = ".")]
@@ -72,10 +72,10 @@ enum Command {
     },
     /// Upload a component to a running wf-host (its `wasm.components` API).
     #[command(
-        after_help = "Example:\n  wf-plugin push hello.wasm --host http://127.0.0.1:8080 --token $WF_ADMIN_TOKEN"
+        after_help = "Examples:\n  wf-plugin push ./greeter --host http://127.0.0.1:8080\n  wf-plugin push greeter.wasm --host http://127.0.0.1:8080 --token $WF_ADMIN_TOKEN"
     )]
     Push {
-        /// The .wasm component.
+        /// The .wasm component, or a component project's folder (what `build` made there).
         file: PathBuf,
         /// Base URL of the wf-host serving the components API.
         #[arg(long, env = "WF_HOST_URL")]
@@ -157,7 +157,11 @@ fn new_project(name: &str, kind: Kind, dir: &Path) -> anyhow::Result<()> {
     wf_wasm::component::check_name(name).map_err(anyhow::Error::msg)?;
     let root = dir.join(name);
     if root.exists() {
-        bail!("`{}` already exists", root.display());
+        bail!(
+            "`{}` already exists; build it with `wf-plugin build --path {}`, or pick another name or `--dir`",
+            root.display(),
+            root.display()
+        );
     }
     let sdk = sdk_path()?;
     let crate_name = name.replace('.', "-");
@@ -225,7 +229,7 @@ strip = true
     }
     std::fs::write(root.join(".gitignore"), "/target\n")?;
     println!(
-        "created {} ({what}); next: cd {} && wf-plugin build",
+        "created {} ({what}); next: wf-plugin build --path {}",
         root.display(),
         root.display()
     );
@@ -413,9 +417,22 @@ fn ensure_target() {
     }
 }
 
+/// Where `cargo build` puts a project's component.
+fn built_wasm(project: &Project) -> PathBuf {
+    project
+        .target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", project.package.replace('-', "_")))
+}
+
 async fn build(path: &Path) -> anyhow::Result<PathBuf> {
     let project = project(path)?;
     ensure_target();
+    eprintln!(
+        "building {} for {TARGET} (the first build of a project takes a few minutes)",
+        project.package
+    );
     let mut cargo = Process::new("cargo");
     cargo
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
@@ -435,11 +452,7 @@ async fn build(path: &Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed");
     }
-    let wasm = project
-        .target_dir
-        .join(TARGET)
-        .join("release")
-        .join(format!("{}.wasm", project.package.replace('-', "_")));
+    let wasm = built_wasm(&project);
     let bytes =
         std::fs::read(&wasm).with_context(|| format!("cargo built no `{}`", wasm.display()))?;
     let component = LoadedComponent::inspect(&runtime().await?, Arc::new(bytes.clone())).await?;
@@ -648,7 +661,22 @@ async fn push(
     grant: Option<String>,
     prefix: &str,
 ) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    // A project folder: what `wf-plugin build` made there.
+    let file = if file.is_dir() {
+        let wasm = built_wasm(&project(file)?);
+        if !wasm.is_file() {
+            bail!(
+                "`{}` has not been built: run `wf-plugin build --path {}` first",
+                file.display(),
+                file.display()
+            );
+        }
+        wasm
+    } else {
+        file.to_path_buf()
+    };
+    let bytes =
+        std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))?;
     if let Some(grant) = &grant {
         serde_json::from_str::<Value>(grant).context("--grant is not JSON")?;
     }

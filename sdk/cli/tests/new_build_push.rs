@@ -181,15 +181,9 @@ async fn new_build_test_inspect_push_and_hot_swap() {
     )
     .unwrap();
     assert!(wf_plugin(&["build"], &project).status.success());
+    // The project's folder instead of its `.wasm`: push finds what build made.
     let pushed = wf_plugin(
-        &[
-            "push",
-            wasm.to_str().unwrap(),
-            "--host",
-            &host,
-            "--token",
-            "t0ken",
-        ],
+        &["push", ".", "--host", &host, "--token", "t0ken"],
         &project,
     );
     assert!(pushed.status.success());
