@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wf_config::{AppConfig, Diagnostics, ProcessEnv, Vars, load_files};
-use wf_engine::{App, Kind, Registry, ValidatedConfig, build, validate};
+use wf_engine::{App, Kind, Registry, TypeInfo, ValidatedConfig, build, validate};
 
 /// Exit codes: the app ran and stopped cleanly, or the config is valid.
 pub const EXIT_OK: u8 = 0;
@@ -382,16 +382,28 @@ pub fn types_command(registry: &Registry, json_output: bool, kind: Option<Kind>)
             serde_json::to_string_pretty(&list).unwrap_or_default()
         );
     }
+    // Columns as wide as their longest entry, so every row lines up.
+    let width = |column: &dyn Fn(&TypeInfo) -> usize, header: &str| {
+        types
+            .iter()
+            .map(|t| column(t))
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let kind_width = width(&|t| t.kind.as_str().len(), "kind");
+    let type_width = width(&|t| t.name.len(), "type");
+    let category_width = width(&|t| t.category.as_str().len(), "category");
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<9} {:<26} {:<14} description",
+        "{:<kind_width$}  {:<type_width$}  {:<category_width$}  description",
         "kind", "type", "category"
     );
     for t in types {
         let _ = writeln!(
             out,
-            "{:<9} {:<26} {:<14} {}",
+            "{:<kind_width$}  {:<type_width$}  {:<category_width$}  {}",
             t.kind.as_str(),
             t.name,
             t.category.as_str(),

@@ -329,8 +329,17 @@ async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration)
             return EXIT_FAILURE;
         }
     };
+    // An app without a `name` is known by its file.
+    let file_name = files
+        .first()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
     tracing::info!(
-        app = config.name.as_deref().unwrap_or("-"),
+        app = config
+            .name
+            .as_deref()
+            .or(file_name.as_deref())
+            .unwrap_or("-"),
         modules = config.modules.len(),
         "ready"
     );

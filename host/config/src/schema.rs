@@ -52,7 +52,7 @@ pub struct AppFile {
     /// Settings section read by the `reverseproxy` module type (kept for the original's configs).
     #[serde(default)]
     pub reverseproxy: Option<Value>,
-    /// Settings section read by the `scheduler.modular` module type (kept for the original's configs).
+    /// Settings section of the original's configs: accepted so that they load; nothing reads it.
     #[serde(default)]
     pub scheduler: Option<Value>,
 }
