@@ -108,7 +108,7 @@ async fn run_load(apps: &Apps, length: Duration, tally: &Arc<Tally>) {
                         202,
                     ),
                     _ => (
-                        http.post(format!("{wasm}/hello"))
+                        http.post(format!("{wasm}/greet"))
                             .json(&json!({"name": "soak"})),
                         200,
                     ),
@@ -214,9 +214,11 @@ async fn mixed_load_with_swaps_and_churn_fails_nothing_and_leaks_nothing() {
     let (delivered, webhook) = counting_receiver().await;
     let wasm_dir = dir.0.join("wasm");
     std::fs::create_dir_all(wasm_dir.join("components")).unwrap();
-    std::fs::copy(
-        repo_root().join("example/wasm/app.yaml"),
+    // The example's route runs `greeter`; the soak swaps the first-party `hello` in its place.
+    let example = std::fs::read_to_string(repo_root().join("example/wasm/app.yaml")).unwrap();
+    std::fs::write(
         wasm_dir.join("app.yaml"),
+        example.replace("component: greeter", "component: hello"),
     )
     .unwrap();
     std::fs::write(wasm_dir.join("components/hello.wasm"), plugin("hello")).unwrap();
