@@ -86,6 +86,26 @@ async fn until_acked(
     }
 }
 
+/// Traffic through an outage: `before` acknowledged requests, the dependency cut for the
+/// next `during` (each must be a clear refusal), then restored: requests are acknowledged again
+/// without a restart, and `after` more are sent. What every request saw.
+async fn through_an_outage(
+    proxy: &ChaosProxy,
+    url: &str,
+    ok: u16,
+    (before, during, after): (u64, u64, u64),
+) -> Outcomes {
+    let outcomes = Mutex::new(Outcomes::default());
+    send_ids(url, 0..before, ok, &outcomes).await;
+    proxy.cut();
+    send_ids(url, before..before + during, ok, &outcomes).await;
+    assert_clear_refusals(&outcomes.lock().unwrap());
+    proxy.restore();
+    let next = until_acked(url, before + during, ok, &outcomes, Duration::from_secs(30)).await;
+    send_ids(url, next..next + after, ok, &outcomes).await;
+    outcomes.into_inner().unwrap()
+}
+
 /// Refusals while a dependency was away: the generic 503 of a server-side outage, with nothing
 /// internal (addresses, driver text) in it.
 fn assert_clear_refusals(outcomes: &Outcomes) {
@@ -164,19 +184,12 @@ async fn postgres_cut_mid_traffic_answers_503_recovers_and_keeps_every_acknowled
     let app = start_yaml(&database_app(&dsn, &table)).await;
     run_pipeline(&app, "setup").await;
     let items = format!("http://{}/items", server_addr(&app, "web"));
-    let outcomes = Mutex::new(Outcomes::default());
-
-    send_ids(&items, 0..20, 201, &outcomes).await;
-    proxy.cut();
-    send_ids(&items, 20..30, 201, &outcomes).await;
-    assert_clear_refusals(&outcomes.lock().unwrap());
-    proxy.restore();
-    let next = until_acked(&items, 30, 201, &outcomes, Duration::from_secs(30)).await;
-    send_ids(&items, next..next + 20, 201, &outcomes).await;
+    let acked = through_an_outage(&proxy, &items, 201, (20, 10, 20))
+        .await
+        .acked;
 
     // Every acknowledged row is there; nothing acknowledged was lost.
     let stored = ids_in(&app, "/items").await;
-    let acked = outcomes.lock().unwrap().acked.clone();
     assert!(
         acked.is_subset(&stored),
         "lost: {:?}",
@@ -212,15 +225,8 @@ pipelines:
     ))
     .await;
     let put = format!("http://{}/put", server_addr(&app, "web"));
-    let outcomes = Mutex::new(Outcomes::default());
-    send_ids(&put, 0..10, 201, &outcomes).await;
-    proxy.cut();
-    send_ids(&put, 10..15, 201, &outcomes).await;
-    assert_clear_refusals(&outcomes.lock().unwrap());
-    proxy.restore();
-    let next = until_acked(&put, 15, 201, &outcomes, Duration::from_secs(30)).await;
-    send_ids(&put, next..next + 10, 201, &outcomes).await;
-    assert!(outcomes.lock().unwrap().acked.len() >= 20);
+    let outcomes = through_an_outage(&proxy, &put, 201, (10, 5, 10)).await;
+    assert!(outcomes.acked.len() >= 20);
     assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
 }
 
@@ -263,17 +269,11 @@ pipelines:
     ))
     .await;
     let publish = format!("http://{}/publish", server_addr(&app, "web"));
-    let outcomes = Mutex::new(Outcomes::default());
-    send_ids(&publish, 0..20, 202, &outcomes).await;
-    proxy.cut();
-    send_ids(&publish, 20..25, 202, &outcomes).await;
-    assert_clear_refusals(&outcomes.lock().unwrap());
-    proxy.restore();
-    let next = until_acked(&publish, 25, 202, &outcomes, Duration::from_secs(30)).await;
-    send_ids(&publish, next..next + 20, 202, &outcomes).await;
+    let acked = through_an_outage(&proxy, &publish, 202, (20, 5, 20))
+        .await
+        .acked;
 
     // Every message the app acknowledged reaches the consumer (redelivered if need be).
-    let acked = outcomes.lock().unwrap().acked.clone();
     let delivered = wf_tests::eventually(Duration::from_secs(60), || {
         let received = received.clone();
         let acked = acked.clone();

@@ -130,6 +130,16 @@ fn migrations() -> Vec<Migration> {
     ]
 }
 
+/// `(id, expires_at)` of session rows.
+fn session_expiries(rows: Vec<Map<String, Value>>) -> Vec<(String, i64)> {
+    rows.into_iter()
+        .map(|mut r| {
+            let expires = r.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
+            (text(&mut r, "id"), expires)
+        })
+        .collect()
+}
+
 const USER_COLUMNS: &str = "id, email, name, password_hash, metadata, created_at";
 
 fn text(row: &mut Map<String, Value>, key: &str) -> String {
@@ -484,13 +494,7 @@ impl UserStore {
                 &[json!(self.name), json!(since), json!(alive_at)],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|mut r| {
-                let expires = r.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
-                (text(&mut r, "id"), expires)
-            })
-            .collect())
+        Ok(session_expiries(rows))
     }
 
     /// The sessions not revoked whose refresh tokens expire after `expiring_after` (unix
@@ -507,13 +511,7 @@ impl UserStore {
                 &[json!(self.name), json!(expiring_after)],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|mut r| {
-                let expires = r.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
-                (text(&mut r, "id"), expires)
-            })
-            .collect())
+        Ok(session_expiries(rows))
     }
 
     /// Forgets refresh tokens and sessions that expired before `before` (unix seconds).
