@@ -117,6 +117,27 @@ pub async fn start_yaml(yaml: &str) -> RunningApp {
         .expect("the app starts")
 }
 
+/// [`start_yaml`] with a data directory (where the journal and module state live).
+pub async fn start_yaml_in(yaml: &str, data_dir: &Path) -> RunningApp {
+    build_yaml_in(yaml, data_dir)
+        .start(std::time::Duration::from_secs(10))
+        .await
+        .expect("the app starts")
+}
+
+/// Validates and builds an app from YAML text with a data directory (held exclusively, as
+/// `wf-host run` holds it).
+pub fn build_yaml_in(yaml: &str, data_dir: &Path) -> App {
+    let registry = wf_host::registry().expect("registry");
+    let validated = validate(load_str("app.yaml", yaml, &example_vars()), &registry)
+        .unwrap_or_else(|i| panic!("{}", i.diagnostics.render(&i.config.sources)));
+    let options = wf_engine::BuildOptions {
+        data_dir: Some(data_dir.to_path_buf()),
+        exclusive: true,
+    };
+    wf_engine::build_with(&validated, &registry, &options).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
 /// Why an app from valid YAML text fails to start (panicking if it starts).
 pub async fn start_error(yaml: &str) -> String {
     match build_yaml(yaml)

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wf_config::{AppConfig, Diagnostics, ProcessEnv, Vars, load_files};
-use wf_engine::{App, Kind, Registry, TypeInfo, ValidatedConfig, build, validate};
+use wf_engine::{
+    App, BuildOptions, Kind, Registry, TypeInfo, ValidatedConfig, build_with, validate,
+};
 
 /// Exit codes: the app ran and stopped cleanly, or the config is valid.
 pub const EXIT_OK: u8 = 0;
@@ -70,7 +72,7 @@ pub fn prepare(files: &[PathBuf], registry: &Registry, vars: &dyn Vars) -> Prepa
             warnings,
         };
     }
-    match build_validated(validated, registry) {
+    match build_validated(validated, registry, &BuildOptions::default()) {
         Ok(built) => Prepared::Ready(built),
         Err(rejected) => Prepared::Invalid(*rejected),
     }
@@ -82,9 +84,19 @@ pub async fn prepare_to_run(
     registry: &Registry,
     vars: &dyn Vars,
 ) -> Result<Built, Box<Rejected>> {
+    prepare_with(files, registry, vars, &BuildOptions::default()).await
+}
+
+/// [`prepare_to_run`] with what the host gives the app (its data directory).
+pub async fn prepare_with(
+    files: &[PathBuf],
+    registry: &Registry,
+    vars: &dyn Vars,
+    options: &BuildOptions,
+) -> Result<Built, Box<Rejected>> {
     let loaded = wf_engine::resolve_secrets(load_files(files, vars), registry).await;
     match validate(loaded, registry) {
-        Ok(validated) => build_validated(validated, registry),
+        Ok(validated) => build_validated(validated, registry, options),
         Err(invalid) => Err(Box::new(Rejected::from(*invalid))),
     }
 }
@@ -92,8 +104,9 @@ pub async fn prepare_to_run(
 fn build_validated(
     validated: ValidatedConfig,
     registry: &Registry,
+    options: &BuildOptions,
 ) -> Result<Built, Box<Rejected>> {
-    match build(&validated, registry) {
+    match build_with(&validated, registry, options) {
         Ok(app) => {
             let warnings = validated.warnings().clone();
             Ok(Built {
@@ -453,6 +466,7 @@ pub async fn run_pipeline_command(
     pipeline: &str,
     input: &str,
     registry: &Registry,
+    data_dir: Option<&std::path::Path>,
 ) -> (u8, String, String) {
     let data = match serde_json::from_str::<Value>(input) {
         Ok(Value::Object(map)) => map,
@@ -471,7 +485,26 @@ pub async fn run_pipeline_command(
             );
         }
     };
-    let app = match prepare_to_run(&[file.to_path_buf()], registry, &ProcessEnv).await {
+    // Runs are recorded in the app's journal beside those of a running app (the data
+    // directory is shared, not locked: this process resumes nothing).
+    let options = BuildOptions {
+        data_dir: Some(crate::data_dir::resolve(data_dir, &[file.to_path_buf()])),
+        exclusive: false,
+    };
+    if let Some(dir) = &options.data_dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return (
+            EXIT_FAILURE,
+            String::new(),
+            format!(
+                "error: cannot create the data directory {}: {e}
+",
+                dir.display()
+            ),
+        );
+    }
+    let app = match prepare_with(&[file.to_path_buf()], registry, &ProcessEnv, &options).await {
         Ok(built) => built.app,
         Err(rejected) => return (EXIT_INVALID, String::new(), rejected.render()),
     };
@@ -492,7 +525,13 @@ pub async fn run_pipeline_command(
         Ok(running) => running,
         Err(e) => return (EXIT_FAILURE, String::new(), format!("error: {e}\n")),
     };
-    let result = found.run(data, wf_engine::Extensions::default()).await;
+    let mut extensions = wf_engine::Extensions::default();
+    extensions.insert(wf_engine::journal::RunTrigger {
+        kind: "cli".into(),
+        source: "wf-host run-pipeline".into(),
+        request: None,
+    });
+    let result = found.run(data, extensions).await;
     running.stop(Duration::from_secs(10)).await;
     match result {
         Ok(outcome) => {

@@ -2,6 +2,8 @@
 //! validate, inspect and run applications.
 
 pub mod commands;
+pub mod data_dir;
+pub mod runs;
 
 use wf_engine::{Registry, RegistryError};
 

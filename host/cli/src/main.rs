@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wf_engine::Kind;
 use wf_host::commands::{
     Built, DeadLetterAction, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, dead_letters_command,
-    inspect_command, prepare_to_run, schema_command, types_command, validate_command,
+    inspect_command, prepare_with, schema_command, types_command, validate_command,
 };
 
 /// Run wf applications: a YAML file becomes a running application.
@@ -64,6 +64,10 @@ Exit codes: 0 stopped cleanly, 1 failed to start or stop, 2 invalid configuratio
         /// How long shutdown may take (in-flight requests finish within it), e.g. `10s`.
         #[arg(long, default_value = "10s", value_parser = parse_grace)]
         grace_period: Duration,
+        /// Where the app keeps what must survive a restart: the run journal, state machine
+        /// instances, uploaded components. Default: `.wf` beside the first file.
+        #[arg(long, env = "WF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Check application files and print every problem with file:line:column.
     #[command(after_help = "Examples:
@@ -94,6 +98,24 @@ fail. Exit codes: 0 the pipeline succeeded, 1 it failed, 2 invalid configuration
         /// Trigger data: a JSON object.
         #[arg(long, default_value = "{}")]
         input: String,
+        /// The app's data directory (see `run`); the run is recorded in its journal.
+        #[arg(long, env = "WF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// List, show, replay or cancel the runs recorded in an app's run journal.
+    #[command(after_help = "Examples:
+  wf-host runs list app.yaml --status failed --since 1h
+  wf-host runs show app.yaml 6f1c2a9e-...
+  wf-host runs replay app.yaml 6f1c2a9e-... --from charge --wait 30s
+  wf-host runs replay-failed app.yaml --pipeline orders
+  wf-host runs cancel app.yaml 6f1c2a9e-...
+
+Replays are queued in the journal and started by the running app; cancels are asked there and
+the app stops the run at its current step. Exit codes: 0 done, 1 refused (the run has ended,
+cannot be replayed) or the journal is unavailable, 2 invalid configuration or no such run.")]
+    Runs {
+        #[command(subcommand)]
+        action: RunsCommand,
     },
     /// Show modules in start order, routes, workflows, triggers and pipelines.
     #[command(after_help = "Examples:
@@ -170,6 +192,96 @@ enum DeadLetterCommand {
     },
 }
 
+/// The app and its data directory, for every `runs` subcommand.
+#[derive(clap::Args)]
+struct AppArgs {
+    /// The application file.
+    file: PathBuf,
+    /// The app's data directory (see `run`).
+    #[arg(long, env = "WF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// Which runs.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only runs of this pipeline.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Only runs with this status: queued, running, succeeded, failed, cancelled, interrupted.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs started within this long, e.g. `1h`.
+    #[arg(long, value_parser = parse_grace)]
+    since: Option<Duration>,
+    /// Most runs listed (at most 500).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Continue a listing where the previous page ended (its `more: --cursor ...`).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> wf_host::runs::RunFilter {
+        wf_host::runs::RunFilter {
+            pipeline: self.pipeline,
+            status: self.status,
+            since: self.since,
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// `text` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// One run with every step attempt.
+    Show {
+        #[command(flatten)]
+        app: AppArgs,
+        run_id: String,
+        /// `text` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// A new run with the same trigger data, linked to the original.
+    Replay {
+        #[command(flatten)]
+        app: AppArgs,
+        run_id: String,
+        /// Start at this step, reusing the outputs the original recorded for the steps before.
+        #[arg(long)]
+        from: Option<String>,
+        /// Wait up to this long for the replay to end, and show it.
+        #[arg(long, value_parser = parse_grace)]
+        wait: Option<Duration>,
+    },
+    /// Replay every failed run not replayed yet (the dead-letter view: `list --status failed`).
+    ReplayFailed {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Stop a running run at its current step (its compensation runs), or a queued one.
+    Cancel {
+        #[command(flatten)]
+        app: AppArgs,
+        run_id: String,
+    },
+}
+
 fn parse_grace(text: &str) -> Result<Duration, String> {
     wf_config::parse_duration(text)
 }
@@ -191,6 +303,14 @@ fn main() -> ExitCode {
         Command::RunPipeline { file, .. } => {
             wf_host::add_component_types(&mut registry, std::slice::from_ref(file))
         }
+        Command::Runs { action } => {
+            let (RunsCommand::List { app, .. }
+            | RunsCommand::Show { app, .. }
+            | RunsCommand::Replay { app, .. }
+            | RunsCommand::ReplayFailed { app, .. }
+            | RunsCommand::Cancel { app, .. }) = action;
+            wf_host::add_component_types(&mut registry, std::slice::from_ref(&app.file))
+        }
         Command::DeadLetters { action } => {
             let (DeadLetterCommand::List { file, .. }
             | DeadLetterCommand::Replay { file, .. }
@@ -203,11 +323,21 @@ fn main() -> ExitCode {
         Command::Run {
             files,
             grace_period,
+            data_dir,
         } => {
+            // Held until the process ends: one `wf-host run` per data directory.
+            let dir = wf_host::data_dir::resolve(data_dir.as_deref(), &files);
+            let lock = match wf_host::data_dir::lock(&dir) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
             let Some(runtime) = runtime() else {
                 return ExitCode::from(EXIT_FAILURE);
             };
-            runtime.block_on(run(&files, &registry, grace_period))
+            runtime.block_on(run(&files, &registry, grace_period, &lock.dir))
         }
         Command::Validate { files, format } => {
             let (code, out) = validate_command(&files, &registry, format == OutputFormat::Json);
@@ -218,12 +348,17 @@ fn main() -> ExitCode {
             file,
             pipeline,
             input,
+            data_dir,
         } => {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(EXIT_FAILURE);
             };
             let (code, out, err) = runtime.block_on(wf_host::commands::run_pipeline_command(
-                &file, &pipeline, &input, &registry,
+                &file,
+                &pipeline,
+                &input,
+                &registry,
+                data_dir.as_deref(),
             ));
             print!("{out}");
             eprint!("{}", wf_engine::redact::redact(&err));
@@ -278,6 +413,58 @@ fn main() -> ExitCode {
             eprint!("{}", wf_engine::redact::redact(&err));
             code
         }
+        Command::Runs { action } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(EXIT_FAILURE);
+            };
+            use wf_host::runs::RunsAction;
+            let (app, action) = match action {
+                RunsCommand::List {
+                    app,
+                    filter,
+                    format,
+                } => (
+                    app,
+                    RunsAction::List {
+                        filter: filter.filter(),
+                        json: format == OutputFormat::Json,
+                    },
+                ),
+                RunsCommand::Show {
+                    app,
+                    run_id,
+                    format,
+                } => (
+                    app,
+                    RunsAction::Show {
+                        run_id,
+                        json: format == OutputFormat::Json,
+                    },
+                ),
+                RunsCommand::Replay {
+                    app,
+                    run_id,
+                    from,
+                    wait,
+                } => (app, RunsAction::Replay { run_id, from, wait }),
+                RunsCommand::ReplayFailed { app, filter } => (
+                    app,
+                    RunsAction::ReplayFailed {
+                        filter: filter.filter(),
+                    },
+                ),
+                RunsCommand::Cancel { app, run_id } => (app, RunsAction::Cancel { run_id }),
+            };
+            let (code, out, err) = runtime.block_on(wf_host::runs::runs_command(
+                std::slice::from_ref(&app.file),
+                app.data_dir.as_deref(),
+                action,
+                &registry,
+            ));
+            print!("{out}");
+            eprint!("{}", wf_engine::redact::redact(&err));
+            code
+        }
         Command::Schema { r#type } => match schema_command(&registry, r#type.as_deref()) {
             Ok(out) => {
                 print!("{out}");
@@ -305,12 +492,21 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run(files: &[PathBuf], registry: &wf_engine::Registry, grace: Duration) -> u8 {
+async fn run(
+    files: &[PathBuf],
+    registry: &wf_engine::Registry,
+    grace: Duration,
+    data_dir: &std::path::Path,
+) -> u8 {
+    let options = wf_engine::BuildOptions {
+        data_dir: Some(data_dir.to_path_buf()),
+        exclusive: true,
+    };
     let Built {
         config,
         app,
         warnings,
-    } = match prepare_to_run(files, registry, &wf_config::ProcessEnv).await {
+    } = match prepare_with(files, registry, &wf_config::ProcessEnv, &options).await {
         Ok(built) => built,
         Err(rejected) => {
             eprint!("{}", rejected.render());

@@ -338,11 +338,14 @@ fn execute(document: &str) -> Vec<String> {
 }
 
 /// What the documents leave behind, removed before each so every one starts as a newcomer
-/// would: the component project the tour creates, and the components the wasm example keeps.
+/// would: the component project the tour creates, and each example's data directory (its run
+/// journal, state-machine instances and uploaded components).
 fn clean_up() {
-    for dir in ["/tmp/greeter".into(), root().join("example/wasm/.wf")] {
-        let _ = std::fs::remove_dir_all::<PathBuf>(dir);
+    let _ = std::fs::remove_dir_all("/tmp/greeter");
+    for example in std::fs::read_dir(root().join("example")).unwrap().flatten() {
+        let _ = std::fs::remove_dir_all(example.path().join(".wf"));
     }
+    let _ = std::fs::remove_dir_all(root().join("../shared/seed/examples/.wf"));
     let _ = std::fs::remove_file("/tmp/broken.yaml");
 }
 

@@ -438,7 +438,7 @@ impl<'v> Loader<'v> {
             })
             .collect();
         let named_sections: Vec<(String, Value, Origin)> =
-            ["platform", "reverseproxy", "scheduler"]
+            ["platform", "reverseproxy", "scheduler", "runs"]
                 .into_iter()
                 .filter_map(|key| {
                     Some((

@@ -105,7 +105,7 @@ pub struct AppConfig {
     pub pipelines: Vec<PipelineDecl>,
     pub required_plugins: Vec<PluginRequirementDecl>,
     pub required_capabilities: Vec<(String, Origin)>,
-    /// Top-level settings sections (`platform`, `reverseproxy`, `scheduler`) by name.
+    /// Top-level settings sections (`platform`, `reverseproxy`, `scheduler`, `runs`) by name.
     pub sections: Vec<(String, Value, Origin)>,
 }
 

@@ -55,6 +55,55 @@ pub struct AppFile {
     /// Settings section of the original's configs: accepted so that they load; nothing reads it.
     #[serde(default)]
     pub scheduler: Option<Value>,
+    /// How runs are recorded, kept and made durable: the run journal (docs/durability.md).
+    #[serde(default)]
+    pub runs: Option<RunsSection>,
+}
+
+/// The run journal's settings for the whole app.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunsSection {
+    /// Record every run in the run journal: its trigger, each step attempt, its end. Default:
+    /// on when there is somewhere to keep it (`wf-host run`'s data directory, or `database`),
+    /// off otherwise. A pipeline's own `journal` overrides it.
+    #[serde(default)]
+    pub journal: Option<bool>,
+    /// Make every pipeline durable: a run interrupted by a crash is resumed from its last
+    /// recorded step when the app starts again. Default `false`; a pipeline's or route's
+    /// `durable` overrides it.
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// The `database.*` module (SQLite or PostgreSQL) that keeps the journal. Default: `runs.db`
+    /// in the data directory.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// How long finished runs are kept, for every pipeline that does not say.
+    #[serde(default)]
+    pub retention: Option<RetentionEntry>,
+    /// Largest trigger data, step output or run output recorded, in bytes of JSON; a larger one
+    /// is recorded as a marker (and a resumed run runs that step again). Default 65536.
+    #[serde(default)]
+    #[schemars(range(min = 1024, max = 16777216))]
+    pub max_value_bytes: Option<u64>,
+    /// Most durable runs going at once (they continue when their caller goes away); beyond
+    /// it new ones are refused (503). Default 10000.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<u32>,
+}
+
+/// How long finished runs are kept.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionEntry {
+    /// Keep at most this many finished runs of the pipeline, the newest. Default 1000.
+    #[serde(default)]
+    pub max_runs: Option<u64>,
+    /// Delete finished runs older than this, e.g. `168h` (a week, the default).
+    #[serde(default)]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub max_age: Option<String>,
 }
 
 /// What an application needs from this build of wf.
@@ -124,7 +173,7 @@ pub struct NamedSection {
 }
 
 /// A named pipeline.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineEntry {
     /// What starts this pipeline, e.g. `{type: http, config: {path: /sync, method: POST}}`.
@@ -153,6 +202,17 @@ pub struct PipelineEntry {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_fuel: Option<u64>,
+    /// Resume this pipeline's runs after a crash from their last recorded step (each step
+    /// waits until its outcome is recorded; steps get `meta.idempotency_key`). Default: the
+    /// app's `runs.durable`.
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// Record this pipeline's runs in the run journal. Default: the app's `runs.journal`.
+    #[serde(default)]
+    pub journal: Option<bool>,
+    /// How long this pipeline's finished runs are kept. Default: the app's `runs.retention`.
+    #[serde(default)]
+    pub retention: Option<RetentionEntry>,
 }
 
 /// The inline trigger of a pipeline.
@@ -239,8 +299,23 @@ pub enum ErrorKind {
     Unavailable,
     /// The step took longer than its timeout.
     Timeout,
+    /// The run was cancelled while the step ran.
+    Cancelled,
     /// Anything else.
     Internal,
+}
+
+impl ErrorKind {
+    /// Whether the failure is the server's own (a 5xx), not the caller's.
+    pub fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::InvalidConfig
+                | ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::Internal
+        )
+    }
 }
 
 /// Error policy of a pipeline or step.

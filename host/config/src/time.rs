@@ -31,6 +31,25 @@ pub fn rfc3339_now() -> String {
     rfc3339(secs)
 }
 
+/// Milliseconds since the Unix epoch → `2026-11-26T16:43:51.250Z` (times of runs and steps).
+pub fn rfc3339_millis(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let text = rfc3339(u64::try_from(secs).unwrap_or_default());
+    format!(
+        "{}.{:03}Z",
+        text.trim_end_matches('Z'),
+        millis.rem_euclid(1000)
+    )
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn unix_millis_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +59,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_711_431), "2026-11-26T16:43:51Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339_millis(1_795_711_431_250),
+            "2026-11-26T16:43:51.250Z"
+        );
+        assert_eq!(rfc3339_millis(5), "1970-01-01T00:00:00.005Z");
     }
 }

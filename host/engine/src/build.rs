@@ -72,12 +72,32 @@ impl App {
 /// Wires one workflow (no trigger) or configures one trigger.
 type Configure<'a> = dyn Fn(&mut WireContext<'_>) -> anyhow::Result<Option<Arc<dyn Trigger>>> + 'a;
 
+/// What the host gives an app besides its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Where the app keeps what must survive a restart when it declares no database: the run
+    /// journal, state machine instances, uploaded components (`wf-host run --data-dir`).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// This process holds the data directory's lock: no other host uses it.
+    pub exclusive: bool,
+}
+
 /// Builds every module, wires workflows and configures triggers. All problems are reported
 /// together, located at the configuration that caused them.
 pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Diagnostics> {
+    build_with(validated, registry, &BuildOptions::default())
+}
+
+/// [`build`] with what the host provides.
+pub fn build_with(
+    validated: &ValidatedConfig,
+    registry: &Registry,
+    options: &BuildOptions,
+) -> Result<App, Diagnostics> {
     let config = validated.config();
     let types: Arc<[_]> = registry.types().into_iter().cloned().collect();
-    let state = Arc::new(AppState::new(config.name.clone(), types));
+    let mut state = Arc::new(AppState::new(config.name.clone(), types));
+    state.set_data_dir(options.data_dir.clone(), options.exclusive);
     let mut services = Services::default();
     let mut diagnostics = Diagnostics::default();
     let located = |d: Diagnostic, origin: &Origin| config.diagnostic_at(d, origin);
@@ -142,6 +162,11 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
         .filter_map(|i| by_index.remove(&i))
         .collect();
 
+    // The run journal, before the pipelines it records.
+    if let Err(diagnostic) = crate::journal::build::journal(config, registry, &services, &state) {
+        diagnostics.push(*diagnostic);
+    }
+
     // Named pipelines, before the workflows and triggers that run them.
     let mut pipelines = Pipelines::default();
     for decl in &config.pipelines {
@@ -161,7 +186,7 @@ pub fn build(validated: &ValidatedConfig, registry: &Registry) -> Result<App, Di
             &state,
             &base_dir,
         ) {
-            Ok(pipeline) => pipelines.insert(Arc::new(pipeline)),
+            Ok(pipeline) => pipelines.insert(pipeline),
             Err(issues) => diagnostics.extend(
                 issues
                     .into_iter()

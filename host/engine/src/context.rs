@@ -274,7 +274,7 @@ impl WireContext<'_> {
             self.app,
             &base_dir,
         ) {
-            Ok(pipeline) => Some(Arc::new(pipeline)),
+            Ok(pipeline) => Some(pipeline),
             Err(issues) => {
                 for mut issue in issues {
                     issue.pointer = format!("{pointer}{}", issue.pointer);

@@ -45,6 +45,9 @@ pub trait RunObserver: Send + Sync {
     fn run_abandoned(&self, _pipeline: &str) {}
     fn run_finished(&self, pipeline: &str, ok: bool, elapsed: Duration);
     fn step_finished(&self, pipeline: &str, step_type: &str, ok: bool, elapsed: Duration);
+    /// The run journal wrote a batch of `records` in `elapsed` (`ok`: committed); `queued`
+    /// records wait behind it.
+    fn journal_batch(&self, _records: usize, _queued: usize, _elapsed: Duration, _ok: bool) {}
 }
 
 /// Marks a run that must not produce lifecycle events: runs started *by* a lifecycle event,

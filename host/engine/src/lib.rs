@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod context;
 pub mod events;
 pub mod graph;
+pub mod journal;
 pub mod lifecycle;
 pub mod module;
 pub mod pipeline;
@@ -23,11 +24,11 @@ pub mod trace;
 pub mod trigger;
 pub mod validate;
 
-pub use build::{App, build};
+pub use build::{App, BuildOptions, build, build_with};
 pub use context::{BuildContext, CheckContext, WireContext};
 pub use lifecycle::{RunningApp, StartError};
 pub use module::{Module, StartContext, StopContext};
-pub use pipeline::{Pipeline, PipelineError, Pipelines, RunOutcome};
+pub use pipeline::{NestedRun, Pipeline, PipelineError, Pipelines, RunOutcome};
 pub use registry::{
     BuildStepFn, Category, ConfigIssue, Described, ExternalStep, Kind, ModuleType, Registry,
     RegistryError, StepType, TriggerType, TypeInfo, WorkflowType,

@@ -34,7 +34,8 @@ impl std::fmt::Debug for RunningApp {
 }
 
 impl App {
-    /// Starts modules in order, then triggers; marks the app ready. On the first failure, stops
+    /// Starts modules in order (those taking traffic after the rest and the run journal),
+    /// then triggers; marks the app ready. On the first failure, stops
     /// what already started (in reverse) and reports which module failed and why.
     pub async fn start(self, grace: Duration) -> Result<RunningApp, StartError> {
         self.start_with(grace, true).await
@@ -57,17 +58,34 @@ impl App {
             modules: Vec::new(),
             triggers: Vec::new(),
         };
-        for built in self.modules {
-            if !serve && built.module.takes_traffic() {
-                continue;
-            }
-            tracing::debug!(module = %built.name, r#type = %built.type_name, "starting module");
-            if let Err(source) = built.module.start(&ctx).await {
-                let what = format!("module `{}` (`{}`)", built.name, built.type_name);
+        // Modules that take traffic start last, after the journal, so no run begins before
+        // it can be recorded; each group keeps its declared order.
+        let (traffic, quiet): (Vec<_>, Vec<_>) = self
+            .modules
+            .into_iter()
+            .partition(|built| built.module.takes_traffic());
+        for built in quiet {
+            if let Err(e) = running.start_module(built, &ctx).await {
                 running.stop(grace).await;
-                return Err(StartError { what, source });
+                return Err(e);
             }
-            running.modules.push(built);
+        }
+        // The journal after its database (a module) and before anything starts runs.
+        if let Some(journal) = running.state.journal()
+            && let Err(e) = journal.start(&running.state, serve).await
+        {
+            let what = format!("the run journal ({})", journal.store().describe());
+            running.stop(grace).await;
+            return Err(StartError {
+                what,
+                source: anyhow::Error::new(e),
+            });
+        }
+        for built in traffic.into_iter().filter(|_| serve) {
+            if let Err(e) = running.start_module(built, &ctx).await {
+                running.stop(grace).await;
+                return Err(e);
+            }
         }
         for built in self.triggers.into_iter().filter(|_| serve) {
             if let Err(source) = built.trigger.start(&ctx).await {
@@ -85,6 +103,21 @@ impl App {
 impl RunningApp {
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// Starts one module; kept for stopping once started.
+    async fn start_module(
+        &mut self,
+        built: BuiltModule,
+        ctx: &StartContext,
+    ) -> Result<(), StartError> {
+        tracing::debug!(module = %built.name, r#type = %built.type_name, "starting module");
+        if let Err(source) = built.module.start(ctx).await {
+            let what = format!("module `{}` (`{}`)", built.name, built.type_name);
+            return Err(StartError { what, source });
+        }
+        self.modules.push(built);
+        Ok(())
     }
 
     /// Stops triggers, then modules in reverse start order, giving each what is left of `grace`.
@@ -108,6 +141,13 @@ impl RunningApp {
                 }
             }
         }
+        // Runs started by triggers are done or abandoned: the journal writes what it holds
+        // before the modules (its database among them) stop.
+        if let Some(journal) = self.state.journal() {
+            journal
+                .stop(deadline.max(Instant::now() + Duration::from_millis(500)))
+                .await;
+        }
         while let Some(built) = self.modules.pop() {
             // A module whose turn comes after the deadline still gets a moment to close.
             let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
@@ -124,6 +164,7 @@ impl RunningApp {
             }
         }
         self.state.set_services(None);
+        self.state.set_journal(None);
         self.state.run_events().clear();
         failures
     }

@@ -337,6 +337,8 @@ pub struct Registry {
     plugin_aliases: BTreeMap<&'static str, &'static str>,
     /// Module types that are secret sources, by type name.
     secret_sources: BTreeMap<&'static str, crate::secrets::SecretSource>,
+    /// Where run journals are kept (set by the crate implementing the stores).
+    journal_backend: Option<Arc<dyn crate::journal::JournalBackend>>,
 }
 
 impl fmt::Debug for Registry {
@@ -374,6 +376,15 @@ fn checker<T: Described>(check: fn(&T::Config, &CheckContext<'_>) -> Vec<ConfigI
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `backend` the maker of run journal stores.
+    pub fn set_journal_backend(&mut self, backend: Arc<dyn crate::journal::JournalBackend>) {
+        self.journal_backend = Some(backend);
+    }
+
+    pub fn journal_backend(&self) -> Option<&Arc<dyn crate::journal::JournalBackend>> {
+        self.journal_backend.as_ref()
     }
 
     pub fn register_module<T: ModuleType>(&mut self) -> Result<&mut Self, RegistryError> {

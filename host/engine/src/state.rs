@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::events::RunEvents;
+use crate::journal::Journal;
 use crate::pipeline::Pipelines;
 use crate::registry::TypeInfo;
 use crate::services::Services;
@@ -60,6 +62,11 @@ pub struct AppState {
     action_targets: Mutex<HashMap<String, Arc<dyn ActionTarget>>>,
     /// Where each of the app's listeners (servers, webhook receivers) is bound, by name.
     listening: Mutex<HashMap<String, std::net::SocketAddr>>,
+    /// Where the app keeps what must survive a restart (see [`crate::build::BuildOptions`]).
+    data_dir: Option<PathBuf>,
+    data_dir_exclusive: bool,
+    /// The run journal, when the app records runs.
+    journal: Mutex<Option<Arc<Journal>>>,
 }
 
 impl AppState {
@@ -75,6 +82,38 @@ impl AppState {
             run_events: Arc::default(),
             action_targets: Mutex::default(),
             listening: Mutex::default(),
+            data_dir: None,
+            data_dir_exclusive: false,
+            journal: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn set_data_dir(self: &mut Arc<Self>, dir: Option<PathBuf>, exclusive: bool) {
+        if let Some(state) = Arc::get_mut(self) {
+            state.data_dir = dir;
+            state.data_dir_exclusive = exclusive;
+        }
+    }
+
+    /// Where the app keeps what must survive a restart when it declares no database (`None`
+    /// when the host gave it nowhere: such state is kept in memory).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// Whether this process holds the data directory's lock.
+    pub fn data_dir_exclusive(&self) -> bool {
+        self.data_dir_exclusive
+    }
+
+    /// The run journal, when the app records runs.
+    pub fn journal(&self) -> Option<Arc<Journal>> {
+        self.journal.lock().ok()?.clone()
+    }
+
+    pub(crate) fn set_journal(&self, journal: Option<Arc<Journal>>) {
+        if let Ok(mut slot) = self.journal.lock() {
+            *slot = journal;
         }
     }
 

@@ -26,6 +26,10 @@ impl Extensions {
         self.map.insert(TypeId::of::<T>(), Arc::new(value));
     }
 
+    pub fn remove<T: Any + Send + Sync>(&mut self) {
+        self.map.remove(&TypeId::of::<T>());
+    }
+
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
         self.map
             .get(&TypeId::of::<T>())

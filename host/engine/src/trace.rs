@@ -153,6 +153,18 @@ pub async fn scope<F: std::future::Future>(context: TraceContext, future: F) -> 
     CURRENT.scope((context, false), future).await
 }
 
+/// Runs `future` under `parent` as [`current_parent`] returned it (a run moved to a task of
+/// its own keeps its caller's trace).
+pub async fn scope_parent<F: std::future::Future>(
+    parent: Option<(TraceContext, bool)>,
+    future: F,
+) -> F::Output {
+    match parent {
+        Some(parent) => CURRENT.scope(parent, future).await,
+        None => future.await,
+    }
+}
+
 /// Runs `future` under a caller's context (an HTTP request's `traceparent`): every run it
 /// starts, by whatever route or handler, continues the caller's trace.
 pub async fn scope_remote<F: std::future::Future>(context: TraceContext, future: F) -> F::Output {

@@ -26,6 +26,8 @@ pub struct Running {
     pub address: String,
     /// Later stderr lines.
     pub log: Receiver<String>,
+    /// The data directory made for this run (when the caller gave none), removed on drop.
+    _data: Option<TempDir>,
 }
 
 impl Drop for Running {
@@ -87,6 +89,8 @@ fn proc_status_field(pid: u32, field: &str) -> u64 {
 }
 
 /// Starts `wf-host run` with `args` and waits (at most 60 s) for its first `listening` line.
+/// Unless `envs` or `args` name a data directory, the run gets a fresh one of its own, so tests
+/// running the same example at once do not share one.
 pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut command = wf_host();
     command
@@ -94,6 +98,16 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Running {
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let named = envs.iter().any(|(k, _)| *k == "WF_DATA_DIR")
+        || args.iter().any(|a| a.starts_with("--data-dir"));
+    let data = (!named).then(|| {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempDir::new(&format!("data-{n}"))
+    });
+    if let Some(data) = &data {
+        command.env("WF_DATA_DIR", &data.0);
+    }
     for (k, v) in envs {
         command.env(k, v);
     }
@@ -128,6 +142,7 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Running {
         child,
         address,
         log: rx,
+        _data: data,
     }
 }
 

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value, json};
-use wf_engine::{Dispatch, ErrorKind, Extensions, Pipeline, RunMeta};
+use wf_engine::journal::{RunId, RunTrigger};
+use wf_engine::{Dispatch, ErrorKind, Extensions, Pipeline, PipelineError, RunMeta};
+
+use crate::durable;
 
 use crate::middleware_auth::AuthClaims;
 
@@ -37,7 +40,7 @@ pub struct HttpExchange {
     pub request_id: Option<String>,
     /// When the server stops waiting for the answer (its `writeTimeout`).
     pub deadline: Option<crate::RequestDeadline>,
-    response: Mutex<Option<Response>>,
+    pub(crate) response: Mutex<Option<Response>>,
 }
 
 impl HttpExchange {
@@ -158,6 +161,12 @@ pub struct PipelineRoute {
     pub params: Map<String, Value>,
     /// How the request becomes the run's trigger data.
     pub shape: TriggerShape,
+    /// `METHOD pattern`, as the run journal records where a run came from.
+    pub source: String,
+    /// Runs are durable whatever the pipeline says.
+    pub durable: bool,
+    /// Repeated keys get the first answer.
+    pub idempotency: Option<crate::durable::Idempotency>,
 }
 
 /// How a request becomes trigger data.
@@ -180,6 +189,9 @@ impl Default for PipelineRoute {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             params: Map::new(),
             shape: TriggerShape::Fields,
+            source: String::new(),
+            durable: false,
+            idempotency: None,
         }
     }
 }
@@ -407,38 +419,83 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
     if let Some(deadline) = exchange.deadline {
         extensions.insert(deadline.run_deadline());
     }
+    if let Some(journal) = pipeline.journal() {
+        // What the journal keeps of where the run came from, and the key it answers.
+        let mut key = None;
+        if let Some(idempotency) = &options.idempotency {
+            match durable::request_key(idempotency, &exchange.headers) {
+                Err(reason) => return durable::refused_key(&reason),
+                Ok(None) => {}
+                Ok(Some(text)) => {
+                    let run_id = RunId::random();
+                    match durable::admit(journal, idempotency, text, &exchange, &run_id.0).await {
+                        durable::Admission::Answer(response) => return response,
+                        durable::Admission::Run(claimed) => {
+                            extensions.insert(run_id);
+                            key = Some(claimed);
+                        }
+                    }
+                }
+            }
+        }
+        extensions.insert(RunTrigger {
+            kind: "http".into(),
+            source: options.source.clone(),
+            request: Some(durable::request_record(&exchange)),
+        });
+        if let Some(run_options) = durable::run_options(options.durable, key) {
+            extensions.insert(run_options);
+        }
+    }
     extensions.insert(exchange.clone());
     match pipeline.run(data, extensions).await {
-        Ok(outcome) => exchange.take_response().unwrap_or_else(|| {
-            json_response(StatusCode::OK, &Value::Object(outcome.context.current))
-        }),
+        Ok(outcome) => answer(&exchange, Ok(&outcome.context.current)),
         Err(e) => {
-            let (status, message) = match e.kind {
-                ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message.clone()),
-                ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden".to_string()),
-                ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, e.message.clone()),
-                ErrorKind::Unavailable => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "a service this request needs is unavailable; try again later".to_string(),
-                ),
-                ErrorKind::Timeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the request timed out".to_string(),
-                ),
-                _ => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".to_string(),
-                ),
-            };
-            if status.is_server_error() {
+            if e.kind.is_server_side() {
                 tracing::error!(pipeline = %e.pipeline, step = e.step.as_deref().unwrap_or("-"), error = %e.full(), "pipeline failed");
             } else if let Some(detail) = &e.detail {
                 // The caller was told what its request lacked; the author may want the rest.
                 tracing::debug!(pipeline = %e.pipeline, %detail, "request refused");
             }
-            json_response(status, &json!({"error": message}))
+            answer(&exchange, Err(&e))
         }
     }
+}
+
+/// What the caller of a run gets: the response a step set (`step.json_response`), else `200`
+/// with the final data; for a failure, the status its kind calls for with a message (a generic
+/// one for the server's own failures, whose details go to the log).
+pub(crate) fn answer(
+    exchange: &HttpExchange,
+    outcome: Result<&Map<String, Value>, &PipelineError>,
+) -> Response {
+    let e = match outcome {
+        Ok(current) => {
+            return exchange
+                .take_response()
+                .unwrap_or_else(|| json_response(StatusCode::OK, &Value::Object(current.clone())));
+        }
+        Err(e) => e,
+    };
+    let (status, message) = match e.kind {
+        ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message.clone()),
+        ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden".to_string()),
+        ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, e.message.clone()),
+        ErrorKind::Cancelled => (StatusCode::CONFLICT, "the run was cancelled".to_string()),
+        ErrorKind::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a service this request needs is unavailable; try again later".to_string(),
+        ),
+        ErrorKind::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the request timed out".to_string(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error".to_string(),
+        ),
+    };
+    json_response(status, &json!({"error": message}))
 }
 
 /// The run's trigger data for a request, or the reason the body is unusable (a 400).

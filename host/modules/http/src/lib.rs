@@ -16,6 +16,7 @@ pub mod api_command;
 pub mod api_query;
 pub mod config_headers;
 pub mod cqrs;
+pub mod durable;
 pub mod endpoint;
 pub mod exchange;
 pub mod handler;
@@ -37,6 +38,7 @@ pub mod otel;
 pub mod proxy;
 pub mod reverse_proxy;
 pub mod router;
+pub mod runs_api;
 pub mod schemas;
 pub mod serve;
 pub mod server;
@@ -142,6 +144,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         .register_module::<simple_proxy::SimpleProxyType>()?
         .register_module::<static_fileserver::StaticFileServerType>()?
         .register_module::<log_collector::LogCollectorType>()?
+        .register_module::<runs_api::RunsApiType>()?
         .register_module::<openapi_generator::OpenApiGeneratorType>()?
         .register_module::<api_query::ApiQueryType>()?
         .register_module::<api_command::ApiCommandType>()?

@@ -39,7 +39,8 @@ pub struct MetricsConfig {
     #[serde(default = "default_path", rename = "metricsPath")]
     pub metrics_path: String,
     /// Metric groups to record: `workflow` (pipeline runs), `http` (requests), `module`
-    /// (module operations), `step` (pipeline steps), `active_workflows` (runs in flight).
+    /// (module operations), `step` (pipeline steps), `active_workflows` (runs in flight),
+    /// `journal` (run journal writes: batch latency, records, queue depth).
     #[serde(default = "default_groups", rename = "enabledMetrics")]
     pub enabled_metrics: Vec<String>,
     /// Middlewares in front of this module's routes (e.g. an `http.middleware.auth`),
@@ -65,7 +66,14 @@ fn default_path() -> String {
     "/metrics".to_string()
 }
 
-const GROUPS: &[&str] = &["workflow", "http", "module", "step", "active_workflows"];
+const GROUPS: &[&str] = &[
+    "workflow",
+    "http",
+    "module",
+    "step",
+    "active_workflows",
+    "journal",
+];
 
 fn default_groups() -> Vec<String> {
     GROUPS.iter().map(|g| g.to_string()).collect()
@@ -186,6 +194,14 @@ pub struct Metrics {
     steps: Option<Timed>,
     active: Option<IntGaugeVec>,
     operations: Option<IntCounterVec>,
+    journal: Option<JournalMetrics>,
+}
+
+/// The run journal's writes: records by outcome with each batch's commit time, and what waits.
+struct JournalMetrics {
+    batches: Timed,
+    records: IntCounterVec,
+    queued: prometheus::IntGauge,
 }
 
 impl ServiceKind for Metrics {
@@ -275,6 +291,48 @@ impl Metrics {
                 Ok(counter)
             })
             .transpose()?;
+        let journal = on("journal")
+            .then(|| -> anyhow::Result<JournalMetrics> {
+                let batches = Timed::new(
+                    &registry,
+                    config,
+                    (
+                        "journal_batches_total",
+                        "Run journal batches written (one transaction each), by outcome.",
+                    ),
+                    &["status"],
+                    (
+                        "journal_write_seconds",
+                        "Time to commit one run journal batch.",
+                    ),
+                    &["status"],
+                )?;
+                let records = IntCounterVec::new(
+                    Opts::new(
+                        "journal_records_total",
+                        "Run journal records (run starts, step attempts, run ends) written, by outcome.",
+                    )
+                    .namespace(&config.namespace)
+                    .subsystem(&config.subsystem),
+                    &["status"],
+                )?;
+                let queued = prometheus::IntGauge::with_opts(
+                    Opts::new(
+                        "journal_queue_depth",
+                        "Run journal records waiting to be written.",
+                    )
+                    .namespace(&config.namespace)
+                    .subsystem(&config.subsystem),
+                )?;
+                registry.register(Box::new(records.clone()))?;
+                registry.register(Box::new(queued.clone()))?;
+                Ok(JournalMetrics {
+                    batches,
+                    records,
+                    queued,
+                })
+            })
+            .transpose()?;
         Ok(Metrics {
             registry,
             namespace: config.namespace.clone(),
@@ -284,6 +342,7 @@ impl Metrics {
             steps,
             active,
             operations,
+            journal,
         })
     }
 
@@ -403,6 +462,25 @@ impl RunObserver for Metrics {
             runs.seconds
                 .with_label_values(&[pipeline, "run"])
                 .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    fn journal_batch(&self, records: usize, queued: usize, elapsed: Duration, ok: bool) {
+        if let Some(journal) = &self.journal {
+            let status = if ok { "ok" } else { "failed" };
+            journal.batches.total.with_label_values(&[status]).inc();
+            journal
+                .batches
+                .seconds
+                .with_label_values(&[status])
+                .observe(elapsed.as_secs_f64());
+            journal
+                .records
+                .with_label_values(&[status])
+                .inc_by(records as u64);
+            journal
+                .queued
+                .set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
     }
 

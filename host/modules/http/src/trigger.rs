@@ -52,6 +52,14 @@ pub struct HttpTriggerRoute {
     /// `middlewares`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Run requests durably: a run interrupted by a crash is resumed from its last recorded
+    /// step, and it finishes even if the caller goes away. Needs the run journal.
+    #[serde(default)]
+    pub durable: bool,
+    /// Answer a repeated key with the first answer instead of running again, e.g.
+    /// `{header: Idempotency-Key, ttl: 24h}`. Needs the run journal.
+    #[serde(default)]
+    pub idempotency: Option<crate::durable::IdempotencyConfig>,
 }
 
 fn default_method() -> String {
@@ -136,10 +144,33 @@ impl TriggerType for HttpTriggerType {
                 }
                 _ => (None, None),
             };
+            let source = format!("{} {}", route.method, route.path);
+            let (durable, idempotency) = match &dispatch {
+                Dispatch::Pipeline(pipeline) => crate::durable::route_settings(
+                    ctx,
+                    pipeline,
+                    route.durable,
+                    route.idempotency.as_ref(),
+                    &source,
+                    &format!("/routes/{i}"),
+                ),
+                _ => {
+                    if route.durable || route.idempotency.is_some() {
+                        ctx.issue(ConfigIssue::new(
+                            format!("/routes/{i}"),
+                            "`durable` and `idempotency` apply to routes that run pipelines, not state machine actions",
+                        ));
+                    }
+                    (false, None)
+                }
+            };
             let options = PipelineRoute {
                 max_body_bytes: route.max_body_bytes,
                 params: route.target.params,
                 shape: Default::default(),
+                source,
+                durable,
+                idempotency,
             };
             let service = match dispatch {
                 Dispatch::Pipeline(pipeline) => pipeline_service(pipeline, options),

@@ -65,6 +65,14 @@ pub struct RouteConfig {
     /// Largest accepted request body for a route with steps; larger ones get `413`.
     #[serde(default = "default_max_body", rename = "maxBodyBytes")]
     pub max_body_bytes: usize,
+    /// Run requests durably: a run interrupted by a crash is resumed from its last recorded
+    /// step, and it finishes even if the caller goes away. Needs the run journal.
+    #[serde(default)]
+    pub durable: bool,
+    /// Answer a repeated key with the first answer instead of running again, e.g.
+    /// `{header: Idempotency-Key, ttl: 24h}`. Needs the run journal.
+    #[serde(default)]
+    pub idempotency: Option<crate::durable::IdempotencyConfig>,
 }
 
 fn default_max_body() -> usize {
@@ -79,13 +87,8 @@ impl RouteConfig {
         }
         self.steps.as_ref().map(|steps| {
             let entry = PipelineEntry {
-                trigger: None,
                 steps: steps.clone(),
-                on_error: None,
-                compensation: Vec::new(),
-                timeout: None,
-                max_steps: None,
-                max_fuel: None,
+                ..PipelineEntry::default()
             };
             (entry, "")
         })
@@ -280,8 +283,20 @@ impl WorkflowType for HttpWorkflow {
                     continue;
                 };
                 documented = (pipeline.documented_input(), pipeline.documented_status());
+                let source = format!("{} {}", route.method, route.path);
+                let (durable, idempotency) = crate::durable::route_settings(
+                    ctx,
+                    &pipeline,
+                    route.durable,
+                    route.idempotency.as_ref(),
+                    &source,
+                    &format!("/routes/{i}"),
+                );
                 let options = PipelineRoute {
                     max_body_bytes: route.max_body_bytes,
+                    source,
+                    durable,
+                    idempotency,
                     ..PipelineRoute::default()
                 };
                 // An `api.query` / `api.command` handler shapes the run's data its own way.
@@ -300,6 +315,12 @@ impl WorkflowType for HttpWorkflow {
                 let Some(name) = route.handler.clone() else {
                     continue;
                 };
+                if route.durable || route.idempotency.is_some() {
+                    ctx.issue(ConfigIssue::new(
+                        format!("/routes/{i}"),
+                        "`durable` and `idempotency` apply to routes with `steps` or a `pipeline`",
+                    ));
+                }
                 match ctx.service::<dyn HttpHandler>(&name) {
                     Ok(handler) => (handler.service(), name),
                     Err(e) => {

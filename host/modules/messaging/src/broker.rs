@@ -209,6 +209,7 @@ impl MemoryBroker {
             &target.name,
             &*target.handler,
             payload,
+            None,
         )
         .await
             == crate::delivery::Settled::Handled

@@ -90,15 +90,18 @@ impl DeliveryPolicy {
         })
     }
 
-    /// One attempt (`attempt` counts from 1) of delivering `payload` to `handler`.
+    /// One attempt (`attempt` counts from 1) of delivering `payload` (the broker's message
+    /// `id`, when it has one) to `handler`.
     pub async fn attempt(
         &self,
         handler: &dyn MessageHandler,
         topic: &str,
         payload: Bytes,
+        id: Option<&str>,
         attempt: u32,
     ) -> Outcome {
-        let error = match tokio::time::timeout(self.timeout, handler.handle(topic, payload)).await {
+        let handled = handler.handle_delivery(topic, payload, id);
+        let error = match tokio::time::timeout(self.timeout, handled).await {
             Ok(Ok(())) => return Outcome::Handled,
             Ok(Err(e)) if e.downcast_ref::<PoisonMessage>().is_some() => {
                 return Outcome::DeadLetter(format!("{e:#}"));
@@ -181,11 +184,12 @@ pub async fn deliver_with_retries(
     subscriber: &str,
     handler: &dyn MessageHandler,
     payload: Bytes,
+    id: Option<&str>,
 ) -> Settled {
     let mut attempt = 1;
     loop {
         let outcome = policy
-            .attempt(handler, topic, payload.clone(), attempt)
+            .attempt(handler, topic, payload.clone(), id, attempt)
             .await;
         match outcome {
             Outcome::Handled => return Settled::Handled,

@@ -24,6 +24,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use wf_engine::events::{LIFECYCLE_TOPICS, QuietRun};
+use wf_engine::journal::{IdempotencyRef, Journal, KeyClaim, RunId, RunOptions, RunTrigger};
 use wf_engine::{
     Category, CheckContext, ConfigIssue, Described, Dispatch, Extensions, StartContext, Trigger,
     TriggerType, WireContext, async_trait,
@@ -203,9 +204,65 @@ struct EventHandler {
 
 const MAX_ASYNC_RUNS: usize = 256;
 
+impl EventHandler {
+    /// Claims message `id` for the run about to start: false when a run already handled it
+    /// (the broker delivered it again); an error, for redelivery, while one is handling it.
+    async fn claim(
+        &self,
+        journal: &Journal,
+        topic: &str,
+        id: &str,
+        payload: &[u8],
+        extensions: &mut Extensions,
+    ) -> anyhow::Result<bool> {
+        let RunId(run_id) = RunId::random();
+        let scope = format!("message {topic} {}", self.label);
+        let fingerprint = wf_engine::journal::fingerprint(&[payload]);
+        let expires = wf_engine::wf_config::time::unix_millis_now() + MESSAGE_ID_TTL_MS;
+        let claim = journal
+            .store()
+            .claim_key(&scope, id, &fingerprint, &run_id, expires)
+            .await?;
+        match claim {
+            KeyClaim::Done { .. } => {
+                tracing::debug!(%topic, message_id = %id, target = %self.label, "a message already handled came again; acknowledged without a run");
+                Ok(false)
+            }
+            KeyClaim::Running { run_id } => Err(anyhow::anyhow!(
+                "message `{id}` is being handled by run {run_id}; it is redelivered later"
+            )),
+            // The broker reused an id for another message: not a repeat.
+            KeyClaim::Mismatch => Ok(true),
+            KeyClaim::Claimed => {
+                extensions.insert(RunId(run_id));
+                extensions.insert(RunOptions {
+                    durable: false,
+                    idempotency: Some(IdempotencyRef {
+                        scope,
+                        key: id.to_string(),
+                    }),
+                });
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// How long a handled message's id is remembered, so a redelivery does not run again.
+const MESSAGE_ID_TTL_MS: i64 = 24 * 3600 * 1000;
+
 #[async_trait]
 impl MessageHandler for EventHandler {
     async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()> {
+        self.handle_delivery(topic, payload, None).await
+    }
+
+    async fn handle_delivery(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        id: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut data = match serde_json::from_slice::<Value>(&payload) {
             Ok(Value::Object(map)) => map,
             parsed => {
@@ -237,6 +294,22 @@ impl MessageHandler for EventHandler {
         let mut extensions = Extensions::default();
         if self.quiet {
             extensions.insert(QuietRun);
+        }
+        if let Dispatch::Pipeline(pipeline) = &self.dispatch
+            && let Some(journal) = pipeline.journal()
+        {
+            extensions.insert(RunTrigger {
+                kind: "event".into(),
+                source: topic.to_string(),
+                request: None,
+            });
+            if let Some(id) = id
+                && !self
+                    .claim(journal, topic, id, &payload, &mut extensions)
+                    .await?
+            {
+                return Ok(());
+            }
         }
         if self.run_async {
             let dispatch = self.dispatch.clone();

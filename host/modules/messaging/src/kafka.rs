@@ -222,6 +222,13 @@ impl KafkaBroker {
                     }
                 };
                 let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+                // Unique in the cluster and the same when the message comes again.
+                let id = format!(
+                    "{}/{}/{}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                );
                 // Until it is handled or safely dead-lettered, the offset is not committed (a
                 // later commit would commit past it): deliver again after a pause, or stop
                 // without committing so the next start gets it again.
@@ -234,6 +241,7 @@ impl KafkaBroker {
                         &subscription.subscriber,
                         &*subscription.handler,
                         payload.clone(),
+                        Some(&id),
                     )
                     .await;
                     if settled != Settled::Unsettled {

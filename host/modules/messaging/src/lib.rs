@@ -34,6 +34,18 @@ pub use delivery::{DeliveryPolicy, PoisonMessage};
 pub trait MessageHandler: Send + Sync {
     /// `Ok` acknowledges the message; `Err` asks for redelivery (see the crate docs).
     async fn handle(&self, topic: &str, payload: Bytes) -> anyhow::Result<()>;
+
+    /// [`Self::handle`] with the broker's id for the message when it has one (a JetStream
+    /// message's `Nats-Msg-Id` or stream sequence, a Kafka offset): the same in every
+    /// redelivery, so handlers that start runs can tell a redelivered message from a new one.
+    async fn handle_delivery(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        _id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.handle(topic, payload).await
+    }
 }
 
 impl ServiceKind for dyn MessageHandler {

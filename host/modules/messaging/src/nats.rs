@@ -248,6 +248,12 @@ impl NatsBroker {
                         let (Some(message), Some(broker)) = (message, broker.upgrade()) else {
                             return;
                         };
+                        // Core NATS has no id of its own; a publisher's `Nats-Msg-Id` is one.
+                        let id = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .map(|v| v.to_string());
                         deliver_with_retries(
                             &broker.policy,
                             &*broker,
@@ -256,6 +262,7 @@ impl NatsBroker {
                             &subscription.subscriber,
                             &*subscription.handler,
                             message.payload,
+                            id.as_deref(),
                         )
                         .await;
                     }
@@ -324,11 +331,24 @@ impl NatsBroker {
                 self.policy.max_deliveries
             ))
         } else {
+            // The publisher's `Nats-Msg-Id`, else the stream's sequence: the same on redelivery.
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .or_else(|| {
+                    message
+                        .info()
+                        .ok()
+                        .map(|info| format!("{}/{}", info.stream, info.stream_sequence))
+                });
             self.policy
                 .attempt(
                     &*subscription.handler,
                     &subscription.topic,
                     message.payload.clone(),
+                    id.as_deref(),
                     attempt,
                 )
                 .await

@@ -415,13 +415,8 @@ impl WorkflowType for IntegrationWorkflow {
             ));
         }
         let entry = PipelineEntry {
-            trigger: None,
             steps,
-            on_error: None,
-            compensation: Vec::new(),
-            timeout: None,
-            max_steps: None,
-            max_fuel: None,
+            ..PipelineEntry::default()
         };
         let Some(pipeline) = ctx.build_pipeline(&name, &entry, "/steps") else {
             return Ok(());
@@ -458,7 +453,7 @@ impl WorkflowType for IntegrationWorkflow {
                 notify,
             });
         }
-        ctx.register_pipeline(Arc::new(pipeline));
+        ctx.register_pipeline(pipeline.into_shared());
 
         for connector in config.connectors.iter().filter(|c| c.kind == "webhook") {
             let settings = &connector.config;

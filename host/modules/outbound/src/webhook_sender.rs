@@ -276,6 +276,7 @@ impl WebhookSender {
             .request(self.method.clone(), &self.url)
             .header("X-Webhook-Id", id)
             .header("X-Webhook-Timestamp", &timestamp)
+            .header("Idempotency-Key", idempotency_key(id, body).as_ref())
             .body(body.clone());
         for (k, v) in &self.headers {
             request = request.header(k, v);
@@ -396,6 +397,27 @@ impl WebhookSender {
                 Ok(Some(Err(error)))
             }
         }
+    }
+}
+
+/// The `Idempotency-Key` of a delivery: the publishing step's key when the message carries it
+/// (a JSON object with `idempotency_key`, e.g. `"{{ .meta.idempotency_key }}"`: the same when
+/// a durable run resumes and publishes again), else the delivery's id (the same in every
+/// retry and replay of it).
+fn idempotency_key<'a>(id: &'a str, body: &[u8]) -> std::borrow::Cow<'a, str> {
+    #[derive(serde::Deserialize)]
+    struct Keyed {
+        idempotency_key: String,
+    }
+    match serde_json::from_slice::<Keyed>(body) {
+        Ok(keyed)
+            if !keyed.idempotency_key.is_empty()
+                && keyed.idempotency_key.len() <= 255
+                && keyed.idempotency_key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            std::borrow::Cow::Owned(keyed.idempotency_key)
+        }
+        _ => std::borrow::Cow::Borrowed(id),
     }
 }
 

@@ -180,8 +180,8 @@ impl ModuleType for ResourceType {
         let store = match ctx.all::<ResourceStore>().into_iter().next() {
             Some((_, store)) => store,
             None => {
-                let database = match ctx.all::<Database>().into_iter().next() {
-                    Some((_, db)) => (*db).clone(),
+                let database = match wf_storage::chosen_database(None, ctx)? {
+                    Some(db) => db,
                     None => Database::in_memory(ctx.name)?,
                 };
                 Arc::new(ResourceStore::new(database))

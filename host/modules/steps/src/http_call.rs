@@ -238,6 +238,14 @@ impl Step for HttpCall {
             })?;
             headers.insert(name.clone(), value);
         }
+        // The step's key, the same in every attempt and after a durable run resumes: a
+        // receiver that honours it does the work once (a header the step sets wins).
+        if let Some(key) = ctx.meta.get("idempotency_key").and_then(Value::as_str)
+            && !headers.contains_key("idempotency-key")
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(key)
+        {
+            headers.insert("idempotency-key", value);
+        }
         let body = match &self.body {
             Some(template) => Some(crate::render(template, ctx)?),
             None if !matches!(

@@ -128,6 +128,7 @@ impl Step for SubWorkflow {
         }
         let mut extensions = Extensions::default();
         extensions.insert(Depth(depth));
+        extensions.insert(wf_engine::NestedRun);
         let run = tokio::time::timeout(self.timeout, Box::pin(child.run(input, extensions)));
         let outcome = match run.await {
             Ok(Ok(outcome)) => outcome,
