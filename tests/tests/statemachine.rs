@@ -490,3 +490,42 @@ fn a_processing_step_needs_an_executor() {
     );
     assert!(text.contains("needs an executor"), "{text}");
 }
+
+/// A transition's hooks run holding neither a lock nor a connection: a hook that queries the
+/// engine's own database works with a pool of one connection, on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_hold_no_connection_while_they_run() {
+    let dir = TempDir::new("statemachine-lease");
+    for (backend, dsn) in wf_tests::database_backends(&dir) {
+        let yaml = resource_app(&dsn)
+            .replace(
+                &format!("config: {{dsn: \"{dsn}\"}}"),
+                &format!("config: {{dsn: \"{dsn}\", maxOpenConns: 1}}"),
+            )
+            .replace(
+                "        config: {source: data, required_fields: [amount]}\n",
+                "        config: {source: data, required_fields: [amount]}\n      - name: count\n        type: step.db_query\n        config: {query: \"SELECT COUNT(*) AS n FROM wf_state_instances\", mode: single}\n",
+            );
+        assert!(yaml.contains("maxOpenConns: 1") && yaml.contains("step.db_query"));
+        let app = start_yaml(&yaml).await;
+        let base = format!("http://{}", server_addr(&app, "web"));
+        let http = client();
+        for _ in 0..3 {
+            let id = unique_name("o");
+            let created = http
+                .post(format!("{base}/api/orders"))
+                .json(&json!({"id": id}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201, "{backend}");
+            let (status, body) = transition(&http, &base, &id, "pay", json!({"amount": 5})).await;
+            assert_eq!(
+                (status, body["state"].clone()),
+                (200, json!("paid")),
+                "{backend}: {body}"
+            );
+        }
+        app.stop(Duration::from_secs(5)).await;
+    }
+}

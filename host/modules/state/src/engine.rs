@@ -13,9 +13,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
+use wf_engine::journal::{
+    Journal, JournalWrite, RecordedError, RunEnd, RunStart, RunStatus, RunTrigger, StepAttempt,
+    StepStatus,
+};
+use wf_engine::wf_config::schema::ErrorKind;
 use wf_engine::{ActionError, ActionTarget, Extensions, Pipeline, async_trait};
 use wf_messaging::MessageHandler;
-use wf_storage::{Backend, Database, DbError, Migration, Tx};
+use wf_storage::{Database, DbError, Migration, Tx};
 
 use crate::definition::Definition;
 
@@ -170,6 +175,8 @@ pub struct StateMachineEngine {
     listeners: RwLock<Vec<Arc<dyn TransitionListener>>>,
     local_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     schema: OnceCell<()>,
+    /// Where a follow-up that failed for good is recorded (the app's run journal, when kept).
+    journal: std::sync::OnceLock<Arc<Journal>>,
 }
 
 impl std::fmt::Debug for StateMachineEngine {
@@ -221,8 +228,32 @@ fn migrations() -> Vec<Migration> {
             "active instances index",
             "CREATE INDEX IF NOT EXISTS wf_state_instances_active ON wf_state_instances (engine, completed)",
         ),
+        // A transition leases its instance while its hooks run, instead of holding a lock
+        // and a connection through them.
+        Migration::new(
+            3,
+            "instance leases",
+            "ALTER TABLE wf_state_instances ADD COLUMN lease_owner TEXT;
+             ALTER TABLE wf_state_instances ADD COLUMN lease_until BIGINT",
+        ),
     ]
 }
+
+/// How long a transition's lease on its instance lasts without renewal: a host that dies
+/// mid-transition blocks that instance at most this long.
+const LEASE_MS: i64 = 30_000;
+/// How often a running transition renews its lease.
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Pauses before the retries of a follow-up transition that failed in a way that may pass.
+const FOLLOW_UP_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
+/// The trigger kind of a failed follow-up's journal record.
+pub const FOLLOW_UP_TRIGGER: &str = "statemachine";
+/// How long a transition waits for another's lease on its instance before answering 409.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const COLUMNS: &str = "id, workflow_type, current_state, previous_state, data, completed, error, started_at, updated_at, version";
 
@@ -311,6 +342,7 @@ impl StateMachineEngine {
             listeners: RwLock::default(),
             local_locks: Mutex::default(),
             schema: OnceCell::new(),
+            journal: std::sync::OnceLock::new(),
         })
     }
 
@@ -551,19 +583,131 @@ impl StateMachineEngine {
                     None => return instance,
                 },
             };
-            match self.fire(&instance.id, &next, data).await {
-                Ok((moved, follow_up)) => {
+            match self.fire_follow_up(&instance, &next, data).await {
+                Some((moved, follow_up)) => {
                     instance = moved;
                     pending = follow_up;
                 }
-                Err(e) => {
-                    tracing::warn!(engine = %self.name, instance = %instance.id, transition = %next, error = %e, "auto-transition did not fire");
-                    return instance;
-                }
+                None => return instance,
             }
         }
         tracing::warn!(engine = %self.name, instance = %instance.id, "stopped after {MAX_AUTO_TRANSITIONS} chained auto-transitions; the definition loops");
         instance
+    }
+
+    /// Records follow-ups that fail for good in `journal`.
+    pub fn set_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Fires a follow-up (a processor's or an auto-transition), retrying what may pass
+    /// (a busy instance, a failed hook or store) a few times; one that still fails is recorded
+    /// in the run journal as a failed run, with every attempt. `None` when it did not fire.
+    async fn fire_follow_up(
+        &self,
+        instance: &Instance,
+        transition: &str,
+        data: Map<String, Value>,
+    ) -> Option<(Instance, Option<FollowUp>)> {
+        let started = wf_engine::wf_config::time::unix_millis_now();
+        let mut failures = Vec::new();
+        for pause in std::iter::once(None).chain(FOLLOW_UP_RETRIES.iter().map(Some)) {
+            if let Some(pause) = pause {
+                tokio::time::sleep(*pause).await;
+            }
+            let at = wf_engine::wf_config::time::unix_millis_now();
+            let clock = std::time::Instant::now();
+            match self.fire(&instance.id, transition, data.clone()).await {
+                Ok(fired) => return Some(fired),
+                Err(e) => {
+                    let retry = e.status >= 500 || e.status == 409;
+                    failures.push((e, at, clock.elapsed()));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let last = failures
+            .last()
+            .map(|(e, _, _)| e.to_string())
+            .unwrap_or_default();
+        tracing::warn!(engine = %self.name, instance = %instance.id, transition, attempts = failures.len(), error = %last, "follow-up transition did not fire");
+        self.record_failed_follow_up(instance, transition, &data, started, &failures)
+            .await;
+        None
+    }
+
+    async fn record_failed_follow_up(
+        &self,
+        instance: &Instance,
+        transition: &str,
+        data: &Map<String, Value>,
+        started: i64,
+        failures: &[(SmError, i64, std::time::Duration)],
+    ) {
+        let Some(journal) = self.journal.get().filter(|j| j.is_recording()) else {
+            return;
+        };
+        let run_id = wf_engine::journal::RunId::fresh().0;
+        let recorded = |e: &SmError| RecordedError {
+            kind: match e.status {
+                409 | 500.. => ErrorKind::Unavailable,
+                _ => ErrorKind::InvalidInput,
+            },
+            message: e.message.clone(),
+            step: Some(transition.to_string()),
+        };
+        let mut input = Map::new();
+        input.insert("instanceId".into(), json!(instance.id));
+        input.insert("workflowType".into(), json!(instance.workflow_type));
+        input.insert("fromState".into(), json!(instance.current_state));
+        input.insert("transition".into(), json!(transition));
+        input.insert("data".into(), Value::Object(data.clone()));
+        let mut writes = vec![JournalWrite::Start(Box::new(RunStart {
+            run_id: run_id.clone(),
+            pipeline: format!("statemachine.{}", self.name),
+            trigger: RunTrigger {
+                kind: FOLLOW_UP_TRIGGER.into(),
+                source: format!("{} {} {transition}", self.name, instance.id),
+                request: None,
+            },
+            input,
+            meta: Map::new(),
+            durable: false,
+            started_at: started,
+            replay_of: None,
+            replay_from: None,
+            idempotency: None,
+            owner: Some(journal.owner().to_string()),
+            status: RunStatus::Running,
+        }))];
+        for (i, (error, at, took)) in failures.iter().enumerate() {
+            writes.push(JournalWrite::Step(Box::new(StepAttempt {
+                run_id: run_id.clone(),
+                seq: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                step: transition.to_string(),
+                step_type: "statemachine.transition".into(),
+                compensation: false,
+                attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                started_at: *at,
+                duration_ms: took.as_secs_f64() * 1000.0,
+                status: StepStatus::Failed,
+                output: None,
+                error: Some(recorded(error)),
+                next: None,
+            })));
+        }
+        let finished_at = wf_engine::wf_config::time::unix_millis_now();
+        writes.push(JournalWrite::End(Box::new(RunEnd {
+            run_id,
+            status: RunStatus::Failed,
+            output: None,
+            error: failures.last().map(|(e, _, _)| recorded(e)),
+            finished_at,
+            duration_ms: (finished_at - started) as f64,
+        })));
+        journal.record_outside(writes).await;
     }
 
     /// The first auto-transition (by name) leaving the instance's state whose guard holds.
@@ -583,27 +727,111 @@ impl StateMachineEngine {
             .map(|(name, _)| name.clone())
     }
 
-    /// One transition, under the instance's lock; with the follow-up a processor asked for.
+    /// One transition, holding the instance's lease; with the follow-up a processor asked
+    /// for. Hosts sharing a database queue on the lease, and no connection is held while the
+    /// transition's hooks run.
     async fn fire(
         &self,
         id: &str,
         transition: &str,
         data: Map<String, Value>,
     ) -> Result<(Instance, Option<FollowUp>), SmError> {
-        let db = &self.database;
-        // PostgreSQL: every host queues on this instance's advisory lock until commit.
-        let mut tx = match db.backend() {
-            Backend::Postgres => {
-                let mut tx = db.begin().await.map_err(SmError::storage)?;
-                tx.lock(&format!("wf_state:{}:{id}", self.name))
-                    .await
-                    .map_err(SmError::storage)?;
-                Some(tx)
+        let lease = uuid::Uuid::new_v4().to_string();
+        self.take_lease(id, &lease).await?;
+        let fired = self.fire_leased(id, transition, data, &lease).await;
+        if fired.is_err() {
+            // Committed transitions clear the lease themselves.
+            if let Err(e) = self.release_lease(id, &lease).await {
+                tracing::warn!(engine = %self.name, instance = %id, error = %e, "a transition's lease was not released; it lapses by itself");
             }
-            Backend::Sqlite => None,
+        }
+        fired
+    }
+
+    /// Waits (at most [`LEASE_WAIT`]) until this call holds instance `id`'s lease.
+    async fn take_lease(&self, id: &str, lease: &str) -> Result<(), SmError> {
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            let now = wf_engine::wf_config::time::unix_millis_now();
+            let taken = self
+                .database
+                .execute(
+                    "UPDATE wf_state_instances SET lease_owner = ?, lease_until = ?
+                     WHERE engine = ? AND id = ? AND (lease_owner IS NULL OR lease_until < ?)",
+                    &[
+                        json!(lease),
+                        json!(now + LEASE_MS),
+                        json!(self.name),
+                        json!(id),
+                        json!(now),
+                    ],
+                )
+                .await
+                .map_err(SmError::storage)?;
+            if taken.affected_rows == 1 {
+                return Ok(());
+            }
+            if self.load(None, id).await?.is_none() {
+                return Err(SmError::not_found(format!(
+                    "workflow instance '{id}' not found"
+                )));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(SmError::conflict(format!(
+                    "workflow instance '{id}' is busy with another transition; try again"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        }
+    }
+
+    async fn release_lease(&self, id: &str, lease: &str) -> Result<(), DbError> {
+        self.database
+            .execute(
+                "UPDATE wf_state_instances SET lease_owner = NULL, lease_until = NULL
+                 WHERE engine = ? AND id = ? AND lease_owner = ?",
+                &[json!(self.name), json!(id), json!(lease)],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs `work`, renewing lease `lease` on instance `id` while it goes.
+    async fn renewing<T>(&self, id: &str, lease: &str, work: impl Future<Output = T>) -> T {
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                let until = wf_engine::wf_config::time::unix_millis_now() + LEASE_MS;
+                let renewed = self
+                    .database
+                    .execute(
+                        "UPDATE wf_state_instances SET lease_until = ? WHERE engine = ? AND id = ? AND lease_owner = ?",
+                        &[json!(until), json!(self.name), json!(id), json!(lease)],
+                    )
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::warn!(engine = %self.name, instance = %id, error = %e, "a transition's lease was not renewed");
+                }
+            }
         };
+        tokio::select! {
+            out = work => out,
+            never = renew => never,
+        }
+    }
+
+    async fn fire_leased(
+        &self,
+        id: &str,
+        transition: &str,
+        data: Map<String, Value>,
+        lease: &str,
+    ) -> Result<(Instance, Option<FollowUp>), SmError> {
+        let db = &self.database;
         let instance = self
-            .load(tx.as_mut(), id)
+            .load(None, id)
             .await?
             .ok_or_else(|| SmError::not_found(format!("workflow instance '{id}' not found")))?;
         let definition = self.definition(&instance.workflow_type).ok_or_else(|| {
@@ -640,7 +868,11 @@ impl StateMachineEngine {
             )));
         }
         let follow_up = self
-            .run_hooks(&instance, transition, &spec.to_state, &merged)
+            .renewing(
+                id,
+                lease,
+                self.run_hooks(&instance, transition, &spec.to_state, &merged),
+            )
             .await?;
 
         let target = definition
@@ -661,17 +893,15 @@ impl StateMachineEngine {
             version: instance.version + 1,
             ..instance.clone()
         };
-        // The new state and its history line commit together; on SQLite the write lock is
-        // taken only now, after the hooks ran.
-        let mut tx = match tx {
-            Some(tx) => tx,
-            None => db.begin().await.map_err(SmError::storage)?,
-        };
+        // The new state and its history line commit together, and the lease ends with them;
+        // a connection is taken only now, after the hooks ran.
+        let mut tx = db.begin().await.map_err(SmError::storage)?;
         let updated = execute(
             db,
             Some(&mut tx),
-            "UPDATE wf_state_instances SET current_state = ?, previous_state = ?, data = ?, completed = ?, error = ?, updated_at = ?, version = ?
-             WHERE engine = ? AND id = ? AND version = ?",
+            "UPDATE wf_state_instances SET current_state = ?, previous_state = ?, data = ?, completed = ?, error = ?, updated_at = ?, version = ?,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE engine = ? AND id = ? AND version = ? AND lease_owner = ?",
             &[
                 json!(next.current_state),
                 json!(next.previous_state),
@@ -683,6 +913,7 @@ impl StateMachineEngine {
                 json!(self.name),
                 json!(id),
                 json!(instance.version),
+                json!(lease),
             ],
         )
         .await
@@ -760,11 +991,21 @@ impl StateMachineEngine {
                     .await
                     .map(|_| None)
                     .map_err(|e| format!("{e:#}")),
-                HookAction::Pipeline(pipeline) => pipeline
-                    .run(event.clone(), Extensions::default())
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| e.to_string()),
+                // A run that failed on wf's side (a called service down) is not a veto of the
+                // caller's request: a 502 with details in the log, and a follow-up retries it.
+                HookAction::Pipeline(pipeline) => {
+                    match pipeline.run(event.clone(), Extensions::default()).await {
+                        Ok(_) => Ok(None),
+                        Err(e) if e.kind.is_server_side() => {
+                            tracing::error!(engine = %self.name, instance = %instance.id, transition, hook = %hook.name, error = %e, "transition hook failed");
+                            return Err(SmError {
+                                status: 502,
+                                message: format!("transition handler failed: {}", hook.name),
+                            });
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 // The work of the transition failed (a component trap, a timeout): wf's
                 // failure, not the caller's — details go to the log.
                 HookAction::Processor(processor) => match processor.process(&event).await {

@@ -78,7 +78,10 @@ struct EngineModule {
 
 #[async_trait]
 impl Module for EngineModule {
-    async fn start(&self, _ctx: &StartContext) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &StartContext) -> anyhow::Result<()> {
+        if let Some(journal) = ctx.app.journal() {
+            self.engine.set_journal(journal);
+        }
         if self.engine.is_ephemeral() {
             tracing::info!(engine = %self.engine.name(), "state machine instances are kept in memory; add a database module to keep them across restarts");
         }
