@@ -620,3 +620,90 @@ async fn durable_runs_are_refused_with_503_while_the_journal_is_away() {
     );
     running.stop(Duration::from_secs(5)).await;
 }
+
+/// A state machine's follow-up (here an auto-transition whose hook calls a service) is retried
+/// when it fails in a way that may pass, and one that keeps failing is recorded in the journal
+/// as a failed run, with every attempt; it cannot be replayed as a pipeline run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_state_machine_follow_ups_are_retried_then_recorded() {
+    let dir = TempDir::new("journal-follow-up");
+    let (peer, url) = peer().await;
+    for (backend, dsn) in database_backends(&dir) {
+        let name = unique_name("journal-follow-up-");
+        let charge = format!("charge-{backend}");
+        let extra = r#"
+  statemachine:
+    engine: orders-engine
+    definitions:
+      - name: order
+        initialState: new
+        states:
+          new: {}
+          charged: {isFinal: true}
+        transitions:
+          charge: {fromState: new, toState: charged, autoTransform: true}
+    hooks:
+      - transitions: [charge]
+        pipeline: charge-card
+"#;
+        let pipelines = format!(
+            r#"
+  charge-card:
+    steps:
+      - {{name: call, type: step.http_call, config: {{url: "{url}/{charge}", method: POST}}}}
+"#
+        );
+        let routes = r#"
+      - {method: POST, path: /api/orders, handler: orders-api}
+      - {method: GET, path: "/api/orders/{id}", handler: orders-api}
+"#;
+        let yaml = app_with(&name, &dsn, "", routes, &pipelines, "").replace(
+            "  - {name: runs, type: runs.api}\n",
+            "  - {name: runs, type: runs.api}\n  - {name: orders-engine, type: statemachine.engine}\n  - {name: orders-api, type: api.handler, config: {resourceName: orders, workflowType: order}}\n",
+        ).replace("workflows:\n  http:\n", &format!("workflows:{extra}  http:\n"));
+        let running = wf_tests::start_yaml(&yaml).await;
+        let base = format!("http://{}", server_addr(&running, "web"));
+
+        // Fails twice, then passes: the retries move the order on.
+        peer.answer(
+            &charge,
+            &[
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+        );
+        let (status, created) = post(&format!("{base}/api/orders"), json!({"id": "o-1"})).await;
+        assert_eq!(status, 201, "{backend}: {created}");
+        let (_, order) = get(&format!("{base}/api/orders/o-1")).await;
+        assert_eq!(order["state"], "charged", "{backend}: {order}");
+        assert_eq!(peer.calls(&charge).len(), 3, "{backend}");
+
+        // Keeps failing: the order waits in `new`, and the journal says why.
+        peer.answer(&charge, &[StatusCode::SERVICE_UNAVAILABLE; 4]);
+        let (status, _) = post(&format!("{base}/api/orders"), json!({"id": "o-2"})).await;
+        assert_eq!(status, 201, "{backend}");
+        let (_, order) = get(&format!("{base}/api/orders/o-2")).await;
+        assert_eq!(order["state"], "new", "{backend}: {order}");
+        let (_, page) = get(&format!(
+            "{base}/api/runs?status=failed&pipeline=statemachine.orders-engine"
+        ))
+        .await;
+        let id = page["runs"][0]["run_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{backend}: a failed follow-up in {page}"))
+            .to_string();
+        let (_, run) = get(&format!("{base}/api/runs/{id}")).await;
+        assert_eq!(run["trigger"]["kind"], "statemachine", "{backend}: {run}");
+        assert_eq!(run["input"]["instanceId"], "o-2");
+        assert_eq!(run["input"]["transition"], "charge");
+        assert_eq!(
+            run["steps"].as_array().unwrap().len(),
+            4,
+            "{backend}: {run}"
+        );
+        assert_eq!(run["error"]["kind"], "unavailable", "{backend}: {run}");
+        let (status, refused) = post(&format!("{base}/api/runs/{id}/replay"), json!({})).await;
+        assert_eq!(status, 409, "{backend}: {refused}");
+        assert_eq!(running.stop(Duration::from_secs(5)).await, 0);
+    }
+}

@@ -83,3 +83,63 @@ modules:
         "{error}"
     );
 }
+
+/// A message delivered twice under one `Nats-Msg-Id` (a publisher's retry on core NATS, which
+/// does not deduplicate) starts one run: the event trigger remembers the ids it handled in the
+/// run journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_seen_before_starts_no_second_run() {
+    let Some(url) = nats_url() else { return };
+    let subject = unique_name("wfdedup");
+    let yaml = format!(
+        r#"
+modules:
+  - {{name: bus, type: messaging.nats, config: {{url: "{url}"}}}}
+pipelines:
+  on-order:
+    trigger: {{type: event, config: {{topic: {subject}}}}}
+    steps:
+      - {{name: keep, type: step.set, config: {{values: {{seen: true}}}}}}
+"#
+    );
+    let dir = wf_tests::TempDir::new("nats-dedup");
+    let app = wf_tests::start_yaml_in(&yaml, &dir.0).await;
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    for (id, order) in [("m-1", 1), ("m-1", 1), ("m-2", 2)] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        client
+            .publish_with_headers(
+                subject.clone(),
+                headers,
+                serde_json::json!({"order": order}).to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let journal = app
+        .state()
+        .journal()
+        .expect("a data directory keeps a journal");
+    let query = wf_engine::journal::RunQuery {
+        pipeline: Some("on-order".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let ran_two = wf_tests::eventually(Duration::from_secs(10), || {
+        let journal = journal.clone();
+        let query = query.clone();
+        async move {
+            journal.flush().await.unwrap();
+            journal.store().list(&query).await.unwrap().runs.len() == 2
+        }
+    })
+    .await;
+    assert!(ran_two, "m-1 and m-2 each ran");
+    // A moment more: the repeat of m-1 must not have become a third run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    journal.flush().await.unwrap();
+    assert_eq!(journal.store().list(&query).await.unwrap().runs.len(), 2);
+    assert_eq!(app.stop(Duration::from_secs(5)).await, 0);
+}

@@ -222,6 +222,57 @@ fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
     assert_eq!(second.terminate(Duration::from_secs(10)), Some(0));
 }
 
+/// The same on PostgreSQL: the restarted host has a new identity, and takes the dead one's run
+/// over once `runs.takeover_after` has passed without its heartbeat.
+#[test]
+fn a_durable_run_on_postgres_is_taken_over_after_its_host_dies() {
+    let Ok(pg) = std::env::var("WF_TEST_POSTGRES_URL") else {
+        eprintln!("WF_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let dir = TempDir::new("durable-kill-pg");
+    let (peer, url) = Peer::start();
+    let tag = format!("pg{}", std::process::id());
+    let yaml = order_app(&url, &tag, "").replace(
+        "  - {name: runs, type: runs.api}\n",
+        &format!(
+            "  - {{name: runs, type: runs.api}}\n  - {{name: pg, type: database.workflow, config: {{dsn: \"{pg}\"}}}}\nruns: {{database: pg, takeover_after: 2s}}\n"
+        ),
+    );
+    let app = app_file(&dir, yaml);
+    let app_path = app.to_str().unwrap();
+    let second_step = format!("second-{tag}");
+
+    let mut first = run(&[app_path], &[]);
+    peer.gate(&second_step);
+    let address = first.address.clone();
+    std::thread::spawn(move || {
+        let _ = request(&address, "POST", "/orders", &[], br#"{"id": 2}"#);
+    });
+    peer.wait_for(&second_step, 1);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    peer.open(&second_step);
+
+    // Another host (its own data directory) on the same database.
+    let second = run(&[app_path], &[]);
+    let runs = get_json(&second.address, "/api/runs?pipeline=order");
+    let id = runs["runs"][0]["run_id"]
+        .as_str()
+        .expect("the run was recorded")
+        .to_string();
+    let resumed = ended(&second.address, &id);
+    assert_eq!(resumed["status"], "succeeded", "{resumed}");
+    assert_eq!(peer.calls(&format!("first-{tag}")).len(), 1);
+    let calls = peer.calls(&second_step);
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        calls[0]["idempotency-key"], calls[1]["idempotency-key"],
+        "one key for both calls"
+    );
+    assert_eq!(second.terminate(Duration::from_secs(10)), Some(0));
+}
+
 /// `wf-host runs ARGS` on `app` with `data` as the data directory: (exit code, stdout,
 /// stderr).
 fn runs_cli(app: &str, data: &str, args: &[&str]) -> (i32, String, String) {

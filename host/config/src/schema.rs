@@ -91,6 +91,13 @@ pub struct RunsSection {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_in_flight: Option<u32>,
+    /// With several hosts on one journal database: how long a host may go unheard (it
+    /// heart-beats every sixth of this) before a serving host takes its unfinished runs over,
+    /// e.g. `30s` (the default). Shorter fails over sooner; too short takes over runs of a host
+    /// that is only slow.
+    #[serde(default)]
+    #[schemars(regex(pattern = crate::duration::DURATION_PATTERN))]
+    pub takeover_after: Option<String>,
 }
 
 /// How long finished runs are kept.

@@ -501,7 +501,7 @@ impl Pipeline {
         };
         let run_id = extensions
             .get::<RunId>()
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.0.clone());
+            .map_or_else(|| RunId::fresh().0, |id| id.0.clone());
         let wait_until = extensions.get::<RunDeadline>().copied();
         extensions.remove::<RunDeadline>();
         extensions.insert(Detached);
@@ -555,7 +555,7 @@ impl Pipeline {
             .as_ref()
             .and_then(|r| r.run_id.clone())
             .or_else(|| extensions.get::<RunId>().map(|p| p.0.clone()))
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| RunId::fresh().0);
         let mut ctx = PipelineContext {
             current: trigger.clone(),
             trigger,

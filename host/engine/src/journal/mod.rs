@@ -85,9 +85,10 @@ pub struct RestoredStep {
 pub struct RunId(pub String);
 
 impl RunId {
-    /// A fresh id.
-    pub fn random() -> RunId {
-        RunId(uuid::Uuid::new_v4().to_string())
+    /// A fresh id: a UUIDv7, so ids sort by time and the journal's indexes grow at one end
+    /// (random ids would scatter every insert across the tables' pages).
+    pub fn fresh() -> RunId {
+        RunId(uuid::Uuid::now_v7().to_string())
     }
 }
 
@@ -248,8 +249,11 @@ impl Journal {
         if let Ok(mut slot) = self.app.write() {
             *slot = Arc::downgrade(app);
         }
-        self.exclusive
-            .store(app.data_dir_exclusive(), Ordering::Release);
+        // Only a journal in the locked data directory is this host's alone; a database may be
+        // shared with other hosts whose runs are still going.
+        let alone =
+            app.data_dir_exclusive() && matches!(self.settings.target, JournalTarget::DataDir(_));
+        self.exclusive.store(alone, Ordering::Release);
         let Some(receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
             return Err(JournalError::Other("the journal was started twice".into()));
         };
@@ -287,6 +291,10 @@ impl Journal {
                 abort.abort();
             }
         }
+        // Its unfinished durable runs are for the next host to resume, at once.
+        if let Err(e) = self.store.retire(&self.owner).await {
+            tracing::warn!(error = %e, "run journal: this host's leave was not recorded; its unfinished runs wait `runs.takeover_after`");
+        }
         self.store.close().await;
     }
 
@@ -314,6 +322,17 @@ impl Journal {
         committed
             .await
             .map_err(|_| JournalError::Unavailable("the journal has stopped".into()))?
+    }
+
+    /// Records what happened outside a pipeline (a state machine's failed follow-up) as a run:
+    /// queued like a plain run's records, never waited for.
+    pub async fn record_outside(&self, writes: Vec<JournalWrite>) {
+        if !self.is_recording() {
+            return;
+        }
+        for write in writes {
+            let _ = self.record(write, false).await;
+        }
     }
 
     /// Waits until every record queued before now is written, so a reader sees the runs that
@@ -416,7 +435,7 @@ impl Journal {
             .await?
             .ok_or_else(|| RunRequestError::NotFound(run_id.to_string()))?;
         replay_plan(&original, from)?;
-        let new_id = uuid::Uuid::new_v4().to_string();
+        let new_id = RunId::fresh().0;
         let start = RunStart {
             run_id: new_id.clone(),
             pipeline: original.summary.pipeline.clone(),
@@ -669,6 +688,12 @@ fn replay_plan(
     from: Option<&str>,
 ) -> Result<VecDeque<RestoredStep>, RunRequestError> {
     let id = &run.summary.run_id;
+    if run.summary.trigger.kind == "statemachine" {
+        return Err(RunRequestError::Conflict(format!(
+            "run `{id}` records a state machine's follow-up transition ({}); fire that transition on the instance again instead",
+            run.summary.trigger.source
+        )));
+    }
     if run.summary.status == RunStatus::Queued {
         return Err(RunRequestError::Conflict(format!(
             "run `{id}` has not started yet"

@@ -13,10 +13,6 @@ use super::store::Takeover;
 
 /// How often the poller looks for queued runs and cancels.
 const POLL: Duration = Duration::from_secs(1);
-/// How often a host says it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A host not heard from for this long is gone: its unfinished runs are taken over.
-pub(crate) const LEASE: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement while pruning, so writers never wait long.
@@ -26,11 +22,15 @@ const CLAIM_BATCH: usize = 64;
 
 /// The poller of a serving host; a one-off command's only heartbeats.
 pub(crate) async fn run(journal: Arc<Journal>, serving: bool) {
+    // A host not heard from for `takeover_after` is gone; it says it is alive six times as often.
+    let lease = journal.settings.takeover_after;
+    let heartbeat = lease / 6;
+    let poll = POLL.min(heartbeat);
     if !serving {
         loop {
             tokio::select! {
                 () = journal.stopping.cancelled() => return,
-                () = tokio::time::sleep(HEARTBEAT) => {}
+                () = tokio::time::sleep(heartbeat) => {}
             }
             if let Err(e) = journal
                 .store
@@ -42,7 +42,7 @@ pub(crate) async fn run(journal: Arc<Journal>, serving: bool) {
         }
     }
     // The first takeover is immediate: a restarted host resumes its own runs at once.
-    take_over(&journal).await;
+    take_over(&journal, lease).await;
     let mut last_heartbeat = Instant::now();
     let mut last_takeover = Instant::now();
     let mut last_prune: Option<Instant> = None;
@@ -50,12 +50,12 @@ pub(crate) async fn run(journal: Arc<Journal>, serving: bool) {
         tokio::select! {
             () = journal.stopping.cancelled() => return,
             () = journal.wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(poll) => {}
         }
         if !journal.is_recording() {
             return;
         }
-        if last_heartbeat.elapsed() >= HEARTBEAT {
+        if last_heartbeat.elapsed() >= heartbeat {
             if let Err(e) = journal
                 .store
                 .heartbeat(&journal.owner, &journal.app_name, true)
@@ -67,8 +67,8 @@ pub(crate) async fn run(journal: Arc<Journal>, serving: bool) {
         }
         start_queued(&journal).await;
         forward_cancels(&journal).await;
-        if last_takeover.elapsed() >= LEASE / 2 {
-            take_over(&journal).await;
+        if last_takeover.elapsed() >= lease / 2 {
+            take_over(&journal, lease).await;
             last_takeover = Instant::now();
         }
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -78,8 +78,8 @@ pub(crate) async fn run(journal: Arc<Journal>, serving: bool) {
     }
 }
 
-async fn take_over(journal: &Arc<Journal>) {
-    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+async fn take_over(journal: &Arc<Journal>, lease: Duration) {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let takeover = Takeover {
         owner: &journal.owner,
         stale_before: wf_config::time::unix_millis_now() - lease_ms,

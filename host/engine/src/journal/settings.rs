@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Durable runs going at once by default.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// How long a silent host keeps its runs by default.
+pub const DEFAULT_TAKEOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 /// Records waiting for the writer at most; beyond, runs wait for room.
 pub const QUEUE_CAPACITY: usize = 16_384;
 
@@ -35,6 +37,8 @@ pub struct JournalSettings {
     pub max_value_bytes: usize,
     pub max_in_flight: usize,
     pub queue_capacity: usize,
+    /// How long a host may go unheard before its unfinished runs are taken over.
+    pub takeover_after: std::time::Duration,
 }
 
 impl JournalSettings {
@@ -62,6 +66,18 @@ impl JournalSettings {
             retention(runs.retention.as_ref(), None).map_err(|(pointer, message)| {
                 ConfigIssue::new(format!("/retention{pointer}"), message)
             })?;
+        let takeover_after = match &runs.takeover_after {
+            Some(text) => parse_duration(text)
+                .ok()
+                .filter(|d| *d >= std::time::Duration::from_secs(1))
+                .ok_or_else(|| {
+                    ConfigIssue::new(
+                        "/takeover_after",
+                        format!("`{text}` is not a duration of at least 1s, e.g. `30s`"),
+                    )
+                })?,
+            None => DEFAULT_TAKEOVER_AFTER,
+        };
         let has_home = !matches!(target, JournalTarget::Memory);
         let durable = runs.durable == Some(true);
         if !has_home && runs.journal != Some(true) && !durable && !pipelines_ask {
@@ -79,6 +95,7 @@ impl JournalSettings {
                 .max_in_flight
                 .map_or(DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
             queue_capacity: QUEUE_CAPACITY,
+            takeover_after,
         }))
     }
 }

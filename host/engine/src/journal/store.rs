@@ -64,6 +64,10 @@ pub trait JournalStore: Send + Sync {
     /// directory's lock may take at once), not a one-off command.
     async fn heartbeat(&self, owner: &str, app: &str, serving: bool) -> Result<(), JournalError>;
 
+    /// Forgets `owner` (a host stopping), so other hosts may take its unfinished runs at once
+    /// instead of after `runs.takeover_after`.
+    async fn retire(&self, owner: &str) -> Result<(), JournalError>;
+
     /// Claims the unfinished runs of gone hosts (see [`Takeover`]) for `takeover.owner`, and
     /// returns them with their steps. Runs not durable come back too, to be marked
     /// interrupted.

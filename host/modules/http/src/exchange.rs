@@ -427,7 +427,7 @@ async fn run(pipeline: Arc<Pipeline>, options: &PipelineRoute, req: Request) -> 
                 Err(reason) => return durable::refused_key(&reason),
                 Ok(None) => {}
                 Ok(Some(text)) => {
-                    let run_id = RunId::random();
+                    let run_id = RunId::fresh();
                     match durable::admit(journal, idempotency, text, &exchange, &run_id.0).await {
                         durable::Admission::Answer(response) => return response,
                         durable::Admission::Run(claimed) => {

@@ -215,7 +215,7 @@ impl EventHandler {
         payload: &[u8],
         extensions: &mut Extensions,
     ) -> anyhow::Result<bool> {
-        let RunId(run_id) = RunId::random();
+        let RunId(run_id) = RunId::fresh();
         let scope = format!("message {topic} {}", self.label);
         let fingerprint = wf_engine::journal::fingerprint(&[payload]);
         let expires = wf_engine::wf_config::time::unix_millis_now() + MESSAGE_ID_TTL_MS;

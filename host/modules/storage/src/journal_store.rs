@@ -436,6 +436,12 @@ impl JournalStore for SqlJournal {
         }
     }
 
+    async fn retire(&self, owner: &str) -> Result<(), JournalError> {
+        self.execute("DELETE FROM wf_run_owners WHERE owner = ?", &[json!(owner)])
+            .await
+            .map(|_| ())
+    }
+
     async fn heartbeat(&self, owner: &str, app: &str, serving: bool) -> Result<(), JournalError> {
         self.execute(
             "INSERT INTO wf_run_owners (owner, app, serving, heartbeat_at) VALUES (?, ?, ?, ?) \
@@ -458,17 +464,23 @@ impl JournalStore for SqlJournal {
     }
 
     async fn take_over(&self, takeover: Takeover<'_>) -> Result<Vec<RunDetail>, JournalError> {
+        // With the data directory locked, every other serving owner is a dead process's.
+        let others_gone = if takeover.others_gone {
+            "OR owner IN (SELECT owner FROM wf_run_owners WHERE serving = 1)"
+        } else {
+            ""
+        };
         let candidates = self
             .query(
-                "SELECT run_id, owner FROM wf_runs WHERE app = ? AND status = 'running' \
-                 AND (owner IS NULL OR owner <> ?) \
-                 AND (owner IS NULL \
-                     OR (? = 1 AND owner IN (SELECT owner FROM wf_run_owners WHERE serving = 1)) \
-                     OR owner NOT IN (SELECT owner FROM wf_run_owners WHERE heartbeat_at >= ?))",
+                &format!(
+                    "SELECT run_id, owner FROM wf_runs WHERE app = ? AND status = 'running' \
+                     AND (owner IS NULL OR owner <> ?) \
+                     AND (owner IS NULL {others_gone} \
+                         OR owner NOT IN (SELECT owner FROM wf_run_owners WHERE heartbeat_at >= ?))"
+                ),
                 &[
                     json!(self.app),
                     json!(takeover.owner),
-                    json!(i64::from(takeover.others_gone)),
                     json!(takeover.stale_before),
                 ],
             )
@@ -477,18 +489,24 @@ impl JournalStore for SqlJournal {
         for row in candidates {
             let run_id = text(&row, "run_id");
             // Only if nobody took it meanwhile (another host of a shared database).
-            let moved = self
-                .execute(
-                    "UPDATE wf_runs SET owner = ? WHERE run_id = ? AND status = 'running' \
-                     AND (owner IS NULL AND ? IS NULL OR owner = ?)",
-                    &[
-                        json!(takeover.owner),
-                        json!(run_id),
-                        row.get("owner").cloned().unwrap_or(Value::Null),
-                        row.get("owner").cloned().unwrap_or(Value::Null),
-                    ],
-                )
-                .await?;
+            let moved = match row.get("owner").and_then(Value::as_str) {
+                Some(previous) => {
+                    self.execute(
+                        "UPDATE wf_runs SET owner = ? WHERE run_id = ? AND status = 'running' \
+                         AND owner = ?",
+                        &[json!(takeover.owner), json!(run_id), json!(previous)],
+                    )
+                    .await?
+                }
+                None => {
+                    self.execute(
+                        "UPDATE wf_runs SET owner = ? WHERE run_id = ? AND status = 'running' \
+                         AND owner IS NULL",
+                        &[json!(takeover.owner), json!(run_id)],
+                    )
+                    .await?
+                }
+            };
             if moved == 1
                 && let Some(detail) = self.get(&run_id).await?
             {
