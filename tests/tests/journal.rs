@@ -663,6 +663,8 @@ async fn failed_state_machine_follow_ups_are_retried_then_recorded() {
         ).replace("workflows:\n  http:\n", &format!("workflows:{extra}  http:\n"));
         let running = wf_tests::start_yaml(&yaml).await;
         let base = format!("http://{}", server_addr(&running, "web"));
+        // PostgreSQL is shared between test runs: ids of this run's own.
+        let (first, second) = (unique_name("o-"), unique_name("o-"));
 
         // Fails twice, then passes: the retries move the order on.
         peer.answer(
@@ -672,17 +674,17 @@ async fn failed_state_machine_follow_ups_are_retried_then_recorded() {
                 StatusCode::SERVICE_UNAVAILABLE,
             ],
         );
-        let (status, created) = post(&format!("{base}/api/orders"), json!({"id": "o-1"})).await;
+        let (status, created) = post(&format!("{base}/api/orders"), json!({"id": first})).await;
         assert_eq!(status, 201, "{backend}: {created}");
-        let (_, order) = get(&format!("{base}/api/orders/o-1")).await;
+        let (_, order) = get(&format!("{base}/api/orders/{first}")).await;
         assert_eq!(order["state"], "charged", "{backend}: {order}");
         assert_eq!(peer.calls(&charge).len(), 3, "{backend}");
 
         // Keeps failing: the order waits in `new`, and the journal says why.
         peer.answer(&charge, &[StatusCode::SERVICE_UNAVAILABLE; 4]);
-        let (status, _) = post(&format!("{base}/api/orders"), json!({"id": "o-2"})).await;
+        let (status, _) = post(&format!("{base}/api/orders"), json!({"id": second})).await;
         assert_eq!(status, 201, "{backend}");
-        let (_, order) = get(&format!("{base}/api/orders/o-2")).await;
+        let (_, order) = get(&format!("{base}/api/orders/{second}")).await;
         assert_eq!(order["state"], "new", "{backend}: {order}");
         let (_, page) = get(&format!(
             "{base}/api/runs?status=failed&pipeline=statemachine.orders-engine"
@@ -694,7 +696,7 @@ async fn failed_state_machine_follow_ups_are_retried_then_recorded() {
             .to_string();
         let (_, run) = get(&format!("{base}/api/runs/{id}")).await;
         assert_eq!(run["trigger"]["kind"], "statemachine", "{backend}: {run}");
-        assert_eq!(run["input"]["instanceId"], "o-2");
+        assert_eq!(run["input"]["instanceId"], json!(second));
         assert_eq!(run["input"]["transition"], "charge");
         assert_eq!(
             run["steps"].as_array().unwrap().len(),

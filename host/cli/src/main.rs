@@ -9,6 +9,11 @@ use wf_host::commands::{
     inspect_command, prepare_with, schema_command, types_command, validate_command,
 };
 
+// A run allocates many small maps and strings on every core at once; mimalloc's per-thread
+// heaps serve that without the glibc allocator's lock and consolidation costs (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run wf applications: a YAML file becomes a running application.
 #[derive(Parser)]
 #[command(name = "wf-host", version, about, long_about = None)]

@@ -216,7 +216,7 @@ pub struct StoredValue {
 
 impl StoredValue {
     /// `value` as stored under a limit of `max_bytes`.
-    pub fn new(value: &Value, max_bytes: usize) -> StoredValue {
+    pub fn new<T: Serialize + ?Sized>(value: &T, max_bytes: usize) -> StoredValue {
         let json = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
         let redacted = crate::redact::redact(&json);
         let masked = matches!(redacted, std::borrow::Cow::Owned(_));

@@ -116,7 +116,37 @@ const SUMMARY_COLUMNS: &str = "run_id, pipeline, status, durable, trigger_kind, 
 
 /// Rows per multi-row insert; a batch is cut into these sizes so few statement texts exist
 /// (each is prepared once per connection).
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+const CHUNKS: [usize; 6] = [64, 32, 16, 8, 4, 1];
+
+/// Most parameter bytes one statement carries. The PostgreSQL driver does not set
+/// `TCP_NODELAY`: a statement written in two pieces (over TLS, anything past one 16 KiB record)
+/// waits out the server's delayed acknowledgement, about 40 ms, so statements stay below one
+/// record with room for the protocol's framing.
+const MAX_STATEMENT_BYTES: usize = 12 * 1024;
+
+/// How many rows (of `width` parameters, from row `at` of `total`) the next statement takes:
+/// the largest of [`CHUNKS`] that fits in what is left and in [`MAX_STATEMENT_BYTES`].
+fn chunk_at(rows: &[Value], width: usize, at: usize, total: usize) -> usize {
+    let row_bytes = |row: usize| -> usize {
+        rows[row * width..(row + 1) * width]
+            .iter()
+            .map(|v| match v {
+                Value::String(text) => text.len(),
+                _ => 8,
+            })
+            .sum()
+    };
+    let mut fits = 0;
+    let mut bytes = 0;
+    while at + fits < total && fits < CHUNKS[0] {
+        bytes += row_bytes(at + fits);
+        if bytes > MAX_STATEMENT_BYTES {
+            break;
+        }
+        fits += 1;
+    }
+    CHUNKS.into_iter().find(|c| *c <= fits).unwrap_or(1)
+}
 
 /// A claimed idempotency key whose run left no trace for this long is taken over (its host
 /// died between claiming the key and recording the run).
@@ -209,14 +239,58 @@ impl SqlJournal {
         let mut at = 0;
         let total = rows.len() / width;
         while at < total {
-            let left = total - at;
-            let chunk = CHUNKS.into_iter().find(|c| *c <= left).unwrap_or(1);
+            let chunk = chunk_at(rows, width, at, total);
             let one = format!("({})", vec!["?"; width].join(", "));
             let sql = format!(
                 "INSERT INTO {table} ({columns}) VALUES {} ON CONFLICT ({conflict}) DO NOTHING",
                 vec![one; chunk].join(", ")
             );
             tx.execute(&sql, &rows[at * width..(at + chunk) * width])
+                .await
+                .map_err(|e| self.error(e))?;
+            at += chunk;
+        }
+        Ok(())
+    }
+
+    /// Ends runs whose start an earlier batch wrote, many per statement. Only a run still
+    /// going ends: a late record never rewrites a finished one.
+    async fn end_runs(
+        &self,
+        tx: &mut Tx,
+        ends: &[&RunEnd],
+        max_value_bytes: usize,
+    ) -> Result<(), JournalError> {
+        const WIDTH: usize = 6;
+        // Typed, so PostgreSQL knows each column's type even when a first row holds nulls.
+        const ROW: &str = "(CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), \
+                           CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION))";
+        let mut rows = Vec::with_capacity(ends.len() * WIDTH);
+        for end in ends {
+            let output = end
+                .output
+                .as_ref()
+                .map(|o| StoredValue::new(o, max_value_bytes).json);
+            rows.extend([
+                json!(end.run_id),
+                json!(end.status.as_str()),
+                json!(output),
+                error_json(end.error.as_ref()),
+                json!(end.finished_at),
+                json!(end.duration_ms),
+            ]);
+        }
+        let mut at = 0;
+        while at < ends.len() {
+            let chunk = chunk_at(&rows, WIDTH, at, ends.len());
+            let sql = format!(
+                "WITH ended (run_id, status, output, error, finished_at, duration_ms) AS (VALUES {}) \
+                 UPDATE wf_runs SET status = ended.status, output = ended.output, error = ended.error, \
+                 finished_at = ended.finished_at, duration_ms = ended.duration_ms \
+                 FROM ended WHERE wf_runs.run_id = ended.run_id AND wf_runs.status IN ('running', 'queued')",
+                vec![ROW; chunk].join(", ")
+            );
+            tx.execute(&sql, &rows[at * WIDTH..(at + chunk) * WIDTH])
                 .await
                 .map_err(|e| self.error(e))?;
             at += chunk;
@@ -342,7 +416,7 @@ impl JournalStore for SqlJournal {
                 }
                 JournalWrite::Step(step) => step_params(&mut step_rows, step, max_value_bytes),
                 JournalWrite::End(end) if !started.contains(end.run_id.as_str()) => {
-                    lone_ends.push(end);
+                    lone_ends.push(&**end);
                 }
                 JournalWrite::End(_) => {}
             }
@@ -366,27 +440,7 @@ impl JournalStore for SqlJournal {
             &step_rows,
         )
         .await?;
-        for end in lone_ends {
-            let output = end
-                .output
-                .as_ref()
-                .map(|o| StoredValue::new(o, max_value_bytes).json);
-            // Only a run still going ends: a late record never rewrites a finished one.
-            tx.execute(
-                "UPDATE wf_runs SET status = ?, output = ?, error = ?, finished_at = ?, duration_ms = ? \
-                 WHERE run_id = ? AND status IN ('running', 'queued')",
-                &[
-                    json!(end.status.as_str()),
-                    json!(output),
-                    error_json(end.error.as_ref()),
-                    json!(end.finished_at),
-                    json!(end.duration_ms),
-                    json!(end.run_id),
-                ],
-            )
-            .await
-            .map_err(|e| self.error(e))?;
-        }
+        self.end_runs(&mut tx, &lone_ends, max_value_bytes).await?;
         tx.commit().await.map_err(|e| self.error(e))
     }
 
@@ -848,8 +902,8 @@ fn run_params(
     app: &str,
     max_value_bytes: usize,
 ) {
-    let input = StoredValue::new(&Value::Object(start.input.clone()), max_value_bytes);
-    let meta = StoredValue::new(&Value::Object(start.meta.clone()), max_value_bytes);
+    let input = StoredValue::new(&start.input, max_value_bytes);
+    let meta = StoredValue::new(&start.meta, max_value_bytes);
     let request = start
         .trigger
         .request
