@@ -653,7 +653,13 @@ impl Pipeline {
                 ),
             };
             if let Err(e) = recorder.ended(status, output, error, duration_ms).await {
-                tracing::warn!(pipeline = %self.name, run_id = %run_id, error = %e, "the run's end was not recorded");
+                if recorder.journal.is_recording() {
+                    tracing::warn!(pipeline = %self.name, run_id = %run_id, error = %e, "the run's end was not recorded");
+                } else {
+                    // The host is stopping: expected for every run still going (a durable one
+                    // stays `running` and the next start resumes it), so not one line each.
+                    tracing::debug!(pipeline = %self.name, run_id = %run_id, error = %e, "the run's end was not recorded: the journal has stopped");
+                }
             }
             // An idempotent trigger's answer is kept before its caller gets it.
             if let Some(key) = ctx

@@ -158,6 +158,9 @@ pub struct Journal {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// This host holds the data directory's lock: every other recorded owner is gone.
     exclusive: AtomicBool,
+    /// Ends of dropped runs lost to a full queue since the last warning, and when that was.
+    lost_ends: std::sync::atomic::AtomicU64,
+    lost_logged_at: std::sync::atomic::AtomicI64,
     stopping: tokio_util::sync::CancellationToken,
 }
 
@@ -195,6 +198,8 @@ impl Journal {
             wake: Notify::new(),
             tasks: Mutex::default(),
             exclusive: AtomicBool::new(false),
+            lost_ends: std::sync::atomic::AtomicU64::new(0),
+            lost_logged_at: std::sync::atomic::AtomicI64::new(0),
             stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -359,7 +364,22 @@ impl Journal {
             done: None,
         };
         if self.queue.try_send(queued).is_err() {
-            tracing::warn!("the run journal's queue is full; a run's end was not recorded");
+            // Under overload this happens to many runs at once: one line per 10 s, counted.
+            let lost = self.lost_ends.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = wf_config::time::unix_millis_now();
+            let last = self.lost_logged_at.load(Ordering::Relaxed);
+            if now - last >= 10_000
+                && self
+                    .lost_logged_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.lost_ends.store(0, Ordering::Relaxed);
+                tracing::warn!(
+                    runs = lost,
+                    "the run journal's queue is full; the end of runs whose caller went away was not recorded"
+                );
+            }
         }
     }
 
