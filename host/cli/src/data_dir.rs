@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The folder's name beside the first application file when neither `--data-dir` nor
 /// `WF_DATA_DIR` says otherwise.
-pub const DEFAULT_NAME: &str = ".wf";
+const DEFAULT_NAME: &str = ".wf";
 
 /// `explicit`, else `.wf` in the folder of the first of `files`: each app gets its own, so two
 /// apps run from one folder never share a journal.

@@ -120,7 +120,7 @@ impl Peer {
 }
 
 /// An app whose `order` pipeline calls the peer at `first` then `second`, then sets `done`.
-fn order_app(peer: &str, tag: &str, runs: &str) -> String {
+fn order_app(peer: &str, tag: &str) -> String {
     format!(
         r#"
 name: durable-{tag}
@@ -128,7 +128,6 @@ modules:
   - {{name: web, type: http.server, config: {{address: "127.0.0.1:0"}}}}
   - {{name: router, type: http.router}}
   - {{name: runs, type: runs.api}}
-{runs}
 pipelines:
   order:
     durable: true
@@ -164,17 +163,24 @@ fn ended(address: &str, id: &str) -> Value {
     }
 }
 
-#[test]
-fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
-    let dir = TempDir::new("durable-kill");
-    let (peer, url) = Peer::start();
-    let app = app_file(&dir, order_app(&url, "kill", ""));
-    let data = dir.0.join("data");
-    let data_dir = data.to_str().unwrap();
-    let app_path = app.to_str().unwrap();
+/// `order_app` with its journal in PostgreSQL at `pg` (`runs_extra`: more keys of `runs:`).
+fn on_postgres(yaml: &str, pg: &str, runs_extra: &str) -> String {
+    // The database module goes among the modules; `runs:` after them.
+    yaml.replace(
+        "  - {name: runs, type: runs.api}\n",
+        &format!(
+            "  - {{name: runs, type: runs.api}}\n  - {{name: pg, type: database.workflow, config: {{dsn: \"{pg}\"}}}}\nruns: {{database: pg{runs_extra}}}\n"
+        ),
+    )
+}
 
-    let mut first = run(&[app_path], &[("WF_DATA_DIR", data_dir)]);
-    peer.gate("second-kill");
+/// Runs `order_app` file `app` (tag `tag`) with `envs`, kills it with SIGKILL while its run
+/// waits in step `second`, starts it again (same `envs`), and checks the run was resumed:
+/// finished, `first` not run again, both calls of `second` carrying the step's one key.
+fn killed_mid_step_then_resumed(app: &str, tag: &str, envs: &[(&str, &str)], peer: &Peer) {
+    let (first_step, second_step) = (format!("first-{tag}"), format!("second-{tag}"));
+    let mut first = run(&[app], envs);
+    peer.gate(&second_step);
     let address = first.address.clone();
     // The caller's connection dies with the process; its answer does not matter.
     std::thread::spawn(move || {
@@ -186,12 +192,12 @@ fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
             br#"{"id": 1}"#,
         );
     });
-    peer.wait_for("second-kill", 1);
+    peer.wait_for(&second_step, 1);
     first.child.kill().unwrap(); // SIGKILL: nothing gets to clean up
     first.child.wait().unwrap();
-    peer.open("second-kill");
+    peer.open(&second_step);
 
-    let second = run(&[app_path], &[("WF_DATA_DIR", data_dir)]);
+    let second = run(&[app], envs);
     let runs = get_json(&second.address, "/api/runs?pipeline=order");
     let id = runs["runs"][0]["run_id"]
         .as_str()
@@ -202,11 +208,11 @@ fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
     assert_eq!(resumed["output"]["done"], true, "{resumed}");
     // `first` ran once; `second` twice (cut short, then again), with one key.
     assert_eq!(
-        peer.calls("first-kill").len(),
+        peer.calls(&first_step).len(),
         1,
         "the finished step is not run again"
     );
-    let calls = peer.calls("second-kill");
+    let calls = peer.calls(&second_step);
     assert_eq!(calls.len(), 2);
     let keys: Vec<&str> = calls
         .iter()
@@ -222,8 +228,23 @@ fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
     assert_eq!(second.terminate(Duration::from_secs(10)), Some(0));
 }
 
-/// The same on PostgreSQL: the restarted host has a new identity, and takes the dead one's run
-/// over once `runs.takeover_after` has passed without its heartbeat.
+#[test]
+fn a_durable_run_killed_mid_step_resumes_without_repeating_finished_steps() {
+    let dir = TempDir::new("durable-kill");
+    let (peer, url) = Peer::start();
+    let app = app_file(&dir, order_app(&url, "kill"));
+    let data = dir.0.join("data");
+    killed_mid_step_then_resumed(
+        app.to_str().unwrap(),
+        "kill",
+        &[("WF_DATA_DIR", data.to_str().unwrap())],
+        &peer,
+    );
+}
+
+/// The same on PostgreSQL: the restarted host has a new identity (a data directory of its
+/// own), and takes the dead one's run over once `runs.takeover_after` has passed without its
+/// heartbeat.
 #[test]
 fn a_durable_run_on_postgres_is_taken_over_after_its_host_dies() {
     let Ok(pg) = std::env::var("WF_TEST_POSTGRES_URL") else {
@@ -232,45 +253,11 @@ fn a_durable_run_on_postgres_is_taken_over_after_its_host_dies() {
     };
     let dir = TempDir::new("durable-kill-pg");
     let (peer, url) = Peer::start();
+    // PostgreSQL is shared between test runs: an app (and so a journal) of this run's own.
     let tag = format!("pg{}", std::process::id());
-    let yaml = order_app(&url, &tag, "").replace(
-        "  - {name: runs, type: runs.api}\n",
-        &format!(
-            "  - {{name: runs, type: runs.api}}\n  - {{name: pg, type: database.workflow, config: {{dsn: \"{pg}\"}}}}\nruns: {{database: pg, takeover_after: 2s}}\n"
-        ),
-    );
+    let yaml = on_postgres(&order_app(&url, &tag), &pg, ", takeover_after: 2s");
     let app = app_file(&dir, yaml);
-    let app_path = app.to_str().unwrap();
-    let second_step = format!("second-{tag}");
-
-    let mut first = run(&[app_path], &[]);
-    peer.gate(&second_step);
-    let address = first.address.clone();
-    std::thread::spawn(move || {
-        let _ = request(&address, "POST", "/orders", &[], br#"{"id": 2}"#);
-    });
-    peer.wait_for(&second_step, 1);
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
-    peer.open(&second_step);
-
-    // Another host (its own data directory) on the same database.
-    let second = run(&[app_path], &[]);
-    let runs = get_json(&second.address, "/api/runs?pipeline=order");
-    let id = runs["runs"][0]["run_id"]
-        .as_str()
-        .expect("the run was recorded")
-        .to_string();
-    let resumed = ended(&second.address, &id);
-    assert_eq!(resumed["status"], "succeeded", "{resumed}");
-    assert_eq!(peer.calls(&format!("first-{tag}")).len(), 1);
-    let calls = peer.calls(&second_step);
-    assert_eq!(calls.len(), 2);
-    assert_eq!(
-        calls[0]["idempotency-key"], calls[1]["idempotency-key"],
-        "one key for both calls"
-    );
-    assert_eq!(second.terminate(Duration::from_secs(10)), Some(0));
+    killed_mid_step_then_resumed(app.to_str().unwrap(), &tag, &[], &peer);
 }
 
 /// `wf-host runs ARGS` on `app` with `data` as the data directory: (exit code, stdout,
@@ -302,18 +289,12 @@ fn the_runs_command_lists_shows_replays_and_cancels_on_sqlite_and_postgres() {
         let dir = TempDir::new(&format!("runs-cli-{backend}"));
         let (peer, url) = Peer::start();
         let tag = format!("{backend}{}", std::process::id());
-        let runs = if pg.is_empty() {
-            String::new()
+        let yaml = order_app(&url, &tag);
+        let yaml = if pg.is_empty() {
+            yaml
         } else {
-            format!(
-                "  - {{name: pg, type: database.workflow, config: {{dsn: \"{pg}\"}}}}\nruns:\n  database: pg"
-            )
+            on_postgres(&yaml, &pg, "")
         };
-        // The database module goes among the modules; `runs:` after them.
-        let yaml = order_app(&url, &tag, "").replace(
-            "  - {name: runs, type: runs.api}\n",
-            &format!("  - {{name: runs, type: runs.api}}\n{runs}\n"),
-        );
         let app = app_file(&dir, yaml);
         let app = app.to_str().unwrap();
         let data = dir.0.join("data");

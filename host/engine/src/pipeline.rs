@@ -452,11 +452,6 @@ impl Pipeline {
         self.journal.is_some()
     }
 
-    /// Whether runs of this pipeline are durable (whatever the trigger says).
-    pub fn is_durable(&self) -> bool {
-        self.durable
-    }
-
     /// Runs the pipeline on `trigger` data. `extensions` carries what the trigger attaches for
     /// steps (the HTTP exchange, ...). A durable run goes on a task of its own, so that it
     /// finishes even when its caller stops waiting.
@@ -773,7 +768,9 @@ impl Pipeline {
             .map(|r| (r.outcomes, r.record_reused));
         let mut chosen: HashSet<usize> = HashSet::new();
         let mut skipped_branches: HashSet<usize> = HashSet::new();
-        let mut executions = vec![0u32; self.steps.len()];
+        // Per-step keys only for recorded runs: a run the journal does not keep cannot be
+        // resumed, and unrecorded pipelines pay nothing per step for them.
+        let mut executions = run.recorder.map(|_| vec![0u32; self.steps.len()]);
         let mut executed: u32 = 0;
         let mut i = 0;
         while i < self.steps.len() {
@@ -808,13 +805,15 @@ impl Pipeline {
             let step = &self.steps[i];
             // The same key in every attempt and after a resume; a step a loop runs again gets
             // a key per pass.
-            executions[i] += 1;
-            let key = match executions[i] {
-                1 => format!("{}:{}", run.id, step.name),
-                n => format!("{}:{}#{n}", run.id, step.name),
-            };
-            ctx.meta
-                .insert("idempotency_key".into(), Value::String(key));
+            if let Some(executions) = &mut executions {
+                executions[i] += 1;
+                let key = match executions[i] {
+                    1 => format!("{}:{}", run.id, step.name),
+                    n => format!("{}:{}#{n}", run.id, step.name),
+                };
+                ctx.meta
+                    .insert("idempotency_key".into(), Value::String(key));
+            }
 
             if let Some((outcomes, record_reused)) = &mut restoring {
                 if outcomes.front().is_some_and(|o| o.step == step.name) {

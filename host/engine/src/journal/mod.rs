@@ -283,7 +283,8 @@ impl Journal {
     /// Stops recording: what was queued is written, then the writer and the poller end.
     /// Durable runs still going stay `running` in the store, and the next start resumes them.
     pub async fn stop(&self, deadline: tokio::time::Instant) {
-        self.recording.store(false, Ordering::Release);
+        // False when `start` never got as far as recording (its store did not open).
+        let started = self.recording.swap(false, Ordering::AcqRel);
         self.stopping.cancel();
         let tasks: Vec<_> = self
             .tasks
@@ -297,7 +298,7 @@ impl Journal {
             }
         }
         // Its unfinished durable runs are for the next host to resume, at once.
-        if let Err(e) = self.store.retire(&self.owner).await {
+        if started && let Err(e) = self.store.retire(&self.owner).await {
             tracing::warn!(error = %e, "run journal: this host's leave was not recorded; its unfinished runs wait `runs.takeover_after`");
         }
         self.store.close().await;
@@ -316,17 +317,21 @@ impl Journal {
             }
             return Ok(());
         }
+        self.send_and_wait(Some(write)).await
+    }
+
+    /// Queues `write` (`None`: a barrier) and waits until the writer has committed it.
+    async fn send_and_wait(&self, write: Option<JournalWrite>) -> Result<(), JournalError> {
+        let stopped = || JournalError::Unavailable("the journal has stopped".into());
         let (done, committed) = tokio::sync::oneshot::channel();
         self.queue
             .send(Queued {
-                write: Some(write),
+                write,
                 done: Some(done),
             })
             .await
-            .map_err(|_| JournalError::Unavailable("the journal has stopped".into()))?;
-        committed
-            .await
-            .map_err(|_| JournalError::Unavailable("the journal has stopped".into()))?
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
     }
 
     /// Records what happened outside a pipeline (a state machine's failed follow-up) as a run:
@@ -344,17 +349,7 @@ impl Journal {
     /// have already answered their callers. Bounded by the writer's pace; an error when the
     /// journal has stopped or the write failed.
     pub async fn flush(&self) -> Result<(), JournalError> {
-        let (done, committed) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Queued {
-                write: None,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| JournalError::Unavailable("the journal has stopped".into()))?;
-        committed
-            .await
-            .map_err(|_| JournalError::Unavailable("the journal has stopped".into()))?
+        self.send_and_wait(None).await
     }
 
     /// Queues `write` from a place that cannot wait (a dropped run): lost if the queue is full.

@@ -48,6 +48,31 @@ impl Recorder {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The record of one attempt of `step`, numbered next, without output, error or `next`.
+    fn attempt_record(
+        &self,
+        step: &StepName<'_>,
+        attempt: u32,
+        started_at: i64,
+        duration_ms: f64,
+        status: StepStatus,
+    ) -> StepAttempt {
+        StepAttempt {
+            run_id: self.run_id.clone(),
+            seq: self.next_seq(),
+            step: step.name.to_string(),
+            step_type: step.type_name.to_string(),
+            compensation: step.compensation,
+            attempt,
+            started_at,
+            duration_ms,
+            status,
+            output: None,
+            error: None,
+            next: None,
+        }
+    }
+
     pub async fn started(&self, start: RunStart, wait: bool) -> Result<(), JournalError> {
         self.journal
             .record(JournalWrite::Start(Box::new(start)), wait)
@@ -64,18 +89,8 @@ impl Recorder {
         error: &StepError,
     ) {
         let record = StepAttempt {
-            run_id: self.run_id.clone(),
-            seq: self.next_seq(),
-            step: step.name.to_string(),
-            step_type: step.type_name.to_string(),
-            compensation: step.compensation,
-            attempt,
-            started_at,
-            duration_ms,
-            status: StepStatus::Retried,
-            output: None,
             error: Some(recorded(error, None)),
-            next: None,
+            ..self.attempt_record(step, attempt, started_at, duration_ms, StepStatus::Retried)
         };
         if let Ok(mut retried) = self.retried.lock() {
             retried.push(record);
@@ -107,18 +122,10 @@ impl Recorder {
                 .await?;
         }
         let record = StepAttempt {
-            run_id: self.run_id.clone(),
-            seq: self.next_seq(),
-            step: step.name.to_string(),
-            step_type: step.type_name.to_string(),
-            compensation: step.compensation,
-            attempt,
-            started_at,
-            duration_ms,
-            status,
             output: output.map(|o| Value::Object(o.clone())),
             error: error.map(|e| recorded(e, None)),
             next: next.and_then(next_label),
+            ..self.attempt_record(step, attempt, started_at, duration_ms, status)
         };
         self.journal
             .record(JournalWrite::Step(Box::new(record)), self.durable)
@@ -127,19 +134,16 @@ impl Recorder {
 
     /// A step not run because its output came from the run this one replays.
     pub async fn reused(&self, step: &RestoredStep) -> Result<(), JournalError> {
-        let record = StepAttempt {
-            run_id: self.run_id.clone(),
-            seq: self.next_seq(),
-            step: step.step.to_string(),
-            step_type: step.step_type.to_string(),
+        let name = StepName {
+            name: &step.step,
+            type_name: &step.step_type,
             compensation: false,
-            attempt: 1,
-            started_at: wf_config::time::unix_millis_now(),
-            duration_ms: 0.0,
-            status: match step.output {
-                Ok(_) => StepStatus::Reused,
-                Err(_) => StepStatus::Skipped,
-            },
+        };
+        let status = match step.output {
+            Ok(_) => StepStatus::Reused,
+            Err(_) => StepStatus::Skipped,
+        };
+        let record = StepAttempt {
             output: step.output.as_ref().ok().map(|o| Value::Object(o.clone())),
             error: step.output.as_ref().err().map(|message| RecordedError {
                 kind: crate::step::ErrorKind::Internal,
@@ -147,6 +151,7 @@ impl Recorder {
                 step: None,
             }),
             next: step.next.clone(),
+            ..self.attempt_record(&name, 1, wf_config::time::unix_millis_now(), 0.0, status)
         };
         self.journal
             .record(JournalWrite::Step(Box::new(record)), self.durable)

@@ -244,14 +244,15 @@ fn migrations() -> Vec<Migration> {
 const LEASE_MS: i64 = 30_000;
 /// How often a running transition renews its lease.
 const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(10);
-/// Pauses before the retries of a follow-up transition that failed in a way that may pass.
+/// Pauses before the retries of a follow-up transition that failed on wf's side (a hook or
+/// the store).
 const FOLLOW_UP_RETRIES: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(100),
     std::time::Duration::from_millis(500),
     std::time::Duration::from_secs(2),
 ];
 /// The trigger kind of a failed follow-up's journal record.
-pub const FOLLOW_UP_TRIGGER: &str = "statemachine";
+const FOLLOW_UP_TRIGGER: &str = "statemachine";
 /// How long a transition waits for another's lease on its instance before answering 409.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -620,7 +621,8 @@ impl StateMachineEngine {
             match self.fire(&instance.id, transition, data.clone()).await {
                 Ok(fired) => return Some(fired),
                 Err(e) => {
-                    let retry = e.status >= 500 || e.status == 409;
+                    // A busy instance (409) was already waited for, up to `LEASE_WAIT`.
+                    let retry = e.status >= 500;
                     failures.push((e, at, clock.elapsed()));
                     if !retry {
                         break;

@@ -639,8 +639,8 @@ impl JournalStore for SqlJournal {
             }
             RunStatus::Running => {
                 self.execute(
-                    "UPDATE wf_runs SET cancel_requested = 1 WHERE run_id = ?",
-                    &[json!(run_id)],
+                    "UPDATE wf_runs SET cancel_requested = 1 WHERE app = ? AND run_id = ?",
+                    &[json!(self.app), json!(run_id)],
                 )
                 .await?;
                 Ok(CancelOutcome::Requested)
